@@ -1,0 +1,26 @@
+//! QScaler's API, shared by every binary of the project.
+//!
+//! - [`qworker`]: the `QWorker` custom resource (what to run and how to scale it).
+//! - [`scalerconfig`]: the `ScalerConfig` custom resource (where the queue broker is).
+//! - [`names`]: labels, annotations, env vars and Redis key names: the operator/supervisor contract.
+//! - [`hash`]: the canonical pod-spec hash that identifies a rollout revision.
+//! - [`validation`]: every problem of an object, as structured errors for conditions and Events.
+//! - [`usage`]: the usage report a supervisor writes on its pod.
+//! - [`crdgen`]: the CRD manifests generated from the types.
+#![forbid(unsafe_code)]
+
+pub mod crdgen;
+pub mod hash;
+pub mod names;
+pub mod qworker;
+pub mod scalerconfig;
+pub mod usage;
+pub mod validation;
+
+pub use qworker::{QWorker, QWorkerSpec, QWorkerStatus, ScaleConfig};
+pub use scalerconfig::{ScalerConfig, ScalerConfigSpec, ScalerConfigStatus};
+
+/// The API group and version of both resources.
+pub const GROUP: &str = "quickube.com";
+pub const VERSION: &str = "v1alpha1";
+pub const API_VERSION: &str = "quickube.com/v1alpha1";

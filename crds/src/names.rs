@@ -1,0 +1,121 @@
+//! The names every part agrees on. Changing one here changes the protocol between the operator,
+//! the supervisor and the plugin, so each is defined once and listed in the README.
+
+/// Label on every worker pod: the name of its QWorker.
+pub const LABEL_QWORKER: &str = "quickube.com/qworker";
+/// Label on every worker pod: the short pod-spec hash (see [`crate::hash`]) it was created from.
+pub const LABEL_POD_SPEC_HASH: &str = "quickube.com/pod-spec-hash";
+/// Standard label naming the tool that manages the pod.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Value of [`LABEL_MANAGED_BY`] on pods the operator creates.
+pub const MANAGED_BY_VALUE: &str = "qscaler-operator";
+
+/// Annotation the operator sets on a pod it wants gone; the value is the reason (see [`DrainReason`]).
+/// The supervisor finishes its current task and exits 0 when it sees it.
+pub const ANNOTATION_DRAIN: &str = "quickube.com/drain";
+/// Annotation the supervisor keeps on its own pod: its peak usage as JSON (see [`crate::usage`]).
+pub const ANNOTATION_USAGE: &str = "quickube.com/usage";
+/// Annotation the supervisor may set on its own pod: `idle` or `busy`, when the worker tells it.
+pub const ANNOTATION_ACTIVITY: &str = "quickube.com/activity";
+/// Annotation on a pod: the container requests the operator derived from observed usage (activateVPA).
+pub const ANNOTATION_VPA_REQUESTS: &str = "quickube.com/vpa-requests";
+/// Annotation on a QWorker's pod metadata that `kubectl qworker rollout restart` sets (new hash).
+pub const ANNOTATION_RESTARTED_AT: &str = "quickube.com/restartedAt";
+/// Annotation on a ControllerRevision: the full pod-spec hash it records.
+pub const ANNOTATION_REVISION_HASH: &str = "quickube.com/pod-spec-hash";
+
+/// Why a pod is drained; the value of [`ANNOTATION_DRAIN`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DrainReason {
+    ScaleDown,
+    Rollout,
+}
+
+impl DrainReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DrainReason::ScaleDown => "scale-down",
+            DrainReason::Rollout => "rollout",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "scale-down" => Some(DrainReason::ScaleDown),
+            "rollout" => Some(DrainReason::Rollout),
+            _ => None,
+        }
+    }
+}
+
+/// Env vars the operator injects into every container of a worker pod.
+pub mod env {
+    /// The QWorker's name.
+    pub const QWORKER_NAME: &str = "QWORKER_NAME";
+    /// The full pod-spec hash the pod was created from.
+    pub const POD_SPEC_HASH: &str = "POD_SPEC_HASH";
+    /// The pod's own name (downward API `metadata.name`).
+    pub const POD_NAME: &str = "POD_NAME";
+    /// The pod's namespace (downward API `metadata.namespace`).
+    pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
+    /// The name of the container the process runs in (usage reports are per container).
+    pub const CONTAINER_NAME: &str = "QSCALER_CONTAINER_NAME";
+    /// The queue (Redis list) the worker consumes.
+    pub const QUEUE: &str = "QSCALER_QUEUE";
+    /// The broker's host.
+    pub const REDIS_HOST: &str = "QSCALER_REDIS_HOST";
+    /// The broker's port.
+    pub const REDIS_PORT: &str = "QSCALER_REDIS_PORT";
+    /// The broker's database number.
+    pub const REDIS_DB: &str = "QSCALER_REDIS_DB";
+    /// The broker's username (ACL), when set.
+    pub const REDIS_USERNAME: &str = "QSCALER_REDIS_USERNAME";
+    /// The broker's password: always injected through a secretKeyRef, never inline.
+    pub const REDIS_PASSWORD: &str = "QSCALER_REDIS_PASSWORD";
+    /// `true` when the broker speaks TLS.
+    pub const REDIS_TLS: &str = "QSCALER_REDIS_TLS";
+}
+
+/// Redis key names of task mode: a documented contract between the supervisor (which moves tasks
+/// between them) and the operator (which counts them and returns a dead pod's tasks to the queue).
+pub mod keys {
+    /// The per-pod processing list: tasks a pod has taken and not yet finished.
+    pub fn processing(queue: &str, pod: &str) -> String {
+        format!("{queue}:processing:{pod}")
+    }
+
+    /// The dead-letter list: tasks that failed every retry.
+    pub fn dead_letter(queue: &str) -> String {
+        format!("{queue}:dead")
+    }
+
+    /// The hash of retry counts per task payload.
+    pub fn retries(queue: &str) -> String {
+        format!("{queue}:retries")
+    }
+}
+
+/// Name of the ControllerRevision that records `hash` of a QWorker.
+pub fn revision_name(qworker: &str, short_hash: &str) -> String {
+    format!("{qworker}-{short_hash}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drain_reason_round_trips() {
+        for r in [DrainReason::ScaleDown, DrainReason::Rollout] {
+            assert_eq!(DrainReason::parse(r.as_str()), Some(r));
+        }
+        assert_eq!(DrainReason::parse("whatever"), None);
+    }
+
+    #[test]
+    fn task_keys_are_derived_from_queue_and_pod() {
+        assert_eq!(keys::processing("jobs", "w-abc"), "jobs:processing:w-abc");
+        assert_eq!(keys::dead_letter("jobs"), "jobs:dead");
+        assert_eq!(keys::retries("jobs"), "jobs:retries");
+    }
+}

@@ -1,0 +1,203 @@
+//! The `QWorker` custom resource: a pod spec, and how to scale it by the depth of a queue.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodSpec;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::crdgen::schema;
+
+/// A group of identical queue workers, scaled by the depth of one queue.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "quickube.com",
+    version = "v1alpha1",
+    kind = "QWorker",
+    plural = "qworkers",
+    shortname = "qw",
+    namespaced,
+    status = "QWorkerStatus",
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desiredReplicas"}"#,
+    printcolumn = r#"{"name":"Current","type":"integer","jsonPath":".status.currentReplicas"}"#,
+    printcolumn = r#"{"name":"Queue","type":"integer","description":"Queued tasks","jsonPath":".status.queueDepth"}"#,
+    printcolumn = r#"{"name":"In-Flight","type":"integer","priority":1,"jsonPath":".status.inFlight"}"#,
+    printcolumn = r#"{"name":"Hash","type":"string","priority":1,"jsonPath":".status.currentPodSpecHash"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct QWorkerSpec {
+    /// The pod spec of every worker (a core/v1 PodSpec). Its canonical hash identifies a rollout revision.
+    #[schemars(schema_with = "schema::pod_spec")]
+    pub pod_spec: PodSpec,
+
+    /// How many workers to run for how much work.
+    pub scale_config: ScaleConfig,
+
+    /// Labels and annotations for the worker pods. Part of the pod-spec hash: changing them rolls out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_metadata: Option<PodMetadata>,
+
+    /// How a changed pod spec replaces old workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStrategy>,
+
+    /// How many old revisions to keep for `kubectl qworker rollout undo` (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub revision_history_limit: Option<i32>,
+
+    /// Bounds and margins of vertical sizing when `scaleConfig.activateVPA` is true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpa: Option<VpaPolicy>,
+}
+
+/// The scaling rule: desired = clamp(ceil(backlog × scalingFactor), minReplicas, maxReplicas).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleConfig {
+    /// Name of the ScalerConfig (same namespace) that says where the queue broker is.
+    #[schemars(length(min = 1))]
+    pub scaler_config_ref: String,
+
+    /// The queue: a Redis list name.
+    #[schemars(length(min = 1))]
+    pub queue: String,
+
+    /// Fewest workers, even with an empty queue.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub min_replicas: i32,
+
+    /// Most workers, however deep the queue.
+    #[schemars(range(min = 0))]
+    pub max_replicas: i32,
+
+    /// Workers per queued task: 2 means two workers per task, 0.1 one worker per ten tasks.
+    #[serde(default = "default_scaling_factor")]
+    #[schemars(schema_with = "schema::positive_number")]
+    pub scaling_factor: f64,
+
+    /// Size new pods' requests from observed peak usage.
+    #[serde(default, rename = "activateVPA")]
+    pub activate_vpa: bool,
+
+    /// Scale down only to the highest desired count seen over this many seconds (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub scale_down_stabilization_seconds: Option<i32>,
+}
+
+fn default_scaling_factor() -> f64 {
+    1.0
+}
+
+/// Metadata copied onto every worker pod.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Pacing of a rollout, as a Deployment's RollingUpdate: both an absolute number or a percentage of
+/// desired replicas. The default (surge 1, unavailable 0) keeps the worker count at desired throughout.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStrategy {
+    /// Extra new-hash workers allowed above desired while old ones drain (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::int_or_percent")]
+    pub max_surge: Option<IntOrString>,
+    /// Workers allowed below desired while old ones drain (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::int_or_percent")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+/// Vertical sizing policy.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VpaPolicy {
+    /// Headroom above the observed peak, in percent (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub margin_percent: Option<i32>,
+    /// Lowest requests ever set, per resource (e.g. cpu: 50m, memory: 64Mi).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "schema::quantity_map")]
+    pub min_allowed: BTreeMap<String, Quantity>,
+    /// Highest requests ever set, per resource.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "schema::quantity_map")]
+    pub max_allowed: BTreeMap<String, Quantity>,
+}
+
+/// What the operator last saw and did.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QWorkerStatus {
+    /// Worker pods alive (not Succeeded or Failed), draining ones included.
+    #[serde(default)]
+    pub current_replicas: i32,
+    /// Workers the scaling rule asks for.
+    #[serde(default)]
+    pub desired_replicas: i32,
+    /// Full hash of the current pod spec (see the `hash` module).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub current_pod_spec_hash: String,
+    /// Peak usage observed per container, from the supervisors' reports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub max_container_resources_usage: Vec<ContainerUsage>,
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, ScalerHealthy, SpecValid, Progressing, WorkersCrashing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "schema::conditions")]
+    pub conditions: Vec<Condition>,
+    /// Tasks waiting in the queue at the last poll.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_depth: Option<i64>,
+    /// Tasks taken by task-mode workers and not yet finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight: Option<i64>,
+    /// Alive workers of the current hash.
+    #[serde(default)]
+    pub updated_replicas: i32,
+    /// Alive workers told to drain.
+    #[serde(default)]
+    pub draining_replicas: i32,
+    /// When the operator last changed the number of workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<Time>,
+    /// Requests given to new pods by vertical sizing, per container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recommended_requests: Vec<ContainerUsage>,
+}
+
+/// Peak (or recommended) cpu and memory of one container.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerUsage {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::quantity")]
+    pub cpu: Option<Quantity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::quantity")]
+    pub memory: Option<Quantity>,
+}
+
+impl QWorker {
+    /// The rollout pacing with defaults applied.
+    pub fn rollout_strategy(&self) -> RolloutStrategy {
+        self.spec.rollout.clone().unwrap_or_default()
+    }
+}

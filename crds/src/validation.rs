@@ -1,0 +1,572 @@
+//! Every problem of a QWorker or ScalerConfig spec, as structured errors.
+//!
+//! The CRD schema already refuses most of these at the API server; the operator checks again because
+//! schemas can be bypassed (older CRD versions, `x-kubernetes-preserve-unknown-fields` in `podSpec`,
+//! cross-field rules 1.20 cannot express) and turns the result into a `SpecValid` condition and an Event.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use crate::qworker::{QWorkerSpec, RolloutStrategy, VpaPolicy};
+use crate::scalerconfig::{ScalerConfigSpec, SUPPORTED_TYPES};
+
+/// What kind of problem a field has (as `field.ErrorType` in Kubernetes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProblemKind {
+    Required,
+    Invalid,
+    OutOfRange,
+    Duplicate,
+    Unsupported,
+}
+
+/// One problem at one field path, e.g. `spec.scaleConfig.maxReplicas`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub field: String,
+    pub kind: ProblemKind,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// All problems joined into one line, for a condition message or an Event note.
+pub fn summary(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[derive(Default)]
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn push(&mut self, field: impl Into<String>, kind: ProblemKind, message: impl Into<String>) {
+        self.0.push(Problem {
+            field: field.into(),
+            kind,
+            message: message.into(),
+        });
+    }
+}
+
+/// Every problem of a QWorker spec; empty when it is valid.
+pub fn validate_qworker(spec: &QWorkerSpec) -> Vec<Problem> {
+    let mut p = Problems::default();
+    validate_containers(spec, &mut p);
+    validate_scale_config(spec, &mut p);
+    if let Some(rollout) = &spec.rollout {
+        validate_rollout(rollout, &mut p);
+    }
+    if let Some(limit) = spec.revision_history_limit.filter(|l| *l < 0) {
+        p.push(
+            "spec.revisionHistoryLimit",
+            ProblemKind::OutOfRange,
+            format!("{limit} is negative"),
+        );
+    }
+    if let Some(vpa) = &spec.vpa {
+        validate_vpa(vpa, &mut p);
+    }
+    p.0
+}
+
+fn validate_containers(spec: &QWorkerSpec, p: &mut Problems) {
+    let containers = &spec.pod_spec.containers;
+    if containers.is_empty() {
+        p.push(
+            "spec.podSpec.containers",
+            ProblemKind::Required,
+            "at least one container is required",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, c) in containers.iter().enumerate() {
+        let field = format!("spec.podSpec.containers[{i}]");
+        if c.name.trim().is_empty() {
+            p.push(
+                format!("{field}.name"),
+                ProblemKind::Required,
+                "a container needs a name",
+            );
+        } else if !seen.insert(c.name.as_str()) {
+            p.push(
+                format!("{field}.name"),
+                ProblemKind::Duplicate,
+                format!("container name {:?} is used twice", c.name),
+            );
+        }
+        if c.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+            p.push(
+                format!("{field}.image"),
+                ProblemKind::Required,
+                "a container needs an image",
+            );
+        }
+    }
+    if let Some(policy) = spec.pod_spec.restart_policy.as_deref() {
+        if policy == "Always" {
+            p.push(
+                "spec.podSpec.restartPolicy",
+                ProblemKind::Unsupported,
+                "Always would restart a worker that exited after a drain; use Never or OnFailure (default Never)",
+            );
+        } else if policy != "Never" && policy != "OnFailure" {
+            p.push(
+                "spec.podSpec.restartPolicy",
+                ProblemKind::Unsupported,
+                format!("{policy:?} is not Never or OnFailure"),
+            );
+        }
+    }
+}
+
+fn validate_scale_config(spec: &QWorkerSpec, p: &mut Problems) {
+    let s = &spec.scale_config;
+    let field = |f: &str| format!("spec.scaleConfig.{f}");
+    if s.scaler_config_ref.trim().is_empty() {
+        p.push(
+            field("scalerConfigRef"),
+            ProblemKind::Required,
+            "name the ScalerConfig of the queue's broker",
+        );
+    }
+    if s.queue.trim().is_empty() {
+        p.push(
+            field("queue"),
+            ProblemKind::Required,
+            "name the queue to scale on",
+        );
+    }
+    if s.min_replicas < 0 {
+        p.push(
+            field("minReplicas"),
+            ProblemKind::OutOfRange,
+            format!("{} is negative", s.min_replicas),
+        );
+    }
+    if s.max_replicas < 0 {
+        p.push(
+            field("maxReplicas"),
+            ProblemKind::OutOfRange,
+            format!("{} is negative", s.max_replicas),
+        );
+    }
+    if s.min_replicas > s.max_replicas {
+        p.push(
+            field("minReplicas"),
+            ProblemKind::Invalid,
+            format!(
+                "minReplicas ({}) is greater than maxReplicas ({})",
+                s.min_replicas, s.max_replicas
+            ),
+        );
+    }
+    if !s.scaling_factor.is_finite() || s.scaling_factor <= 0.0 {
+        p.push(
+            field("scalingFactor"),
+            ProblemKind::OutOfRange,
+            format!("{} is not a number greater than 0", s.scaling_factor),
+        );
+    }
+    if let Some(secs) = s.scale_down_stabilization_seconds.filter(|s| *s < 0) {
+        p.push(
+            field("scaleDownStabilizationSeconds"),
+            ProblemKind::OutOfRange,
+            format!("{secs} is negative"),
+        );
+    }
+}
+
+fn validate_rollout(r: &RolloutStrategy, p: &mut Problems) {
+    let surge = check_int_or_percent("spec.rollout.maxSurge", r.max_surge.as_ref(), p);
+    let unavailable =
+        check_int_or_percent("spec.rollout.maxUnavailable", r.max_unavailable.as_ref(), p);
+    if surge == Some(true) && unavailable == Some(true) {
+        p.push(
+            "spec.rollout",
+            ProblemKind::Invalid,
+            "maxSurge and maxUnavailable cannot both be 0: the rollout could never progress",
+        );
+    }
+}
+
+/// Checks one value; returns whether it is zero (None when absent or invalid).
+fn check_int_or_percent(field: &str, v: Option<&IntOrString>, p: &mut Problems) -> Option<bool> {
+    match v? {
+        IntOrString::Int(n) if *n < 0 => {
+            p.push(field, ProblemKind::OutOfRange, format!("{n} is negative"));
+            None
+        }
+        IntOrString::Int(n) => Some(*n == 0),
+        IntOrString::String(s) => match parse_percent(s) {
+            Some(n) => Some(n == 0),
+            None => {
+                p.push(
+                    field,
+                    ProblemKind::Invalid,
+                    format!("{s:?} is neither a number nor a percentage like \"25%\""),
+                );
+                None
+            }
+        },
+    }
+}
+
+/// "25%" → 25.
+pub fn parse_percent(s: &str) -> Option<u32> {
+    s.strip_suffix('%')?.parse().ok()
+}
+
+fn validate_vpa(v: &VpaPolicy, p: &mut Problems) {
+    if let Some(m) = v.margin_percent.filter(|m| !(0..=1000).contains(m)) {
+        p.push(
+            "spec.vpa.marginPercent",
+            ProblemKind::OutOfRange,
+            format!("{m} is not between 0 and 1000"),
+        );
+    }
+    for (name, map) in [
+        ("minAllowed", &v.min_allowed),
+        ("maxAllowed", &v.max_allowed),
+    ] {
+        for key in map.keys() {
+            if key != "cpu" && key != "memory" {
+                p.push(
+                    format!("spec.vpa.{name}.{key}"),
+                    ProblemKind::Unsupported,
+                    "only cpu and memory are sized",
+                );
+            }
+        }
+    }
+}
+
+/// Every problem of a ScalerConfig spec; empty when it is valid.
+pub fn validate_scaler_config(spec: &ScalerConfigSpec) -> Vec<Problem> {
+    let mut p = Problems::default();
+    let kind = spec.scaler_type.trim();
+    if kind.is_empty() {
+        p.push(
+            "spec.type",
+            ProblemKind::Required,
+            format!(
+                "the broker type is required (one of: {})",
+                SUPPORTED_TYPES.join(", ")
+            ),
+        );
+    } else if !SUPPORTED_TYPES.contains(&kind) {
+        p.push(
+            "spec.type",
+            ProblemKind::Unsupported,
+            format!(
+                "{kind:?} is not supported (one of: {})",
+                SUPPORTED_TYPES.join(", ")
+            ),
+        );
+    }
+    let c = &spec.config;
+    if c.host.trim().is_empty() {
+        p.push(
+            "spec.config.host",
+            ProblemKind::Required,
+            "the broker's host is required",
+        );
+    }
+    if let Err(e) = c.port_number() {
+        p.push("spec.config.port", ProblemKind::Invalid, e);
+    }
+    if let Some(db) = c.db.filter(|d| *d < 0) {
+        p.push(
+            "spec.config.db",
+            ProblemKind::OutOfRange,
+            format!("{db} is negative"),
+        );
+    }
+    if let Some(pw) = &c.password {
+        let from = pw.value_from.as_ref();
+        match (&pw.value, from) {
+            (Some(_), Some(_)) => p.push(
+                "spec.config.password",
+                ProblemKind::Invalid,
+                "set either value or valueFrom, not both",
+            ),
+            (None, None) => p.push(
+                "spec.config.password",
+                ProblemKind::Required,
+                "set value or valueFrom.secretKeyRef",
+            ),
+            (None, Some(src)) => match &src.secret_key_ref {
+                None => p.push(
+                    "spec.config.password.valueFrom.secretKeyRef",
+                    ProblemKind::Required,
+                    "valueFrom needs a secretKeyRef",
+                ),
+                Some(r) => {
+                    if r.name.trim().is_empty() {
+                        p.push(
+                            "spec.config.password.valueFrom.secretKeyRef.name",
+                            ProblemKind::Required,
+                            "name the Secret",
+                        );
+                    }
+                    if r.key.trim().is_empty() {
+                        p.push(
+                            "spec.config.password.valueFrom.secretKeyRef.key",
+                            ProblemKind::Required,
+                            "name the key in the Secret",
+                        );
+                    }
+                }
+            },
+            (Some(_), None) => {}
+        }
+    }
+    p.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn qworker(patch: impl FnOnce(&mut Value)) -> Vec<Problem> {
+        let mut v = json!({
+            "podSpec": {"containers": [{"name": "worker", "image": "w:1"}]},
+            "scaleConfig": {"scalerConfigRef": "sc", "queue": "q", "minReplicas": 1, "maxReplicas": 3, "scalingFactor": 0.5}
+        });
+        patch(&mut v);
+        validate_qworker(&serde_json::from_value(v).expect("parses"))
+    }
+
+    fn scaler(patch: impl FnOnce(&mut Value)) -> Vec<Problem> {
+        let mut v = json!({"type": "redis", "config": {"host": "redis", "port": "6379"}});
+        patch(&mut v);
+        validate_scaler_config(&serde_json::from_value(v).expect("parses"))
+    }
+
+    /// A change to a valid spec, and the problems it must cause.
+    type Case = (Box<dyn FnOnce(&mut Value)>, Vec<(&'static str, ProblemKind)>);
+
+    fn fields(problems: &[Problem]) -> Vec<(&str, ProblemKind)> {
+        problems
+            .iter()
+            .map(|p| (p.field.as_str(), p.kind))
+            .collect()
+    }
+
+    #[test]
+    fn the_seed_example_is_valid() {
+        let text = include_str!("../examples/qworker.yaml");
+        let qw: crate::QWorker = serde_yaml::from_str(text).expect("the seed example parses");
+        assert_eq!(validate_qworker(&qw.spec), vec![]);
+        assert_eq!(qw.spec.scale_config.scaling_factor, 2.0);
+        assert!(qw.spec.scale_config.activate_vpa);
+        let sc: crate::ScalerConfig =
+            serde_yaml::from_str(include_str!("../examples/scalerconfig.yaml")).expect("parses");
+        assert_eq!(validate_scaler_config(&sc.spec), vec![]);
+    }
+
+    #[test]
+    fn a_valid_qworker_has_no_problems() {
+        assert_eq!(qworker(|_| {}), vec![]);
+    }
+
+    #[test]
+    fn qworker_rules() {
+        use ProblemKind::*;
+        let cases: Vec<Case> = vec![
+            (
+                Box::new(|v| v["podSpec"]["containers"] = json!([])),
+                vec![("spec.podSpec.containers", Required)],
+            ),
+            (
+                Box::new(|v| v["podSpec"]["containers"][0]["name"] = json!("")),
+                vec![("spec.podSpec.containers[0].name", Required)],
+            ),
+            (
+                Box::new(|v| v["podSpec"]["containers"][0]["image"] = json!(" ")),
+                vec![("spec.podSpec.containers[0].image", Required)],
+            ),
+            (
+                Box::new(|v| {
+                    v["podSpec"]["containers"] =
+                        json!([{"name": "a", "image": "i"}, {"name": "a", "image": "i"}])
+                }),
+                vec![("spec.podSpec.containers[1].name", Duplicate)],
+            ),
+            (
+                Box::new(|v| v["podSpec"]["restartPolicy"] = json!("Always")),
+                vec![("spec.podSpec.restartPolicy", Unsupported)],
+            ),
+            (
+                Box::new(|v| v["podSpec"]["restartPolicy"] = json!("Sometimes")),
+                vec![("spec.podSpec.restartPolicy", Unsupported)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["queue"] = json!("")),
+                vec![("spec.scaleConfig.queue", Required)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["scalerConfigRef"] = json!("")),
+                vec![("spec.scaleConfig.scalerConfigRef", Required)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["minReplicas"] = json!(5)),
+                vec![("spec.scaleConfig.minReplicas", Invalid)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["minReplicas"] = json!(-1)),
+                vec![("spec.scaleConfig.minReplicas", OutOfRange)],
+            ),
+            (
+                Box::new(|v| {
+                    v["scaleConfig"]["minReplicas"] = json!(0);
+                    v["scaleConfig"]["maxReplicas"] = json!(-2)
+                }),
+                vec![
+                    ("spec.scaleConfig.maxReplicas", OutOfRange),
+                    ("spec.scaleConfig.minReplicas", Invalid),
+                ],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["scalingFactor"] = json!(0)),
+                vec![("spec.scaleConfig.scalingFactor", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["scalingFactor"] = json!(-0.5)),
+                vec![("spec.scaleConfig.scalingFactor", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["scaleDownStabilizationSeconds"] = json!(-1)),
+                vec![("spec.scaleConfig.scaleDownStabilizationSeconds", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["revisionHistoryLimit"] = json!(-1)),
+                vec![("spec.revisionHistoryLimit", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["rollout"] = json!({"maxSurge": -1})),
+                vec![("spec.rollout.maxSurge", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["rollout"] = json!({"maxUnavailable": "lots"})),
+                vec![("spec.rollout.maxUnavailable", Invalid)],
+            ),
+            (
+                Box::new(|v| v["rollout"] = json!({"maxSurge": 0, "maxUnavailable": "0%"})),
+                vec![("spec.rollout", Invalid)],
+            ),
+            (
+                Box::new(|v| v["vpa"] = json!({"marginPercent": 5000})),
+                vec![("spec.vpa.marginPercent", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["vpa"] = json!({"minAllowed": {"gpu": "1"}})),
+                vec![("spec.vpa.minAllowed.gpu", Unsupported)],
+            ),
+        ];
+        for (patch, expected) in cases {
+            let problems = qworker(patch);
+            assert_eq!(fields(&problems), expected, "{problems:?}");
+            assert!(problems.iter().all(|p| !p.message.is_empty()));
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let problems = qworker(|v| {
+            v["podSpec"]["containers"] = json!([]);
+            v["scaleConfig"]["queue"] = json!("");
+            v["scaleConfig"]["scalingFactor"] = json!(0);
+        });
+        assert_eq!(problems.len(), 3);
+        let s = summary(&problems);
+        assert!(
+            s.contains("spec.podSpec.containers") && s.contains("spec.scaleConfig.queue"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn valid_rollout_values() {
+        assert_eq!(
+            qworker(|v| v["rollout"] = json!({"maxSurge": "25%", "maxUnavailable": 0})),
+            vec![]
+        );
+        assert_eq!(parse_percent("25%"), Some(25));
+        assert_eq!(parse_percent("25"), None);
+    }
+
+    #[test]
+    fn scaler_config_rules() {
+        use ProblemKind::*;
+        assert_eq!(scaler(|_| {}), vec![]);
+        assert_eq!(scaler(|v| v["config"]["port"] = json!(6380)), vec![]);
+        let cases: Vec<Case> = vec![
+            (
+                Box::new(|v| v["type"] = json!("")),
+                vec![("spec.type", Required)],
+            ),
+            (
+                Box::new(|v| v["type"] = json!("kafka")),
+                vec![("spec.type", Unsupported)],
+            ),
+            (
+                Box::new(|v| v["config"]["host"] = json!("")),
+                vec![("spec.config.host", Required)],
+            ),
+            (
+                Box::new(|v| v["config"]["port"] = json!("http")),
+                vec![("spec.config.port", Invalid)],
+            ),
+            (
+                Box::new(|v| v["config"]["port"] = json!(70000)),
+                vec![("spec.config.port", Invalid)],
+            ),
+            (
+                Box::new(|v| v["config"]["port"] = json!(0)),
+                vec![("spec.config.port", Invalid)],
+            ),
+            (
+                Box::new(|v| v["config"]["db"] = json!(-1)),
+                vec![("spec.config.db", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["config"]["password"] = json!({})),
+                vec![("spec.config.password", Required)],
+            ),
+            (
+                Box::new(
+                    |v| v["config"]["password"] = json!({"value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}),
+                ),
+                vec![("spec.config.password", Invalid)],
+            ),
+            (
+                Box::new(|v| v["config"]["password"] = json!({"valueFrom": {}})),
+                vec![("spec.config.password.valueFrom.secretKeyRef", Required)],
+            ),
+            (
+                Box::new(|v| {
+                    v["config"]["password"] =
+                        json!({"valueFrom": {"secretKeyRef": {"name": "", "key": ""}}})
+                }),
+                vec![
+                    ("spec.config.password.valueFrom.secretKeyRef.name", Required),
+                    ("spec.config.password.valueFrom.secretKeyRef.key", Required),
+                ],
+            ),
+        ];
+        for (patch, expected) in cases {
+            let problems = scaler(patch);
+            assert_eq!(fields(&problems), expected, "{problems:?}");
+        }
+    }
+}

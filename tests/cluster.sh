@@ -1,0 +1,321 @@
+#!/usr/bin/env bash
+# A real local Kubernetes control plane for the e2e tests:
+# etcd + kube-apiserver + kube-controller-manager 1.20.2 (built once from Debian's source package),
+# redis-server, and the stand-in kubelet from this workspace.
+#
+#   tests/cluster.sh up       install what is missing, build once, start everything, wait until ready
+#   tests/cluster.sh down     stop everything started by `up` (by pid) and remove the run state
+#   tests/cluster.sh status   say what runs
+#   tests/cluster.sh env      print `export KUBECONFIG=... REDIS_URL=...` lines to eval
+#   tests/cluster.sh build    only install packages and build/cache the control-plane binaries
+#
+# Settings (env): QSCALER_CLUSTER_DIR (run state, default /tmp/qscaler-cluster),
+# QSCALER_K8S_CACHE (binary cache, default /var/cache/qscaler), QSCALER_SKIP_KUBELET=1 (no stand-in kubelet).
+set -euo pipefail
+
+K8S_VERSION=1.20.2
+K8S_DEB_VERSION=1.20.5+really1.20.2-1.1+deb12u1
+STATE=${QSCALER_CLUSTER_DIR:-/tmp/qscaler-cluster}
+CACHE_ROOT=${QSCALER_K8S_CACHE:-/var/cache/qscaler}
+BIN_CACHE="$CACHE_ROOT/kubernetes-v$K8S_VERSION"
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+ADMIN_TOKEN_FILE="$STATE/admin.token"
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
+
+need_root() { [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and uses PID namespaces and cgroups)"; }
+
+# --- packages ------------------------------------------------------------------------------------
+
+APT_UPDATED=0
+apt_update_once() {
+  if [ "$APT_UPDATED" = 0 ]; then
+    log "apt-get update"
+    apt-get update -qq >/dev/null
+    APT_UPDATED=1
+  fi
+}
+
+ensure_deb_src() {
+  local f=/etc/apt/sources.list.d/qscaler-deb-src.sources
+  [ -f "$f" ] && return 0
+  log "adding a deb-src entry for Debian's source archive ($f)"
+  cat >"$f" <<'EOF'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOF
+  APT_UPDATED=0
+}
+
+ensure_packages() {
+  local missing=()
+  local p
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} = 0 ] && return 0
+  apt_update_once
+  log "installing Debian packages: ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+runtime_packages() {
+  ensure_packages etcd-server etcd-client redis-server openssl jq python3 util-linux
+}
+
+# --- control-plane binaries ----------------------------------------------------------------------
+
+build_k8s() {
+  if [ -x "$BIN_CACHE/kube-apiserver" ] && [ -x "$BIN_CACHE/kube-controller-manager" ]; then
+    log "using cached kube-apiserver and kube-controller-manager v$K8S_VERSION from $BIN_CACHE"
+    return 0
+  fi
+  need_root
+  ensure_deb_src
+  ensure_packages golang-go rsync jq dpkg-dev golang-github-modern-go-reflect2-dev \
+    golang-github-json-iterator-go-dev ca-certificates
+  apt_update_once
+  local work="$CACHE_ROOT/build"
+  rm -rf "$work"
+  mkdir -p "$work"
+  log "downloading Debian's kubernetes $K8S_DEB_VERSION source package"
+  (cd "$work" && apt-get source --download-only -qq "kubernetes=$K8S_DEB_VERSION" >/dev/null)
+  local dsc
+  dsc=$(ls "$work"/kubernetes_*.dsc)
+  log "unpacking $(basename "$dsc")"
+  dpkg-source -q -x "$dsc" "$work/src" >/dev/null 2>&1 || dpkg-source -x "$dsc" "$work/src" >/dev/null
+  # The vendored reflect2 1.0.1 segfaults under Go >= 1.18 the first time a custom resource is created;
+  # Debian's reflect2 1.0.2 and json-iterator 1.1.12 fix it.
+  local v="$work/src/vendor/github.com"
+  local lib
+  for lib in modern-go/reflect2 json-iterator/go; do
+    rm -rf "${v:?}/$lib"
+    mkdir -p "$v/$lib"
+    rsync -a --exclude '*_test.go' --exclude 'test/' "/usr/share/gocode/src/github.com/$lib/" "$v/$lib/"
+  done
+  cat >"$work/version.env" <<EOF
+KUBE_GIT_VERSION='v$K8S_VERSION'
+KUBE_GIT_MAJOR='1'
+KUBE_GIT_MINOR='20'
+KUBE_GIT_TREE_STATE='clean'
+KUBE_GIT_COMMIT='faecb196815e248d3ecfb03c680a4507229c2a56'
+EOF
+  mkdir -p "$work/home"
+  log "building kube-apiserver and kube-controller-manager (about 10 minutes on 2 cores; log: $work/build.log)"
+  local start=$SECONDS
+  (
+    cd "$work/src"
+    unset GOFLAGS GOPATH GOCACHE GO111MODULE
+    export HOME="$work/home" KUBE_GIT_VERSION_FILE="$work/version.env"
+    make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" KUBE_BUILD_PLATFORMS=linux/amd64
+  ) >"$work/build.log" 2>&1 &
+  local pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    sleep 30
+    kill -0 "$pid" 2>/dev/null && log "  still building ($((SECONDS - start)) s): $(tail -n 1 "$work/build.log" | cut -c1-100)"
+  done
+  wait "$pid" || { tail -n 40 "$work/build.log" >&2; die "the Kubernetes build failed (see $work/build.log)"; }
+  mkdir -p "$BIN_CACHE"
+  local out
+  out=$(find "$work/src/_output" -type f -name kube-apiserver -path '*bin*' | head -n 1)
+  [ -n "$out" ] || die "build finished but no kube-apiserver under $work/src/_output"
+  install -m 0755 "$out" "$BIN_CACHE/kube-apiserver"
+  install -m 0755 "$(dirname "$out")/kube-controller-manager" "$BIN_CACHE/kube-controller-manager"
+  log "built in $((SECONDS - start)) s; cached in $BIN_CACHE"
+  rm -rf "$work"
+}
+
+# --- run state -----------------------------------------------------------------------------------
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+pid_alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+
+start_bg() { # name, command...
+  local name=$1
+  shift
+  "$@" >"$STATE/logs/$name.log" 2>&1 &
+  echo $! >"$STATE/$name.pid"
+}
+
+wait_for() { # description, timeout seconds, command...
+  local what=$1 timeout=$2
+  shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "timed out after ${timeout}s waiting for $what"
+    sleep 0.2
+  done
+}
+
+make_certs() {
+  local d="$STATE/pki"
+  mkdir -p "$d"
+  (
+    cd "$d"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj "/CN=qscaler-test-ca" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n' >san.ext
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 30 \
+      -extfile san.ext 2>/dev/null
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+  )
+}
+
+write_kubeconfig() { # path, token
+  cat >"$1" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: qscaler-local
+  cluster:
+    server: https://127.0.0.1:$(cat "$STATE/apiserver.port")
+    certificate-authority: $STATE/pki/ca.crt
+users:
+- name: admin
+  user:
+    token: $2
+contexts:
+- name: qscaler-local
+  context:
+    cluster: qscaler-local
+    user: admin
+current-context: qscaler-local
+EOF
+}
+
+kubelet_binary() {
+  local bin="$REPO/target/debug/qscaler-kubelet"
+  if [ ! -x "$bin" ] || [ -n "$(find "$REPO/tests/src" "$REPO/crds/src" -newer "$bin" -name '*.rs' 2>/dev/null | head -n 1)" ]; then
+    log "building the stand-in kubelet (cargo build -p qscaler-tests --bin qscaler-kubelet)"
+    (cd "$REPO" && cargo build -q -p qscaler-tests --bin qscaler-kubelet) >&2
+  fi
+  echo "$bin"
+}
+
+up() {
+  need_root
+  if pid_alive apiserver; then
+    log "already up (state in $STATE); run '$0 down' first to restart"
+    return 0
+  fi
+  local t0=$SECONDS
+  runtime_packages
+  build_k8s
+  rm -rf "$STATE"
+  mkdir -p "$STATE/logs" "$STATE/etcd" "$STATE/pods"
+  make_certs
+  local etcd_port etcd_peer api_port redis_port
+  etcd_port=$(free_port); etcd_peer=$(free_port); api_port=$(free_port); redis_port=$(free_port)
+  echo "$api_port" >"$STATE/apiserver.port"
+  echo "$redis_port" >"$STATE/redis.port"
+  head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$ADMIN_TOKEN_FILE"
+  local admin_token
+  admin_token=$(cat "$ADMIN_TOKEN_FILE")
+  # Static tokens: the admin (system:masters) and an unprivileged user for RBAC tests.
+  printf '%s,admin,admin,system:masters\n%s,nobody,nobody\n' "$admin_token" "nobody-$admin_token" >"$STATE/tokens.csv"
+  write_kubeconfig "$STATE/kubeconfig" "$admin_token"
+
+  log "starting etcd on 127.0.0.1:$etcd_port"
+  start_bg etcd etcd --name qscaler --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+    --initial-cluster "qscaler=http://127.0.0.1:$etcd_peer" --quota-backend-bytes 2147483648
+  wait_for "etcd" 30 etcdctl --endpoints "http://127.0.0.1:$etcd_port" endpoint health
+  echo "$etcd_port" >"$STATE/etcd.port"
+
+  log "starting kube-apiserver on https://127.0.0.1:$api_port"
+  start_bg apiserver "$BIN_CACHE/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --tls-cert-file "$STATE/pki/apiserver.crt" --tls-private-key-file "$STATE/pki/apiserver.key" \
+    --client-ca-file "$STATE/pki/ca.crt" --token-auth-file "$STATE/tokens.csv" --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$STATE/pki/sa.pub" \
+    --service-account-signing-key-file "$STATE/pki/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
+    --allow-privileged=true --enable-priority-and-fairness=false
+  wait_for "kube-apiserver /readyz" 90 kubectl --kubeconfig "$STATE/kubeconfig" get --raw /readyz
+
+  log "starting kube-controller-manager"
+  start_bg controller-manager "$BIN_CACHE/kube-controller-manager" --kubeconfig "$STATE/kubeconfig" \
+    --leader-elect=false --service-account-private-key-file "$STATE/pki/sa.key" --root-ca-file "$STATE/pki/ca.crt" \
+    --use-service-account-credentials=false --bind-address 127.0.0.1 --secure-port 0 --port 0 \
+    --controllers '*,-nodeipam,-nodelifecycle,-cloud-node-lifecycle,-route,-service'
+
+  log "starting redis-server on 127.0.0.1:$redis_port"
+  start_bg redis redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no
+  wait_for "redis" 20 redis-cli -p "$redis_port" ping
+
+  wait_for "the default ServiceAccount" 60 kubectl --kubeconfig "$STATE/kubeconfig" get serviceaccount default -n default
+
+  if [ "${QSCALER_SKIP_KUBELET:-0}" != 1 ]; then
+    local kubelet
+    kubelet=$(kubelet_binary)
+    log "starting the stand-in kubelet"
+    start_bg kubelet "$kubelet" --kubeconfig "$STATE/kubeconfig" --state-dir "$STATE/pods" \
+      --image-table "$REPO/tests/images.toml" --workspace "$REPO"
+    wait_for "node qscaler-node Ready" 60 bash -c \
+      "kubectl --kubeconfig '$STATE/kubeconfig' get node qscaler-node -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
+  fi
+  log "up in $((SECONDS - t0)) s; eval \"\$($0 env)\" to use it"
+}
+
+stop_pid() {
+  local name=$1
+  [ -f "$STATE/$name.pid" ] || return 0
+  local pid
+  pid=$(cat "$STATE/$name.pid")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && { log "$name did not stop on SIGTERM; SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
+    log "stopped $name (pid $pid)"
+  fi
+  rm -f "$STATE/$name.pid"
+}
+
+down() {
+  [ -d "$STATE" ] || { log "nothing to stop ($STATE does not exist)"; return 0; }
+  # The kubelet first: on SIGTERM it ends the pod processes it started.
+  local n
+  for n in kubelet controller-manager apiserver redis etcd; do stop_pid "$n"; done
+  # Anything a pod left behind in its own PID namespace dies with its namespace's init; check for strays.
+  local stray
+  stray=$(pgrep -f "$STATE/" || true)
+  if [ -n "$stray" ]; then
+    log "killing stray processes: $stray"
+    kill -KILL $stray 2>/dev/null || true
+  fi
+  rm -rf "$STATE"
+  log "down"
+}
+
+status() {
+  [ -d "$STATE" ] || { echo "not running"; return 0; }
+  local n
+  for n in etcd apiserver controller-manager redis kubelet; do
+    if pid_alive "$n"; then echo "$n: running (pid $(cat "$STATE/$n.pid"))"; else echo "$n: not running"; fi
+  done
+}
+
+env_lines() {
+  [ -f "$STATE/kubeconfig" ] || die "not up: run '$0 up' first"
+  echo "export KUBECONFIG=$STATE/kubeconfig"
+  echo "export REDIS_URL=redis://127.0.0.1:$(cat "$STATE/redis.port")/"
+  echo "export QSCALER_CLUSTER_DIR=$STATE"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  env) env_lines ;;
+  build) need_root; runtime_packages; build_k8s ;;
+  *) echo "usage: $0 up|down|status|env|build" >&2; exit 2 ;;
+esac
