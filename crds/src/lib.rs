@@ -5,10 +5,12 @@
 //! - [`names`]: labels, annotations, env vars and Redis key names: the operator/supervisor contract.
 //! - [`hash`]: the canonical pod-spec hash that identifies a rollout revision.
 //! - [`validation`]: every problem of an object, as structured errors for conditions and Events.
+//! - [`conditions`]: the condition types and reasons in status, shared by the operator and the plugin.
 //! - [`usage`]: the usage report a supervisor writes on its pod.
 //! - [`crdgen`]: the CRD manifests generated from the types.
 #![forbid(unsafe_code)]
 
+pub mod conditions;
 pub mod crdgen;
 pub mod hash;
 pub mod names;

@@ -158,7 +158,7 @@ pub struct QWorkerStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, ScalerHealthy, SpecValid, Progressing, WorkersCrashing.
+    /// See [`crate::conditions`]: Ready, SpecValid, ScalerHealthy, Progressing, WorkersCrashing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "schema::conditions")]
     pub conditions: Vec<Condition>,
@@ -168,9 +168,15 @@ pub struct QWorkerStatus {
     /// Tasks taken by task-mode workers and not yet finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<i64>,
-    /// Alive workers of the current hash.
+    /// Alive workers of the current hash that are not draining.
     #[serde(default)]
     pub updated_replicas: i32,
+    /// Updated workers that are Running.
+    #[serde(default)]
+    pub available_replicas: i32,
+    /// Alive workers of an older hash, draining or not.
+    #[serde(default)]
+    pub old_replicas: i32,
     /// Alive workers told to drain.
     #[serde(default)]
     pub draining_replicas: i32,

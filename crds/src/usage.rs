@@ -1,7 +1,9 @@
 //! The usage report: what a supervisor writes on its own pod and the operator folds into status.
 //!
 //! One annotation per container, `quickube.com/usage-<container>`, whose value is JSON such as
-//! `{"cpuMillicores":250,"memoryBytes":73400320,"oomKills":0}`: peaks since the container started.
+//! `{"cpuMillicores":250,"memoryBytes":73400320,"oomKills":0,"currentCpuMillicores":20,
+//! "currentMemoryBytes":51200000,"reportedAt":1800000000}`: peaks since the container started, and the
+//! values at the time of the report.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +20,15 @@ pub struct UsageReport {
     /// OOM kills seen in the container's cgroup.
     #[serde(default)]
     pub oom_kills: u32,
+    /// CPU use over the last sampling window when the report was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_cpu_millicores: Option<u64>,
+    /// Memory use when the report was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_memory_bytes: Option<u64>,
+    /// When the report was written, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported_at: Option<i64>,
 }
 
 /// Why a usage annotation was ignored.
@@ -54,12 +65,13 @@ impl UsageReport {
         serde_json::to_string(self).unwrap_or_default()
     }
 
-    /// The larger of each field.
+    /// The larger of each peak; the current values and time of `other`.
     pub fn max(self, other: UsageReport) -> UsageReport {
         UsageReport {
             cpu_millicores: self.cpu_millicores.max(other.cpu_millicores),
             memory_bytes: self.memory_bytes.max(other.memory_bytes),
             oom_kills: self.oom_kills.max(other.oom_kills),
+            ..other
         }
     }
 }
@@ -87,6 +99,7 @@ mod tests {
             cpu_millicores: 250,
             memory_bytes: 73_400_320,
             oom_kills: 1,
+            ..Default::default()
         };
         assert_eq!(UsageReport::parse(&r.to_json()), Ok(r));
         assert_eq!(
@@ -144,7 +157,7 @@ mod tests {
 
         #[test]
         fn valid_reports_round_trip(c in 0..MAX_MILLICORES, m in 0..MAX_BYTES, o in any::<u32>()) {
-            let r = UsageReport { cpu_millicores: c, memory_bytes: m, oom_kills: o };
+            let r = UsageReport { cpu_millicores: c, memory_bytes: m, oom_kills: o, current_cpu_millicores: Some(c / 2), current_memory_bytes: None, reported_at: Some(1_800_000_000) };
             prop_assert_eq!(UsageReport::parse(&r.to_json()), Ok(r));
         }
     }

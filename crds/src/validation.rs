@@ -353,7 +353,10 @@ mod tests {
     }
 
     /// A change to a valid spec, and the problems it must cause.
-    type Case = (Box<dyn FnOnce(&mut Value)>, Vec<(&'static str, ProblemKind)>);
+    type Case = (
+        Box<dyn FnOnce(&mut Value)>,
+        Vec<(&'static str, ProblemKind)>,
+    );
 
     fn fields(problems: &[Problem]) -> Vec<(&str, ProblemKind)> {
         problems

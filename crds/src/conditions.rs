@@ -1,0 +1,29 @@
+//! Condition types and reasons of `QWorker.status.conditions` and `ScalerConfig.status.conditions`.
+//! The operator writes them; `kubectl qworker rollout status` and users read them.
+
+/// The QWorker runs at least the desired number of available, up-to-date workers.
+pub const READY: &str = "Ready";
+/// The spec passed validation. False with reason [`reason::INVALID_SPEC`] and every problem in the message.
+pub const SPEC_VALID: &str = "SpecValid";
+/// The queue depth could be read. False: replicas are held where they are (never scaled down on missing data).
+pub const SCALER_HEALTHY: &str = "ScalerHealthy";
+/// A rollout is under way (reason [`reason::ROLLING_OUT`]) or finished (reason [`reason::ROLLOUT_COMPLETE`]).
+pub const PROGRESSING: &str = "Progressing";
+/// Workers keep failing; replacements are created with backoff.
+pub const WORKERS_CRASHING: &str = "WorkersCrashing";
+
+pub mod reason {
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const VALID: &str = "Valid";
+    pub const SCALER_CONFIG_NOT_FOUND: &str = "ScalerConfigNotFound";
+    pub const BROKER_UNREACHABLE: &str = "BrokerUnreachable";
+    pub const QUEUE_READ: &str = "QueueRead";
+    pub const ROLLING_OUT: &str = "RollingOut";
+    pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
+    pub const CRASH_LOOP: &str = "CrashLoop";
+    pub const WORKERS_HEALTHY: &str = "WorkersHealthy";
+    pub const SCALED: &str = "Scaled";
+    pub const SCALING: &str = "Scaling";
+    pub const CONNECTED: &str = "Connected";
+    pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+}
