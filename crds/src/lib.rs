@@ -6,6 +6,8 @@
 //! - [`hash`]: the canonical pod-spec hash that identifies a rollout revision.
 //! - [`validation`]: every problem of an object, as structured errors for conditions and Events.
 //! - [`conditions`]: the condition types and reasons in status, shared by the operator and the plugin.
+//! - [`quantity`]: resource quantities as millicores and bytes.
+//! - [`sizing`]: vertical sizing, peaks to requests (activateVPA).
 //! - [`usage`]: the usage report a supervisor writes on its pod.
 //! - [`crdgen`]: the CRD manifests generated from the types.
 #![forbid(unsafe_code)]
@@ -14,8 +16,10 @@ pub mod conditions;
 pub mod crdgen;
 pub mod hash;
 pub mod names;
+pub mod quantity;
 pub mod qworker;
 pub mod scalerconfig;
+pub mod sizing;
 pub mod usage;
 pub mod validation;
 

