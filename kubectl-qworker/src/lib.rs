@@ -1,1 +1,42 @@
-//! placeholder
+//! `kubectl qworker`: rollouts and resource usage of QWorkers, from the command line.
+//!
+//! - [`cli`]: the command-line options (clap derive; the doc comments are the `--help`).
+//! - [`client`]: the Kubernetes client from `--kubeconfig`/`--context`, and the namespace to use.
+//! - [`error`]: every failure, worded to say what to do about it.
+//! - [`rollout`]: `rollout status|restart|history|undo`.
+//! - [`top`]: `top`: queue, workers and per-pod usage.
+//! - [`revisions`]: the revision history (ControllerRevisions) as plain rows; which one `undo` picks.
+//! - [`table`], [`output`]: aligned kubectl-style tables, and `-o json|yaml`.
+//! - [`quantity`], [`duration`]: parsing and printing of CPU, memory and `--timeout` values.
+//!
+//! Every subcommand fetches objects, turns them into rows with a pure function, and renders the rows
+//! into an `impl Write`, so that the tables are tested with golden files.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod client;
+pub mod duration;
+pub mod error;
+pub mod output;
+pub mod quantity;
+pub mod revisions;
+pub mod rollout;
+pub mod table;
+#[doc(hidden)]
+pub mod testing;
+pub mod top;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+pub use cli::Cli;
+pub use error::{Error, Result};
+
+/// Runs one command line; output goes to `out`, the exit code comes back.
+pub async fn run(cli: Cli, out: &mut impl Write) -> Result<ExitCode> {
+    let ctx = client::connect(&cli.kube).await?;
+    match cli.command {
+        cli::Command::Rollout(rollout) => rollout::run(&ctx, rollout.command, out).await,
+        cli::Command::Top(args) => top::run(&ctx, &args, out).await,
+    }
+}

@@ -1,0 +1,142 @@
+//! `--timeout` values as kubectl writes them: `30s`, `5m`, `1h30m`, `500ms`, or a bare `0`.
+
+use std::time::Duration;
+
+/// Parses a Go-style duration (units h, m, s, ms; a bare number only for 0).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text == "0" {
+        return Ok(Duration::ZERO);
+    }
+    if text.is_empty() {
+        return Err("empty duration: use e.g. 30s, 5m or 1h".into());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!(
+                "invalid duration {text:?}: expected a number, e.g. 30s, 5m or 1h"
+            ));
+        }
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "h" => Duration::from_secs(3600),
+            "m" => Duration::from_secs(60),
+            "s" => Duration::from_secs(1),
+            "ms" => Duration::from_millis(1),
+            "" => {
+                return Err(format!(
+                    "invalid duration {text:?}: missing unit (h, m, s or ms)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration {text:?}: unknown unit {other:?} (use h, m, s or ms)"
+                ))
+            }
+        };
+        rest = &rest[unit_len..];
+        let part = u32::try_from(number)
+            .ok()
+            .and_then(|n| unit.checked_mul(n))
+            .ok_or_else(|| format!("invalid duration {text:?}: too long"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("invalid duration {text:?}: too long"))?;
+    }
+    Ok(total)
+}
+
+/// Prints a duration the way it is usually typed (`90s` → `1m30s`).
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn kubectl_style_durations() {
+        let cases = [
+            ("0", 0),
+            ("30s", 30_000),
+            ("5m", 300_000),
+            ("1h30m", 5_400_000),
+            ("1m30s", 90_000),
+            ("500ms", 500),
+            ("2h0m5s", 7_205_000),
+            (" 10s ", 10_000),
+        ];
+        for (text, millis) in cases {
+            assert_eq!(
+                parse_duration(text),
+                Ok(Duration::from_millis(millis)),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_durations_say_why() {
+        for (text, why) in [
+            ("", "empty"),
+            ("30", "missing unit"),
+            ("5x", "unknown unit"),
+            ("m", "expected a number"),
+            ("-5s", "expected a number"),
+            ("1.5s", "unknown unit"),
+            ("99999999999999999999s", "too large"),
+        ] {
+            let err = parse_duration(text).unwrap_err();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_print_as_typed() {
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(format_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(format_duration(Duration::from_millis(200)), "200ms");
+    }
+
+    proptest! {
+        #[test]
+        fn printed_durations_parse_back(secs in 1u64..1_000_000) {
+            let d = Duration::from_secs(secs);
+            prop_assert_eq!(parse_duration(&format_duration(d)), Ok(d));
+        }
+
+        #[test]
+        fn parsing_never_panics(s in ".{0,30}") {
+            let _ = parse_duration(&s);
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! The krew manifest template: once its placeholders are filled in, it is a krew Plugin for this binary.
+
+use serde_yaml::Value;
+
+#[test]
+fn the_filled_in_template_is_a_krew_plugin_for_this_binary() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/krew/qworker.yaml");
+    let template = std::fs::read_to_string(path).expect("read the krew template");
+    let version = format!("v{}", env!("CARGO_PKG_VERSION"));
+    let mut text = template
+        .replace("{{VERSION}}", &version)
+        .replace("{{HOMEPAGE}}", "https://example.com/qscaler")
+        .replace("{{RELEASE_URL}}", "https://example.com/releases");
+    for platform in ["LINUX_AMD64", "LINUX_ARM64", "DARWIN_AMD64", "DARWIN_ARM64"] {
+        text = text.replace(&format!("{{{{SHA256_{platform}}}}}"), &"0".repeat(64));
+    }
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        !body.contains("{{"),
+        "a placeholder the test does not know:\n{body}"
+    );
+    let plugin: Value = serde_yaml::from_str(&body).expect("valid YAML");
+    assert_eq!(plugin["kind"], "Plugin");
+    assert_eq!(
+        plugin["apiVersion"],
+        "krew.googlecontainertools.github.com/v1alpha2"
+    );
+    assert_eq!(plugin["metadata"]["name"], "qworker");
+    assert_eq!(plugin["spec"]["version"].as_str(), Some(version.as_str()));
+    let platforms = plugin["spec"]["platforms"]
+        .as_sequence()
+        .expect("platforms");
+    assert_eq!(platforms.len(), 4);
+    for p in platforms {
+        assert_eq!(p["bin"], "kubectl-qworker");
+        assert_eq!(p["sha256"].as_str().map(str::len), Some(64));
+        assert!(p["uri"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://example.com/releases/kubectl-qworker-v")));
+    }
+}
