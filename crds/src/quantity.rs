@@ -1,60 +1,93 @@
 //! Kubernetes resource quantities as plain numbers: CPU in millicores, memory in bytes.
 //!
-//! Enough of the `resource.Quantity` grammar for requests, limits and usage: decimal numbers with an
-//! optional exponent (`1e3`), decimal SI suffixes (`m`, `k`, `M`, `G`, `T`, `P`, `E`) and binary ones
-//! (`Ki` … `Ei`). Results round up, as the API server does for precision it cannot keep.
+//! The `resource.Quantity` grammar for requests, limits and usage, in exact integer arithmetic: decimal
+//! numbers with an optional exponent (`1e3`), decimal SI suffixes (`n`, `u`, `m`, `k`, `M`, `G`, `T`, `P`,
+//! `E`) and binary ones (`Ki` … `Ei`). Results round up, as the API server does for precision it cannot keep.
 
-/// CPU of a quantity in millicores ("500m" → 500, "1.5" → 1500); None when it does not parse or is negative.
+/// CPU of a quantity in millicores ("500m" → 500, "1.5" → 1500, "100000n" → 1), rounded up; None when it
+/// does not parse or is negative.
 pub fn cpu_millis(q: &str) -> Option<u64> {
-    scaled(q, 1000.0)
+    scaled(q, 3)
 }
 
-/// Bytes of a quantity ("256Mi" → 268435456, "1G" → 10^9).
+/// Bytes of a quantity ("256Mi" → 268435456, "1G" → 10^9, "1e9"), rounded up.
 pub fn bytes(q: &str) -> Option<u64> {
-    scaled(q, 1.0)
+    scaled(q, 0)
 }
 
-fn scaled(q: &str, unit: f64) -> Option<u64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let mut value: f64 = number.parse().ok()?;
-    let multiplier = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse::<i32>().ok()?.clamp(-30, 30)),
-        _ => return None,
+/// The value of a quantity × 10^`scale`, in exact integer arithmetic: `digits × 10^exp × 1024^bin`.
+fn scaled(text: &str, scale: i32) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    // An exponent (`1e3`, `2E-1`) is part of the number, unless the `E` is the last char (exa).
+    let (number, suffix) = match suffix.strip_prefix(['e', 'E']) {
+        Some(exp)
+            if !exp.is_empty()
+                && exp
+                    .trim_start_matches(['+', '-'])
+                    .chars()
+                    .all(|c| c.is_ascii_digit()) =>
+        {
+            (&text[..split + 1 + exp.len()], "")
+        }
+        _ => (number, suffix),
     };
-    value *= multiplier * unit;
-    if !value.is_finite() || value < 0.0 || value > u64::MAX as f64 {
+    let (mantissa, exponent) = match number.split_once(['e', 'E']) {
+        Some((m, e)) => (m, e.parse::<i32>().ok()?),
+        None => (number, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !(whole
+            .chars()
+            .chain(fraction.chars())
+            .all(|c| c.is_ascii_digit()))
+    {
         return None;
     }
-    // Round up, but forgive float noise such as 0.1 * 1000 = 100.00000000000001.
-    let rounded = value.round();
-    Some(if (value - rounded).abs() < 1e-6 {
-        rounded as u64
+    let digits: u128 = format!("{whole}{fraction}")
+        .trim_start_matches('0')
+        .parse()
+        .unwrap_or(0);
+    let (decimal, binary) = match suffix {
+        "" => (0, 0),
+        "n" => (-9, 0),
+        "u" => (-6, 0),
+        "m" => (-3, 0),
+        "k" => (3, 0),
+        "M" => (6, 0),
+        "G" => (9, 0),
+        "T" => (12, 0),
+        "P" => (15, 0),
+        "E" => (18, 0),
+        "Ki" => (0, 1),
+        "Mi" => (0, 2),
+        "Gi" => (0, 3),
+        "Ti" => (0, 4),
+        "Pi" => (0, 5),
+        "Ei" => (0, 6),
+        _ => return None,
+    };
+    let mut n = digits.checked_mul(1024u128.checked_pow(binary)?)?;
+    let exp = exponent
+        .checked_add(decimal)?
+        .checked_add(scale)?
+        .checked_sub(fraction.len() as i32)?;
+    if exp >= 0 {
+        n = n.checked_mul(10u128.checked_pow(exp as u32)?)?;
     } else {
-        value.ceil() as u64
-    })
+        let d = 10u128.checked_pow(exp.unsigned_abs())?;
+        n = n.div_ceil(d);
+    }
+    u64::try_from(n).ok()
 }
 
-/// Millicores as a quantity: whole cores without a suffix ("2"), else millicores ("250m").
+/// Millicores as a quantity: whole cores without a suffix ("2"), else millicores ("250m", "0m").
 pub fn format_cpu(millis: u64) -> String {
-    if millis.is_multiple_of(1000) {
+    if millis > 0 && millis.is_multiple_of(1000) {
         format!("{}", millis / 1000)
     } else {
         format!("{millis}m")
@@ -75,6 +108,23 @@ pub fn format_bytes(bytes: u64) -> String {
         }
     }
     format!("{kib}Ki")
+}
+
+const KI: u64 = 1024;
+const MI: u64 = 1024 * KI;
+const GI: u64 = 1024 * MI;
+
+/// Memory for people to read, as `kubectl top` prints it: exact `Gi` or `Mi` when it is a whole number
+/// of them, else rounded to the nearest `Mi` (`Ki` below one MiB). Not for requests: it rounds down too.
+pub fn display_bytes(bytes: u64) -> String {
+    match bytes {
+        0 => "0".into(),
+        b if b.is_multiple_of(GI) => format!("{}Gi", b / GI),
+        b if b.is_multiple_of(MI) => format!("{}Mi", b / MI),
+        b if b >= MI => format!("{}Mi", (b + MI / 2) / MI),
+        b if b >= KI => format!("{}Ki", (b + KI / 2) / KI),
+        b => format!("{b}"),
+    }
 }
 
 #[cfg(test)]
@@ -125,6 +175,13 @@ mod tests {
     fn formatting() {
         assert_eq!(format_cpu(250), "250m");
         assert_eq!(format_cpu(2000), "2");
+        assert_eq!(format_cpu(0), "0m");
+        assert_eq!(display_bytes(73_400_320), "70Mi");
+        assert_eq!(display_bytes(51_200_000), "49Mi");
+        assert_eq!(display_bytes(1_000_000_000), "954Mi");
+        assert_eq!(display_bytes(100 * 1024), "100Ki");
+        assert_eq!(display_bytes(2 << 30), "2Gi");
+        assert_eq!(display_bytes(0), "0");
         assert_eq!(format_bytes(64 << 20), "64Mi");
         assert_eq!(format_bytes(3 << 29), "1536Mi");
         assert_eq!(format_bytes(1 << 30), "1Gi");

@@ -7,7 +7,7 @@
 //! - [`top`]: `top`: queue, workers and per-pod usage.
 //! - [`revisions`]: the revision history (ControllerRevisions) as plain rows; which one `undo` picks.
 //! - [`table`], [`output`]: aligned kubectl-style tables, and `-o json|yaml`.
-//! - [`quantity`], [`duration`]: parsing and printing of CPU, memory and `--timeout` values.
+//! - [`duration`]: parsing and printing of `--timeout` values (quantities come from `qscaler_crds::quantity`).
 //!
 //! Every subcommand fetches objects, turns them into rows with a pure function, and renders the rows
 //! into an `impl Write`, so that the tables are tested with golden files.
@@ -18,7 +18,6 @@ pub mod client;
 pub mod duration;
 pub mod error;
 pub mod output;
-pub mod quantity;
 pub mod revisions;
 pub mod rollout;
 pub mod table;

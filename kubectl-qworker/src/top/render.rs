@@ -7,8 +7,8 @@
 use std::io::Write;
 
 use super::rows::{QWorkerRow, Report, Revision, Usage, WorkerRow};
-use crate::quantity::{format_bytes, format_cpu};
 use crate::table::Table;
+use qscaler_crds::quantity::{display_bytes, format_cpu};
 
 /// Which columns to show.
 #[derive(Clone, Copy, Debug, Default)]
@@ -105,7 +105,7 @@ fn worker_table(rows: &[WorkerRow], view: View) -> Table {
         ));
         cells.push(r.status.clone());
         cells.push(usage_cell(&r.cpu, format_cpu));
-        cells.push(usage_cell(&r.memory, format_bytes));
+        cells.push(usage_cell(&r.memory, display_bytes));
         table.push(cells);
     }
     table
@@ -183,6 +183,6 @@ mod tests {
             peak: Some(1024 * 1024),
             ..none
         };
-        assert_eq!(usage_cell(&old_supervisor, format_bytes), "-/1Mi");
+        assert_eq!(usage_cell(&old_supervisor, display_bytes), "-/1Mi");
     }
 }

@@ -14,7 +14,7 @@ use qscaler_crds::QWorker;
 use serde::Serialize;
 
 use crate::cli::SortBy;
-use crate::quantity::{bytes, cpu_millis};
+use qscaler_crds::quantity::{bytes, cpu_millis};
 
 /// One QWorker: its queue and its worker counts.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -282,11 +282,11 @@ fn cpu_usage(qw: &QWorker, pod: &Pod, c: &Container) -> Usage {
     usage(
         report(pod, &c.name),
         |r| (r.current_cpu_millicores, r.cpu_millicores),
-        amount(c, false, "cpu").and_then(cpu_millis),
-        amount(c, true, "cpu").and_then(cpu_millis),
+        amount(c, false, "cpu").and_then(|q| cpu_millis(&q.0)),
+        amount(c, true, "cpu").and_then(|q| cpu_millis(&q.0)),
         recommendation(qw, &c.name)
             .and_then(|r| r.cpu.as_ref())
-            .and_then(cpu_millis),
+            .and_then(|q| cpu_millis(&q.0)),
     )
 }
 
@@ -294,11 +294,11 @@ fn memory_usage(qw: &QWorker, pod: &Pod, c: &Container) -> Usage {
     usage(
         report(pod, &c.name),
         |r| (r.current_memory_bytes, r.memory_bytes),
-        amount(c, false, "memory").and_then(bytes),
-        amount(c, true, "memory").and_then(bytes),
+        amount(c, false, "memory").and_then(|q| bytes(&q.0)),
+        amount(c, true, "memory").and_then(|q| bytes(&q.0)),
         recommendation(qw, &c.name)
             .and_then(|r| r.memory.as_ref())
-            .and_then(bytes),
+            .and_then(|q| bytes(&q.0)),
     )
 }
 
