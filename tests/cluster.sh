@@ -9,6 +9,9 @@
 #   tests/cluster.sh env      print `export KUBECONFIG=... REDIS_URL=...` lines to eval
 #   tests/cluster.sh build    only install packages and build/cache the control-plane binaries
 #
+# Run state in $QSCALER_CLUSTER_DIR: kubeconfig, pki/, logs/<component>.log, <component>.pid, and the
+# stand-in kubelet's pods/<namespace>_<pod>/{<container>.log,<container>.pid,kubeconfig}.
+#
 # Settings (env): QSCALER_CLUSTER_DIR (run state, default /tmp/qscaler-cluster),
 # QSCALER_K8S_CACHE (binary cache, default /var/cache/qscaler), QSCALER_SKIP_KUBELET=1 (no stand-in kubelet).
 set -euo pipefail
@@ -135,7 +138,9 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 
-pid_alive() { [ -f "$STATE/$1.pid" ] && kill -0 "$(cat "$STATE/$1.pid")" 2>/dev/null; }
+# A process that exited but was not reaped yet (this machine's init reaps slowly) counts as gone.
+running() { kill -0 "$1" 2>/dev/null && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+pid_alive() { [ -f "$STATE/$1.pid" ] && running "$(cat "$STATE/$1.pid")"; }
 
 start_bg() { # name, command...
   local name=$1
@@ -144,14 +149,18 @@ start_bg() { # name, command...
   echo $! >"$STATE/$name.pid"
 }
 
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+
 wait_for() { # description, timeout seconds, command...
   local what=$1 timeout=$2
   shift 2
-  local deadline=$((SECONDS + timeout))
+  local deadline=$((SECONDS + timeout)) t0
+  t0=$(now_ms)
   until "$@" >/dev/null 2>&1; do
     [ $SECONDS -lt $deadline ] || die "timed out after ${timeout}s waiting for $what"
     sleep 0.2
   done
+  log "  $what: ready after $(( $(now_ms) - t0 )) ms"
 }
 
 make_certs() {
@@ -270,12 +279,14 @@ stop_pid() {
   [ -f "$STATE/$name.pid" ] || return 0
   local pid
   pid=$(cat "$STATE/$name.pid")
-  if kill -0 "$pid" 2>/dev/null; then
+  if running "$pid"; then
+    local t0
+    t0=$(now_ms)
     kill -TERM "$pid" 2>/dev/null || true
     local i
-    for i in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && { log "$name did not stop on SIGTERM; SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
-    log "stopped $name (pid $pid)"
+    for i in $(seq 1 100); do running "$pid" || break; sleep 0.05; done
+    running "$pid" && { log "$name did not stop on SIGTERM; SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
+    log "stopped $name (pid $pid) in $(( $(now_ms) - t0 )) ms"
   fi
   rm -f "$STATE/$name.pid"
 }
@@ -285,6 +296,25 @@ down() {
   # The kubelet first: on SIGTERM it ends the pod processes it started.
   local n
   for n in kubelet controller-manager apiserver redis etcd; do stop_pid "$n"; done
+  # Pod processes still alive (the kubelet was killed before it could end them): each container's
+  # launcher pid is in <pod dir>/<container>.pid; killing it kills the namespace's init (its parent-death
+  # signal), and the whole PID namespace dies with its init.
+  local f p cgroups=()
+  for f in "$STATE"/pods/*/*.pid; do
+    [ -f "$f" ] || continue
+    p=$(cat "$f")
+    if [ -n "$p" ] && tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q ' __launch '; then
+      log "killing left-over pod process $p ($f)"
+      # Its cgroups (the `--cgroup DIR/cgroup.procs` arguments) go once it is dead.
+      mapfile -t -O "${#cgroups[@]}" cgroups < <(tr '\0' '\n' <"/proc/$p/cmdline" | sed -n 's|/cgroup.procs$||p')
+      kill -KILL "$p" 2>/dev/null || true
+    fi
+  done
+  local d
+  for d in "${cgroups[@]}"; do
+    for _ in $(seq 1 20); do rmdir "$d" 2>/dev/null && break; [ -d "$d" ] || break; sleep 0.1; done
+    rmdir "$(dirname "$d")" 2>/dev/null || true
+  done
   # Anything a pod left behind in its own PID namespace dies with its namespace's init; check for strays.
   local stray
   stray=$(pgrep -f "$STATE/" || true)

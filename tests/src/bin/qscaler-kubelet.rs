@@ -1,8 +1,32 @@
+//! The stand-in kubelet of the local test cluster (see `qscaler_tests::kubelet`).
+//!
+//! `qscaler-kubelet __launch ...` is its container launcher (see `qscaler_tests::kubelet::launcher`);
+//! it must stay single-threaded, so it is dispatched before the runtime starts.
+
 use clap::Parser;
-/// Stand-in kubelet (not yet implemented).
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {}
-fn main() {
-    let _ = Args::parse();
+use qscaler_tests::kubelet::{self, launcher};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(launcher::LAUNCH_ARG) {
+        match launcher::parse(&args[2..]) {
+            Ok(l) => launcher::run(l),
+            Err(e) => {
+                eprintln!("qscaler-kubelet {}: {e}", launcher::LAUNCH_ARG);
+                std::process::exit(125);
+            }
+        }
+    }
+    let opts = kubelet::Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn")),
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(kubelet::run(opts));
+    // Pod processes are gone by now; do not wait on idle connections or blocking threads.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    result
 }

@@ -1,0 +1,240 @@
+//! Attaching a test to the running local cluster.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+
+use crate::wait::wait_for;
+
+/// What to do when the cluster is not there.
+pub const CLUSTER_HINT: &str = "run tests/cluster.sh up and eval \"$(tests/cluster.sh env)\"";
+
+/// The running local cluster: an admin client, its kubeconfig, Redis, and the state directory
+/// (pod logs are under `<state_dir>/pods/<namespace>_<pod>/<container>.log`).
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: kube::Client,
+    pub kubeconfig: PathBuf,
+    pub redis_url: String,
+    pub state_dir: PathBuf,
+}
+
+fn required_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!("{name} is not set: the local cluster is not up; {CLUSTER_HINT}"),
+    }
+}
+
+/// A workspace binary: `<workspace>/target/debug/<name>`.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    workspace_root().join("target/debug").join(name)
+}
+
+/// The Cargo workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+static NAMESPACES: AtomicU32 = AtomicU32::new(0);
+
+impl Cluster {
+    /// Attach to the cluster named by KUBECONFIG, REDIS_URL and QSCALER_CLUSTER_DIR; panics
+    /// with a hint when they are missing or the apiserver does not answer.
+    pub async fn connect() -> Cluster {
+        let kubeconfig = PathBuf::from(required_env("KUBECONFIG"));
+        let redis_url = required_env("REDIS_URL");
+        let state_dir = PathBuf::from(required_env("QSCALER_CLUSTER_DIR"));
+        let kc = Kubeconfig::read_from(&kubeconfig).unwrap_or_else(|e| {
+            panic!(
+                "cannot read KUBECONFIG {}: {e}; {CLUSTER_HINT}",
+                kubeconfig.display()
+            )
+        });
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("bad kubeconfig {}: {e}", kubeconfig.display()));
+        let client = Client::try_from(config).unwrap_or_else(|e| panic!("kube client: {e}"));
+        if let Err(e) = client.apiserver_version().await {
+            panic!(
+                "the apiserver of {} does not answer ({e}); {CLUSTER_HINT}",
+                kubeconfig.display()
+            );
+        }
+        Cluster {
+            client,
+            kubeconfig,
+            redis_url,
+            state_dir,
+        }
+    }
+
+    /// Install the project's CRDs (server-side apply of `crds/*.yaml`) and wait until they are
+    /// Established. Idempotent and safe from parallel tests.
+    pub async fn install_crds(&self) {
+        let api: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let dir = workspace_root().join("crds");
+        let mut names = Vec::new();
+        for file in ["qworker.yaml", "scalerconfig.yaml"] {
+            let path = dir.join(file);
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+            let crd: serde_json::Value = serde_yaml::from_str(&text)
+                .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
+            let name = crd["metadata"]["name"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{} has no metadata.name", path.display()))
+                .to_string();
+            let pp = PatchParams::apply("qscaler-tests").force();
+            // Parallel appliers can conflict on the object's resourceVersion: retry.
+            let mut attempt = 0;
+            loop {
+                match api.patch(&name, &pp, &Patch::Apply(&crd)).await {
+                    Ok(_) => break,
+                    Err(e) if attempt < 10 => {
+                        attempt += 1;
+                        tracing::debug!(error = %e, "applying CRD {name}; retrying");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(e) => panic!("applying CRD {name}: {e}"),
+                }
+            }
+            names.push(name);
+        }
+        for name in names {
+            wait_for(
+                &format!("CRD {name} Established"),
+                Duration::from_secs(30),
+                || {
+                    let api = api.clone();
+                    let name = name.clone();
+                    async move {
+                        let crd = api.get(&name).await.ok()?;
+                        crd.status?
+                            .conditions?
+                            .iter()
+                            .any(|c| c.type_ == "Established" && c.status == "True")
+                            .then_some(())
+                    }
+                },
+            )
+            .await;
+        }
+    }
+
+    /// A fresh namespace `<prefix>-<unique>`, returned once pods can be created in it: its
+    /// default ServiceAccount exists and (on 1.20) has its token secret, which admission requires.
+    pub async fn namespace(&self, prefix: &str) -> String {
+        let n = NAMESPACES.fetch_add(1, Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let suffix = format!("{:x}{:x}{n}", std::process::id() % 4096, nanos % 65536);
+        let prefix: String = prefix
+            .to_lowercase()
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .take(40)
+            .collect();
+        let name = format!("{}-{suffix}", prefix.trim_matches('-'));
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "labels": {"qscaler-test": "true"}}
+        }))
+        .expect("a valid Namespace");
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        let sas: Api<ServiceAccount> = Api::namespaced(self.client.clone(), &name);
+        wait_for(
+            &format!("the default ServiceAccount of {name}"),
+            Duration::from_secs(60),
+            || {
+                let sas = sas.clone();
+                async move { sas.get_opt("default").await.ok().flatten().map(|_| ()) }
+            },
+        )
+        .await;
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &name);
+        let probe: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "qscaler-admission-probe"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }))
+        .expect("a valid Pod");
+        let dry_run = PostParams {
+            dry_run: true,
+            ..Default::default()
+        };
+        wait_for(
+            &format!("pod admission in {name} (service-account token)"),
+            Duration::from_secs(60),
+            || {
+                let (pods, probe, dry_run) = (&pods, &probe, &dry_run);
+                async move { pods.create(dry_run, probe).await.ok().map(|_| ()) }
+            },
+        )
+        .await;
+        name
+    }
+
+    /// Delete a namespace (its pods get SIGTERM and their grace period) without waiting; for
+    /// tests that leave long-running pods behind on this 2-core machine.
+    pub async fn delete_namespace(&self, namespace: &str) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        if let Err(e) = api.delete(namespace, &Default::default()).await {
+            panic!("deleting namespace {namespace}: {e}");
+        }
+    }
+
+    /// A connection to the cluster's Redis.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.redis_url.as_str())
+            .unwrap_or_else(|e| panic!("bad REDIS_URL {}: {e}", self.redis_url));
+        client
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "connecting to Redis at {}: {e}; {CLUSTER_HINT}",
+                    self.redis_url
+                )
+            })
+    }
+
+    /// Run the real kubectl against the cluster.
+    pub async fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("running kubectl: {e}"))
+    }
+
+    /// Where the stand-in kubelet keeps a pod's files.
+    pub fn pod_dir(&self, namespace: &str, pod: &str) -> PathBuf {
+        self.state_dir
+            .join("pods")
+            .join(format!("{namespace}_{pod}"))
+    }
+
+    /// A container's output so far (stdout and stderr, all runs); empty if it has none yet.
+    pub fn pod_log(&self, namespace: &str, pod: &str, container: &str) -> String {
+        std::fs::read_to_string(
+            self.pod_dir(namespace, pod)
+                .join(format!("{container}.log")),
+        )
+        .unwrap_or_default()
+    }
+}
