@@ -15,11 +15,11 @@ use tokio::time::Instant;
 use super::cgroup::{ContainerCgroup, Limits};
 use super::env;
 use super::process::{Launch, Running};
-use super::quantity;
 use super::status::{
     backoff, termination_reason, ContainerRecord, RestartPolicy, State, Termination,
 };
 use super::Node;
+use qscaler_crds::quantity;
 
 /// What the pod wants its containers to do.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -100,7 +100,7 @@ impl Job {
                 .and_then(|q| quantity::bytes(&q.0)),
             cpu_millis: limits
                 .and_then(|l| l.get("cpu"))
-                .and_then(|q| quantity::millicores(&q.0)),
+                .and_then(|q| quantity::cpu_millis(&q.0)),
         }
     }
 

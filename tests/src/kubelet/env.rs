@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
 use kube::{Api, Client};
 
-use super::quantity;
+use qscaler_crds::quantity;
 
 /// Why a container's environment cannot be built (the kubelet's CreateContainerConfigError).
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -251,7 +251,7 @@ pub fn resource_field_ref(container: &Container, resource: &str) -> Result<Strin
     };
     let q = map.and_then(|m| m.get(name)).map(|q| q.0.as_str());
     let value = match (name, q) {
-        ("cpu", Some(q)) => quantity::millicores(q).map(|m| m.div_ceil(1000).max(1)),
+        ("cpu", Some(q)) => quantity::cpu_millis(q).map(|m| m.div_ceil(1000).max(1)),
         ("memory", Some(q)) => quantity::bytes(q),
         // Unset limits are the node's allocatable, unset requests 0 (close enough here).
         ("cpu", None) | ("memory", None) => Some(0),

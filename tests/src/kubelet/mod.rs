@@ -28,7 +28,6 @@ pub mod launcher;
 pub mod node;
 pub mod pod;
 pub mod process;
-pub mod quantity;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};

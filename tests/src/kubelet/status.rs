@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::quantity;
+use qscaler_crds::quantity;
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
@@ -211,13 +211,15 @@ pub fn qos_class(spec: &PodSpec) -> &'static str {
         let limits = res.and_then(|r| r.limits.as_ref());
         let requests = res.and_then(|r| r.requests.as_ref());
         for name in ["cpu", "memory"] {
-            let limit = limits
-                .and_then(|l| l.get(name))
-                .and_then(|q| quantity::parse(&q.0));
+            let amount = |q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity| match name {
+                "cpu" => quantity::cpu_millis(&q.0),
+                _ => quantity::bytes(&q.0),
+            };
+            let limit = limits.and_then(|l| l.get(name)).and_then(amount);
             // An unset request defaults to the limit.
             let request = requests
                 .and_then(|r| r.get(name))
-                .and_then(|q| quantity::parse(&q.0))
+                .and_then(amount)
                 .or(limit);
             any |= limit.is_some() || request.is_some();
             guaranteed &= limit.is_some() && request == limit;
