@@ -212,6 +212,7 @@ spec:
         ports:
         - name: metrics
           containerPort: 8080
+          protocol: TCP
         readinessProbe:
           httpGet:
             path: /readyz
@@ -247,9 +248,11 @@ spec:
   selector:
     app.kubernetes.io/name: qscaler-operator
   ports:
+  # protocol is spelled out: server-side apply on 1.20 needs every key of this associative list.
   - name: metrics
     port: 8080
     targetPort: metrics
+    protocol: TCP
 EOF
 }
 

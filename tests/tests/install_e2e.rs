@@ -293,10 +293,6 @@ async fn install_scale_reinstall_restrict_and_uninstall() {
             cluster.kubectl(&refs).await
         }
     };
-    ok(
-        "the worker token lists pods",
-        &run(as_worker(&["get", "pods"])).await,
-    );
     let secrets = run(as_worker(&["get", "secrets"])).await;
     assert!(
         !secrets.status.success() && stderr(&secrets).contains("Forbidden"),
@@ -322,6 +318,27 @@ async fn install_scale_reinstall_restrict_and_uninstall() {
             .await,
     );
     assert!(other.contains("bystander"));
+    // Its Role: get, watch and patch pods (the supervisor watches and annotates its own pod).
+    ok(
+        "the worker token gets a pod",
+        &run(as_worker(&["get", "pod", "bystander"])).await,
+    );
+    ok(
+        "the worker token patches a pod",
+        &run(as_worker(&[
+            "annotate",
+            "pod",
+            "bystander",
+            "qscaler-test/touched=yes",
+        ]))
+        .await,
+    );
+    let listed = run(as_worker(&["get", "pods"])).await;
+    assert!(
+        !listed.status.success() && stderr(&listed).contains("Forbidden"),
+        "the worker token listed pods: {}",
+        stderr(&listed)
+    );
     let deleted = run(as_worker(&["delete", "pod", "bystander", "--wait=false"])).await;
     assert!(
         !deleted.status.success() && stderr(&deleted).contains("Forbidden"),
