@@ -1,1 +1,42 @@
-//! placeholder
+//! qscaler-operator: scales QWorker pods by queue depth and drains exactly the pods that must go.
+//!
+//! Pure core (no I/O, exhaustively tested):
+//! - [`scaling`]: desired count from the backlog, scale-down stabilization, hold on missing data.
+//! - [`planning`]: observed pods + desired + hash → creates, drains, un-drains, deletes (scale-down
+//!   order, rollout pacing).
+//! - [`expectations`]: the operator's own writes overlaid on a lagging cache.
+//! - [`crash`]: crash-loop backoff and the WorkersCrashing streak.
+//! - [`observe`]: API objects → planning view, status counts, usage folding.
+//! - [`conditions`], [`status`]: the QWorker status (and its conditions) from one reconcile.
+//! - [`sizing`]: requests of new pods from observed peaks (activateVPA).
+//! - [`pods`], [`revisions`]: the worker pod and the ControllerRevision the operator writes.
+//!
+//! Effects (thin):
+//! - [`broker`] (the seam) and [`redis_broker`]; [`poller`]: one per ScalerConfig.
+//! - [`scalerconfig_controller`], [`qworker_controller`]: the reconciles; [`context`]: what they share.
+//! - [`metrics`], [`server`] (/metrics, /healthz, /readyz), [`leader`] (Lease), [`run`]: wiring.
+#![forbid(unsafe_code)]
+
+pub mod broker;
+pub mod conditions;
+pub mod context;
+pub mod crash;
+pub mod error;
+pub mod expectations;
+pub mod leader;
+pub mod metrics;
+pub mod observe;
+pub mod planning;
+pub mod pods;
+pub mod poller;
+pub mod qworker_controller;
+pub mod redis_broker;
+pub mod revisions;
+pub mod run;
+pub mod scalerconfig_controller;
+pub mod scaling;
+pub mod server;
+pub mod sizing;
+pub mod status;
+
+pub use error::Error;

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# Compares qsupervisor with tini and dumb-init on the same machine and run:
+#   binary size, RSS while wrapping `sleep`, start-to-exit overhead of `X -- true` against bare
+#   `true` (hyperfine), and signal-forwarding latency (SIGUSR1 to the init, the child timestamps
+#   its arrival; the baseline sends straight to the child).
+# Usage: bench/supervisor.sh [RUNS]   (default 500 runs for hyperfine, 300 signals per init)
+# Needs: cargo, hyperfine, tini, dumb-init, perl, jq (apt-get install -y tini dumb-init hyperfine jq).
+set -euo pipefail
+
+RUNS=${1:-500}
+SIGNALS=${SIGNALS:-300}
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+QS="$REPO/target/release/qsupervisor"
+WORK=$(mktemp -d /tmp/qsup-bench.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+
+need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y $2" >&2; exit 1; }; }
+need hyperfine hyperfine; need tini tini; need dumb-init dumb-init; need perl perl; need jq jq
+
+echo "building: cargo build --release -p qsupervisor" >&2
+(cd "$REPO" && cargo build --release -q -p qsupervisor)
+export RUST_LOG=warn
+
+# name|command prefix (the wrapped command follows)
+INITS=(
+  "tini|tini --"
+  "dumb-init|dumb-init"
+  "qsupervisor|$QS --"
+  "qsupervisor (sampler off)|$QS --sample-interval 0 --"
+)
+
+size_of() { stat -L -c %s "$(command -v "$1")"; }
+ROWS=()
+
+rss_kib() { # RSS of the init while it wraps sleep
+  local prefix=$1 pid rss
+  $prefix sleep 30 >/dev/null 2>&1 &
+  pid=$!
+  # Wait until the init has started its child (it then is in its steady state).
+  for _ in $(seq 200); do
+    [ -n "$(pgrep -P "$pid" sleep || true)" ] && break
+    sleep 0.01
+  done
+  sleep 1.2 # let one sampler period pass, so qsupervisor's RSS includes its agent at work
+  rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$pid/status")
+  kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$rss"
+}
+
+cat > "$WORK/recv.pl" <<'PERL'
+use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
+$SIG{USR1} = sub { printf OUT "%.9f\n", clock_gettime(CLOCK_MONOTONIC) };
+open(OUT, ">", $ARGV[0]) or die "fifo: $!";
+select((select(OUT), $| = 1)[0]);
+while (1) { select(undef, undef, undef, 10) }
+PERL
+cat > "$WORK/send.pl" <<'PERL'
+use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
+my ($pid, $fifo, $n) = @ARGV;
+open(my $in, "<", $fifo) or die "fifo: $!";
+my @l;
+for (1 .. $n) {
+  my $t0 = clock_gettime(CLOCK_MONOTONIC);
+  kill 'USR1', $pid;
+  my $t1 = <$in>;
+  push @l, ($t1 - $t0) * 1e6;
+}
+@l = sort { $a <=> $b } @l;
+printf "%.1f %.1f\n", $l[int($#l / 2)], $l[int($#l * 0.99)];
+PERL
+
+latency() { # median and p99 microseconds from kill() to the child's handler
+  local prefix=$1 fifo="$WORK/fifo.$RANDOM" pid out
+  mkfifo "$fifo"
+  # shellcheck disable=SC2086
+  # Unsafe (immediate) signals: Perl's deferred signals would add up to a whole select() timeout.
+  PERL_SIGNALS=unsafe $prefix perl "$WORK/recv.pl" "$fifo" >/dev/null 2>&1 &
+  pid=$!
+  out=$(perl "$WORK/send.pl" "$pid" "$fifo" "$SIGNALS")
+  kill -KILL "$pid" 2>/dev/null || true
+  pkill -KILL -f "recv.pl $fifo" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  rm -f "$fifo"
+  echo "$out"
+}
+
+echo "measuring start-to-exit time ($RUNS runs each)" >&2
+cmds=("true")
+for e in "${INITS[@]}"; do cmds+=("${e#*|} true"); done
+hyperfine -N --warmup 20 --runs "$RUNS" --export-json "$WORK/hf.json" "${cmds[@]}" >/dev/null 2>&1 ||
+  hyperfine --warmup 20 --runs "$RUNS" --export-json "$WORK/hf.json" "${cmds[@]}" >/dev/null
+mean_ms() { jq -r --argjson i "$1" '.results[$i].mean * 1000' "$WORK/hf.json"; }
+
+bare=$(mean_ms 0)
+direct=$(latency "")
+
+printf '\n%-26s %12s %10s %12s %14s %14s %16s\n' "init" "size (KiB)" "RSS (KiB)" "run (ms)" "overhead (ms)" "signal p50 µs" "signal p99 µs"
+printf '%-26s %12s %10s %12.3f %14s %14s %16s\n' "bare (no init)" "-" "-" "$bare" "0" "${direct% *}" "${direct#* }"
+i=1
+for e in "${INITS[@]}"; do
+  name=${e%%|*}; prefix=${e#*|}
+  bin=${prefix%% *}
+  size=$(( $(size_of "$bin") / 1024 ))
+  rss=$(rss_kib "$prefix")
+  ms=$(mean_ms $i)
+  lat=$(latency "$prefix")
+  over=$(awk -v a="$ms" -v b="$bare" 'BEGIN {printf "%.3f", a - b}')
+  printf '%-26s %12s %10s %12.3f %14s %14s %16s\n' "$name" "$size" "$rss" "$ms" "$over" "${lat% *}" "${lat#* }"
+  ROWS+=("$name|$size|$rss|$over|${lat% *}")
+  i=$((i + 1))
+done
+
+echo
+echo "ratios against tini (size, RSS, overhead over bare true, signal p50 over direct delivery):"
+t_size=""; tini_rss=""; t_over=""; t_lat=""
+for r in "${ROWS[@]}"; do
+  IFS='|' read -r name size rss over lat <<<"$r"
+  if [ "$name" = tini ]; then
+    t_size=$size; tini_rss=$rss; t_over=$over
+    t_lat=$(awk -v a="$lat" -v b="${direct% *}" 'BEGIN {print a - b}')
+  fi
+done
+for r in "${ROWS[@]}"; do
+  IFS='|' read -r name size rss over lat <<<"$r"
+  added=$(awk -v a="$lat" -v b="${direct% *}" 'BEGIN {print a - b}')
+  awk -v n="$name" -v s="$size" -v ts="$t_size" -v r="$rss" -v tr="$tini_rss" -v o="$over" -v to="$t_over" -v l="$added" -v tl="$t_lat" \
+    'function ratio(a, b) { return (b > 0) ? sprintf("%.2fx", a / b) : "-" }
+     BEGIN { printf "  %-26s size %7s  RSS %7s  overhead %7s  added signal latency %7s\n", n, ratio(s, ts), ratio(r, tr), ratio(o, to), ratio(l, tl) }'
+done
+echo
+echo "machine: $(nproc) cores, $(uname -r); hyperfine $(hyperfine --version | awk '{print $2}'); tini $(tini --version 2>&1 | awk '{print $3}'); dumb-init $(dumb-init --version 2>&1 | awk '{print $2}')"

@@ -1,0 +1,354 @@
+//! The worker pod the operator creates: a bare Pod (no ReplicaSet: it would restart a worker that
+//! exited on purpose and pick victims at random) built from the QWorker's template.
+//!
+//! - `generateName: <qworker>-<short hash>-`, a controller owner reference to the QWorker (garbage
+//!   collection, `Controller::owns`), labels `quickube.com/qworker`, `quickube.com/pod-spec-hash`
+//!   (short), `app.kubernetes.io/managed-by` over the user's podMetadata labels.
+//! - restartPolicy `Never` unless the user chose `OnFailure`: a clean exit (drain) ends the pod.
+//! - env injected first into every container (a user's own variable of the same name comes later
+//!   and wins): QWorker name, full hash, pod name/namespace (downward API), container name, queue and
+//!   broker address; the password only as a secretKeyRef (an inline password is not injected: it would
+//!   be readable in the pod spec; see [`BuiltPod::warnings`]).
+
+use k8s_openapi::api::core::v1::{
+    EnvVar, EnvVarSource, ObjectFieldSelector, Pod, SecretKeySelector,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use std::collections::BTreeMap;
+
+use kube::Resource;
+use qscaler_crds::hash::PodSpecHash;
+use qscaler_crds::names::{self, env};
+use qscaler_crds::{QWorker, ScalerConfig};
+
+use crate::sizing::{quantities, Requests};
+
+/// A pod to create and what the user should know about it.
+#[derive(Clone, Debug)]
+pub struct BuiltPod {
+    pub pod: Pod,
+    pub warnings: Vec<String>,
+}
+
+fn var(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+fn field(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                api_version: None,
+                field_path: path.into(),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The controller owner reference pointing at `qw`.
+pub fn owner_reference(qw: &QWorker) -> OwnerReference {
+    OwnerReference {
+        api_version: QWorker::api_version(&()).into_owned(),
+        kind: QWorker::kind(&()).into_owned(),
+        name: qw.metadata.name.clone().unwrap_or_default(),
+        uid: qw.metadata.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The env every container of `qw`'s pods gets, and warnings about what was left out.
+pub fn injected_env(
+    qw: &QWorker,
+    hash: &PodSpecHash,
+    container: &str,
+    scaler: Option<&ScalerConfig>,
+) -> (Vec<EnvVar>, Vec<String>) {
+    let mut warnings = vec![];
+    let mut vars = vec![
+        var(
+            env::QWORKER_NAME,
+            qw.metadata.name.clone().unwrap_or_default(),
+        ),
+        var(env::POD_SPEC_HASH, hash.full()),
+        field(env::POD_NAME, "metadata.name"),
+        field(env::POD_NAMESPACE, "metadata.namespace"),
+        var(env::CONTAINER_NAME, container),
+        var(env::QUEUE, qw.spec.scale_config.queue.clone()),
+    ];
+    if let Some(sc) = scaler {
+        let c = &sc.spec.config;
+        vars.push(var(env::REDIS_HOST, c.host.clone()));
+        if let Ok(port) = c.port_number() {
+            vars.push(var(env::REDIS_PORT, port.to_string()));
+        }
+        vars.push(var(env::REDIS_DB, c.db.unwrap_or(0).to_string()));
+        if let Some(u) = &c.username {
+            vars.push(var(env::REDIS_USERNAME, u.clone()));
+        }
+        let tls = c.tls.as_ref().is_some_and(|t| t.enabled);
+        vars.push(var(env::REDIS_TLS, tls.to_string()));
+        if let Some(secret) = c.password_secret() {
+            vars.push(EnvVar {
+                name: env::REDIS_PASSWORD.into(),
+                value: None,
+                value_from: Some(EnvVarSource {
+                    secret_key_ref: Some(SecretKeySelector {
+                        name: secret.name.clone(),
+                        key: secret.key.clone(),
+                        optional: Some(false),
+                    }),
+                    ..Default::default()
+                }),
+            });
+        } else if c.password.as_ref().is_some_and(|p| p.value.is_some()) {
+            warnings.push(format!(
+                "ScalerConfig {} has an inline password: it is not injected into worker pods \
+                 ({} unset); use password.valueFrom.secretKeyRef",
+                sc.metadata.name.as_deref().unwrap_or_default(),
+                env::REDIS_PASSWORD
+            ));
+        }
+    }
+    (vars, warnings)
+}
+
+/// The pod to create for `qw` at `hash`; `sizes` are the vertical-sizing requests per container
+/// (activateVPA), recorded in the `quickube.com/vpa-requests` annotation too.
+pub fn build_pod(
+    qw: &QWorker,
+    hash: &PodSpecHash,
+    scaler: Option<&ScalerConfig>,
+    sizes: &BTreeMap<String, Requests>,
+) -> BuiltPod {
+    let name = qw.metadata.name.clone().unwrap_or_default();
+    let meta = qw.spec.pod_metadata.clone().unwrap_or_default();
+    let mut labels = meta.labels;
+    labels.insert(names::LABEL_QWORKER.into(), name.clone());
+    labels.insert(names::LABEL_POD_SPEC_HASH.into(), hash.short().into());
+    labels.insert(
+        names::LABEL_MANAGED_BY.into(),
+        names::MANAGED_BY_VALUE.into(),
+    );
+
+    let mut spec = qw.spec.pod_spec.clone();
+    if spec.restart_policy.as_deref() != Some("OnFailure") {
+        spec.restart_policy = Some("Never".into());
+    }
+    let mut warnings = vec![];
+    let mut applied = serde_json::Map::new();
+    for c in &mut spec.containers {
+        if let Some(r) = sizes.get(&c.name) {
+            let q = quantities(r);
+            if !q.is_empty() {
+                let res = c.resources.get_or_insert_with(Default::default);
+                let requests = res.requests.get_or_insert_with(Default::default);
+                requests.extend(q.clone());
+                applied.insert(c.name.clone(), serde_json::to_value(&q).unwrap_or_default());
+            }
+        }
+        let (mut vars, w) = injected_env(qw, hash, &c.name, scaler);
+        if warnings.is_empty() {
+            warnings = w;
+        }
+        vars.extend(c.env.take().unwrap_or_default());
+        c.env = Some(vars);
+    }
+    let mut annotations = meta.annotations;
+    if !applied.is_empty() {
+        annotations.insert(
+            names::ANNOTATION_VPA_REQUESTS.into(),
+            serde_json::Value::Object(applied).to_string(),
+        );
+    }
+    BuiltPod {
+        pod: Pod {
+            metadata: ObjectMeta {
+                generate_name: Some(format!("{name}-{}-", hash.short())),
+                namespace: qw.metadata.namespace.clone(),
+                labels: Some(labels),
+                annotations: (!annotations.is_empty()).then_some(annotations),
+                owner_references: Some(vec![owner_reference(qw)]),
+                ..Default::default()
+            },
+            spec: Some(spec),
+            status: None,
+        },
+        warnings,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qscaler_crds::hash::pod_spec_hash;
+    use serde_json::json;
+
+    fn qworker(restart: Option<&str>) -> QWorker {
+        let mut spec = json!({
+            "podSpec": {"containers": [
+                {"name": "main", "image": "i", "env": [{"name": "QSCALER_QUEUE", "value": "mine"}]},
+                {"name": "side", "image": "j"}
+            ]},
+            "podMetadata": {"labels": {"team": "a"}, "annotations": {"note": "x"}},
+            "scaleConfig": {"scalerConfigRef": "redis", "queue": "jobs", "maxReplicas": 3}
+        });
+        if let Some(r) = restart {
+            spec["podSpec"]["restartPolicy"] = json!(r);
+        }
+        let mut qw = QWorker::new("w", serde_json::from_value(spec).unwrap());
+        qw.metadata.namespace = Some("ns".into());
+        qw.metadata.uid = Some("uid-1".into());
+        qw
+    }
+
+    fn scaler(password: serde_json::Value) -> ScalerConfig {
+        ScalerConfig::new(
+            "redis",
+            serde_json::from_value(json!({
+                "type": "redis",
+                "config": {"host": "r.local", "port": "6380", "db": 2, "username": "u", "password": password}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn env_of(pod: &Pod, container: usize) -> Vec<EnvVar> {
+        pod.spec.as_ref().unwrap().containers[container]
+            .env
+            .clone()
+            .unwrap()
+    }
+
+    #[test]
+    fn pod_shape() {
+        let qw = qworker(None);
+        let hash = pod_spec_hash(&qw.spec);
+        let built = build_pod(&qw, &hash, None, &BTreeMap::new());
+        let pod = built.pod;
+        let meta = &pod.metadata;
+        assert_eq!(
+            meta.generate_name.as_deref(),
+            Some(format!("w-{}-", hash.short()).as_str())
+        );
+        let labels = meta.labels.as_ref().unwrap();
+        assert_eq!(labels[names::LABEL_QWORKER], "w");
+        assert_eq!(labels[names::LABEL_POD_SPEC_HASH], hash.short());
+        assert_eq!(labels[names::LABEL_MANAGED_BY], names::MANAGED_BY_VALUE);
+        assert_eq!(labels["team"], "a");
+        assert_eq!(meta.annotations.as_ref().unwrap()["note"], "x");
+        let owner = &meta.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("QWorker", "uid-1", Some(true))
+        );
+        assert_eq!(owner.api_version, "quickube.com/v1alpha1");
+        assert_eq!(
+            pod.spec.as_ref().unwrap().restart_policy.as_deref(),
+            Some("Never")
+        );
+        let env = env_of(&pod, 0);
+        let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names[..6],
+            [
+                env::QWORKER_NAME,
+                env::POD_SPEC_HASH,
+                env::POD_NAME,
+                env::POD_NAMESPACE,
+                env::CONTAINER_NAME,
+                env::QUEUE
+            ]
+        );
+        assert_eq!(env[1].value.as_deref(), Some(hash.full()));
+        assert_eq!(env[4].value.as_deref(), Some("main"));
+        // The user's own variable comes last and wins.
+        assert_eq!(env.last().unwrap().value.as_deref(), Some("mine"));
+        assert_eq!(env_of(&pod, 1)[4].value.as_deref(), Some("side"));
+    }
+
+    #[test]
+    fn on_failure_is_kept_anything_else_becomes_never() {
+        let h = |qw: &QWorker| pod_spec_hash(&qw.spec);
+        for (given, want) in [
+            (Some("OnFailure"), "OnFailure"),
+            (Some("Always"), "Never"),
+            (None, "Never"),
+        ] {
+            let qw = qworker(given);
+            let pod = build_pod(&qw, &h(&qw), None, &BTreeMap::new()).pod;
+            assert_eq!(pod.spec.unwrap().restart_policy.as_deref(), Some(want));
+        }
+    }
+
+    #[test]
+    fn broker_env_with_secret_password() {
+        let qw = qworker(None);
+        let sc = scaler(json!({"valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}));
+        let built = build_pod(&qw, &pod_spec_hash(&qw.spec), Some(&sc), &BTreeMap::new());
+        assert!(built.warnings.is_empty());
+        let env = env_of(&built.pod, 0);
+        let get = |n: &str| env.iter().find(|e| e.name == n).cloned();
+        assert_eq!(
+            get(env::REDIS_HOST).unwrap().value.as_deref(),
+            Some("r.local")
+        );
+        assert_eq!(get(env::REDIS_PORT).unwrap().value.as_deref(), Some("6380"));
+        assert_eq!(get(env::REDIS_DB).unwrap().value.as_deref(), Some("2"));
+        assert_eq!(
+            get(env::REDIS_USERNAME).unwrap().value.as_deref(),
+            Some("u")
+        );
+        assert_eq!(get(env::REDIS_TLS).unwrap().value.as_deref(), Some("false"));
+        let pw = get(env::REDIS_PASSWORD).unwrap();
+        assert!(pw.value.is_none());
+        let sel = pw.value_from.unwrap().secret_key_ref.unwrap();
+        assert_eq!((sel.name.as_str(), sel.key.as_str()), ("s", "k"));
+    }
+
+    #[test]
+    fn vpa_requests_are_applied_and_annotated_without_touching_the_hash() {
+        let qw = qworker(None);
+        let hash = pod_spec_hash(&qw.spec);
+        let sizes: BTreeMap<String, Requests> = [(
+            "main".to_string(),
+            Requests {
+                cpu_millis: Some(250),
+                memory_bytes: Some(1 << 20),
+            },
+        )]
+        .into();
+        let pod = build_pod(&qw, &hash, None, &sizes).pod;
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let req = c.resources.as_ref().unwrap().requests.as_ref().unwrap();
+        assert_eq!(req["cpu"].0, "250m");
+        assert_eq!(req["memory"].0, "1048576");
+        assert!(pod.spec.as_ref().unwrap().containers[1].resources.is_none());
+        let ann = &pod.metadata.annotations.as_ref().unwrap()[names::ANNOTATION_VPA_REQUESTS];
+        let v: serde_json::Value = serde_json::from_str(ann).unwrap();
+        assert_eq!(v["main"]["cpu"], "250m");
+        assert_eq!(
+            pod.metadata.labels.as_ref().unwrap()[names::LABEL_POD_SPEC_HASH],
+            hash.short()
+        );
+        assert_eq!(pod_spec_hash(&qw.spec), hash);
+    }
+
+    #[test]
+    fn inline_password_is_never_injected() {
+        let qw = qworker(None);
+        let sc = scaler(json!({"value": "hunter2"}));
+        let built = build_pod(&qw, &pod_spec_hash(&qw.spec), Some(&sc), &BTreeMap::new());
+        assert_eq!(built.warnings.len(), 1);
+        let text = serde_json::to_string(&built.pod).unwrap();
+        assert!(!text.contains("hunter2"));
+        assert!(!text.contains(env::REDIS_PASSWORD));
+    }
+}

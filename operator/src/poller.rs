@@ -1,0 +1,404 @@
+//! One poller per ScalerConfig: one broker connection, all its QWorkers' queues read in one round
+//! trip per tick. The reading goes to [`Context::readings`]; a QWorker reconcile is triggered only
+//! when its desired count changes (or, at most every few seconds, when the depth it shows in status
+//! changed), so a busy queue does not mean a busy API server.
+//!
+//! The poller also returns the in-flight tasks of task-mode pods that died: a pod that turned
+//! Succeeded/Failed, or vanished since the last tick, gets its processing list moved back to the
+//! queue. A slower sweep finds lists whose pod is unknown (it vanished while no operator ran) and
+//! returns them when two sweeps in a row found the pod gone (a pod just created may not be in the
+//! cache yet, and returning a live pod's task would run it twice). The sweep only looks at lists
+//! named after this QWorker's pods (`<qworker>-...`), so a Redis shared by other namespaces' workers
+//! is left alone unless their QWorker has the same name and queue.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::ObjectRef;
+use qscaler_crds::QWorker;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::broker::{Broker, BrokerError, Depth, QueueQuery};
+use crate::context::{lock, Context, Key, Reading};
+use crate::observe::owned_by;
+use crate::redis_broker::{RedisBroker, RedisParams};
+use crate::scaling::raw_desired;
+
+/// Broker health as a poller last saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    pub ok: bool,
+    pub auth_failed: bool,
+    pub message: String,
+}
+
+/// A running poller; dropping it stops the task.
+pub struct PollerHandle {
+    pub params: RedisParams,
+    pub health: watch::Receiver<Option<Health>>,
+    task: JoinHandle<()>,
+}
+
+impl PollerHandle {
+    /// False once the task ended (its ScalerConfig vanished from the cache).
+    pub fn is_running(&self) -> bool {
+        !self.task.is_finished()
+    }
+}
+
+impl Drop for PollerHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The least time between two triggers caused only by a changed depth (status display).
+pub const STATUS_REFRESH: Duration = Duration::from_secs(3);
+/// How often lists of unknown pods are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// What a poller last told a QWorker about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Told {
+    pub desired: Option<i32>,
+    pub depth: Option<Depth>,
+    pub at: Instant,
+}
+
+/// Whether a new reading is worth a reconcile: the desired count (or reachability) changed, or the
+/// depth changed and the last trigger is older than [`STATUS_REFRESH`].
+pub fn should_trigger(
+    told: Option<&Told>,
+    desired: Option<i32>,
+    depth: Option<Depth>,
+    now: Instant,
+) -> bool {
+    match told {
+        None => true,
+        Some(t) => {
+            t.desired != desired
+                || (t.depth != depth && now.saturating_duration_since(t.at) >= STATUS_REFRESH)
+        }
+    }
+}
+
+pub fn spawn(ctx: Arc<Context>, key: Key, params: RedisParams) -> PollerHandle {
+    let (tx, rx) = watch::channel(None);
+    let broker = RedisBroker::new(params.clone(), ctx.settings.broker_timeout);
+    let task = tokio::spawn(run(ctx, key, broker, tx));
+    PollerHandle {
+        params,
+        health: rx,
+        task,
+    }
+}
+
+fn is_terminal(p: &Pod) -> bool {
+    matches!(
+        p.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+struct QueueView {
+    qw: Key,
+    queue: String,
+    prefix: String,
+    query: QueueQuery,
+    terminal: Vec<String>,
+    present: HashSet<String>,
+}
+
+fn view(qw: &QWorker, pods: &[Arc<Pod>]) -> QueueView {
+    let mut alive = vec![];
+    let mut terminal = vec![];
+    let mut present = HashSet::new();
+    for p in pods.iter().filter(|p| owned_by(p, qw)) {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        present.insert(name.clone());
+        if is_terminal(p) {
+            terminal.push(name);
+        } else {
+            alive.push(name);
+        }
+    }
+    let queue = qw.spec.scale_config.queue.clone();
+    QueueView {
+        qw: (
+            qw.metadata.namespace.clone().unwrap_or_default(),
+            qw.metadata.name.clone().unwrap_or_default(),
+        ),
+        prefix: format!("{}-", qw.metadata.name.as_deref().unwrap_or_default()),
+        query: QueueQuery {
+            queue: queue.clone(),
+            pods: alive,
+        },
+        queue,
+        terminal,
+        present,
+    }
+}
+
+async fn run<B: Broker>(
+    ctx: Arc<Context>,
+    key: Key,
+    mut broker: B,
+    health_tx: watch::Sender<Option<Health>>,
+) {
+    let (ns, name) = key.clone();
+    ctx.caches_synced().await;
+    let mut ticker = tokio::time::interval(ctx.settings.poll_interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut told: HashMap<Key, Told> = HashMap::new();
+    // Pods seen (alive or terminal) per QWorker at the last tick, and lists already returned.
+    let mut seen: HashMap<Key, (String, HashSet<String>)> = HashMap::new();
+    let mut returned: HashSet<String> = HashSet::new();
+    let mut orphans: HashSet<(String, String)> = HashSet::new();
+    let mut last_sweep = Instant::now();
+    let sc_ref = ObjectRef::new(&name).within(&ns);
+    loop {
+        ticker.tick().await;
+        if ctx.scalers.get(&sc_ref).is_none() {
+            tracing::info!(namespace = %ns, scalerconfig = %name, "ScalerConfig gone; poller stops");
+            break;
+        }
+        let qworkers = ctx.qworkers_of(&ns, &name);
+        let pods = ctx.pods.state();
+        let views: Vec<QueueView> = qworkers.iter().map(|q| view(q, &pods)).collect();
+        let queries: Vec<QueueQuery> = views.iter().map(|v| v.query.clone()).collect();
+        let result = if queries.is_empty() {
+            broker.ping().await.map(|_| vec![])
+        } else {
+            broker.depths(&queries).await
+        };
+        let now = Instant::now();
+        let health = match &result {
+            Ok(_) => Health {
+                ok: true,
+                auth_failed: false,
+                message: "connected".into(),
+            },
+            Err(e) => Health {
+                ok: false,
+                auth_failed: matches!(e, BrokerError::Auth(_)),
+                message: e.to_string(),
+            },
+        };
+        ctx.metrics.set(
+            "qscaler_broker_healthy",
+            &[("namespace", &ns), ("scalerconfig", &name)],
+            if health.ok { 1.0 } else { 0.0 },
+        );
+        let flipped = health_tx.send_if_modified(|h| {
+            let changed =
+                h.as_ref().map(|h| (h.ok, h.auth_failed)) != Some((health.ok, health.auth_failed));
+            *h = Some(health.clone());
+            changed
+        });
+        if flipped {
+            if health.ok {
+                tracing::info!(namespace = %ns, scalerconfig = %name, "broker reachable");
+            } else {
+                tracing::warn!(namespace = %ns, scalerconfig = %name, error = %health.message, "broker unreachable");
+            }
+            ctx.trigger_scaler(&ns, &name);
+        }
+
+        for (i, (v, qw)) in views.iter().zip(&qworkers).enumerate() {
+            let (desired, depth, reading) = match &result {
+                Ok(depths) => {
+                    let d = depths.get(i).copied().unwrap_or_default();
+                    let sc = &qw.spec.scale_config;
+                    let desired = raw_desired(
+                        d.backlog(),
+                        sc.scaling_factor,
+                        sc.min_replicas,
+                        sc.max_replicas,
+                    );
+                    (Some(desired), Some(d), Ok(d))
+                }
+                Err(e) => (None, None, Err(e.to_string())),
+            };
+            lock(&ctx.readings).insert(
+                v.qw.clone(),
+                Reading {
+                    result: reading,
+                    at: now,
+                },
+            );
+            if should_trigger(told.get(&v.qw), desired, depth, now) {
+                told.insert(
+                    v.qw.clone(),
+                    Told {
+                        desired,
+                        depth,
+                        at: now,
+                    },
+                );
+                ctx.trigger_qworker(&v.qw.0, &v.qw.1);
+            }
+        }
+
+        if result.is_ok() {
+            return_dead_pods_tasks(&ctx, &mut broker, &views, &mut seen, &mut returned).await;
+            if now.saturating_duration_since(last_sweep) >= SWEEP_EVERY {
+                last_sweep = now;
+                sweep_orphans(&ctx, &mut broker, &views, &pods, &mut orphans).await;
+            }
+        }
+        let keys: HashSet<&Key> = views.iter().map(|v| &v.qw).collect();
+        told.retain(|k, _| keys.contains(k));
+    }
+    let mut readings = lock(&ctx.readings);
+    readings.retain(|(rns, rname), _| {
+        !(rns == &ns
+            && ctx
+                .qworkers_of(&ns, &name)
+                .iter()
+                .any(|q| q.metadata.name.as_deref() == Some(rname)))
+    });
+}
+
+async fn give_back<B: Broker>(
+    ctx: &Context,
+    broker: &mut B,
+    qw: &Key,
+    queue: &str,
+    pod: &str,
+) -> bool {
+    match broker.return_in_flight(queue, pod).await {
+        Ok(0) => true,
+        Ok(n) => {
+            tracing::info!(namespace = %qw.0, qworker = %qw.1, pod, tasks = n, "returned in-flight tasks of a dead pod to the queue");
+            ctx.metrics.inc(
+                "qscaler_tasks_returned_total",
+                &[("namespace", &qw.0), ("qworker", &qw.1)],
+                n as f64,
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(pod, error = %e, "could not return in-flight tasks; will retry");
+            false
+        }
+    }
+}
+
+async fn return_dead_pods_tasks<B: Broker>(
+    ctx: &Context,
+    broker: &mut B,
+    views: &[QueueView],
+    seen: &mut HashMap<Key, (String, HashSet<String>)>,
+    returned: &mut HashSet<String>,
+) {
+    let mut now_seen: HashMap<Key, (String, HashSet<String>)> = HashMap::new();
+    for v in views {
+        for pod in &v.terminal {
+            if !returned.contains(pod) && give_back(ctx, broker, &v.qw, &v.queue, pod).await {
+                returned.insert(pod.clone());
+            }
+        }
+        if let Some((queue, before)) = seen.get(&v.qw) {
+            for pod in before.difference(&v.present) {
+                if !returned.contains(pod) {
+                    give_back(ctx, broker, &v.qw, queue, pod).await;
+                }
+            }
+        }
+        now_seen.insert(v.qw.clone(), (v.queue.clone(), v.present.clone()));
+    }
+    let present: HashSet<&String> = views.iter().flat_map(|v| v.present.iter()).collect();
+    returned.retain(|p| present.contains(p));
+    *seen = now_seen;
+}
+
+async fn sweep_orphans<B: Broker>(
+    ctx: &Context,
+    broker: &mut B,
+    views: &[QueueView],
+    pods: &[Arc<Pod>],
+    candidates: &mut HashSet<(String, String)>,
+) {
+    let alive_anywhere: HashSet<&str> = pods
+        .iter()
+        .filter(|p| !is_terminal(p))
+        .filter_map(|p| p.metadata.name.as_deref())
+        .collect();
+    let mut next = HashSet::new();
+    for v in views {
+        let owners = match broker.in_flight_owners(&v.queue).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(queue = %v.queue, error = %e, "sweep of in-flight lists failed");
+                continue;
+            }
+        };
+        for pod in owners {
+            if !pod.starts_with(&v.prefix) || alive_anywhere.contains(pod.as_str()) {
+                continue;
+            }
+            let k = (v.queue.clone(), pod.clone());
+            if candidates.contains(&k) {
+                give_back(ctx, broker, &v.qw, &v.queue, &pod).await;
+            } else {
+                next.insert(k);
+            }
+        }
+    }
+    *candidates = next;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_on_desired_change_only_or_slow_depth_refresh() {
+        let t0 = Instant::now();
+        let d = |q| {
+            Some(Depth {
+                queued: q,
+                in_flight: 0,
+            })
+        };
+        assert!(should_trigger(None, Some(1), d(1), t0));
+        let told = Told {
+            desired: Some(1),
+            depth: d(1),
+            at: t0,
+        };
+        assert!(!should_trigger(
+            Some(&told),
+            Some(1),
+            d(1),
+            t0 + Duration::from_secs(60)
+        ));
+        assert!(!should_trigger(
+            Some(&told),
+            Some(1),
+            d(2),
+            t0 + Duration::from_secs(1)
+        ));
+        assert!(should_trigger(
+            Some(&told),
+            Some(1),
+            d(2),
+            t0 + STATUS_REFRESH
+        ));
+        assert!(should_trigger(
+            Some(&told),
+            Some(2),
+            d(2),
+            t0 + Duration::from_millis(1)
+        ));
+        assert!(should_trigger(
+            Some(&told),
+            None,
+            None,
+            t0 + Duration::from_millis(1)
+        ));
+    }
+}

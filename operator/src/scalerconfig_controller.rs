@@ -1,0 +1,240 @@
+//! The ScalerConfig controller: validate, resolve the password, (re)start the poller, and write what
+//! the poller sees as `status` (healthy, message, Ready/SpecValid conditions) and Events.
+//!
+//! Secrets: RBAC grants only `get` on secrets (no list/watch: a watch on every Secret of a namespace is
+//! more than a scaler should see). So the secret is re-read on every reconcile, and the reconcile
+//! requeues itself every `--health-interval` (30 s): a rotated password restarts the poller with the
+//! new one within that time. The secret is always read from the ScalerConfig's own namespace.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Api, Resource, ResourceExt};
+use qscaler_crds::conditions::{self as cond, reason};
+use qscaler_crds::validation::{summary, validate_scaler_config};
+use qscaler_crds::ScalerConfig;
+
+use crate::conditions;
+use crate::context::{lock, Context};
+use crate::poller::{self, Health};
+use crate::redis_broker::RedisParams;
+use crate::Error;
+
+/// Why no poller can run.
+enum Blocked {
+    Invalid(String),
+    SecretNotFound(String),
+}
+
+async fn resolve(ctx: &Context, sc: &ScalerConfig) -> Result<Result<RedisParams, Blocked>, Error> {
+    let problems = validate_scaler_config(&sc.spec);
+    if !problems.is_empty() {
+        return Ok(Err(Blocked::Invalid(summary(&problems))));
+    }
+    let c = &sc.spec.config;
+    let port = match c.port_number() {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(Blocked::Invalid(format!("spec.config.port: {e}")))),
+    };
+    let password = match (
+        c.password_secret(),
+        c.password.as_ref().and_then(|p| p.value.clone()),
+    ) {
+        (Some(r), _) => {
+            let ns = sc.namespace().unwrap_or_default();
+            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+            match secrets.get_opt(&r.name).await? {
+                None => {
+                    return Ok(Err(Blocked::SecretNotFound(format!(
+                        "secret {ns}/{} not found",
+                        r.name
+                    ))))
+                }
+                Some(s) => match s.data.as_ref().and_then(|d| d.get(&r.key)) {
+                    Some(v) => Some(
+                        String::from_utf8_lossy(&v.0)
+                            .trim_end_matches('\n')
+                            .to_string(),
+                    ),
+                    None => {
+                        return Ok(Err(Blocked::SecretNotFound(format!(
+                            "secret {ns}/{} has no key {:?}",
+                            r.name, r.key
+                        ))))
+                    }
+                },
+            }
+        }
+        (None, inline) => inline,
+    };
+    let tls = c.tls.clone().unwrap_or_default();
+    Ok(Ok(RedisParams {
+        host: c.host.trim().to_string(),
+        port,
+        db: c.db.unwrap_or(0),
+        username: c.username.clone().filter(|u| !u.is_empty()),
+        password,
+        tls: tls.enabled,
+        tls_insecure: tls.insecure_skip_verify,
+    }))
+}
+
+pub async fn reconcile(sc: Arc<ScalerConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&sc, &ctx).await;
+    ctx.metrics.inc(
+        "qscaler_reconciles_total",
+        &[("controller", "scalerconfig")],
+        1.0,
+    );
+    ctx.metrics.observe(
+        "qscaler_reconcile_duration_seconds",
+        &[("controller", "scalerconfig")],
+        started.elapsed(),
+    );
+    result
+}
+
+async fn reconcile_inner(sc: &ScalerConfig, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let ns = sc.namespace().unwrap_or_default();
+    let name = sc.name_any();
+    let key = (ns.clone(), name.clone());
+    let resolved = resolve(ctx, sc).await?;
+
+    let health: Result<Health, Blocked> = match resolved {
+        Err(b) => {
+            lock(&ctx.pollers).remove(&key);
+            Err(b)
+        }
+        Ok(params) => {
+            let mut rx = {
+                let mut pollers = lock(&ctx.pollers);
+                let restart = pollers
+                    .get(&key)
+                    .is_none_or(|p| p.params != params || !p.is_running());
+                if restart {
+                    tracing::info!(namespace = %ns, scalerconfig = %name, url = %params.display_url(), "starting queue poller");
+                    pollers.insert(key.clone(), poller::spawn(ctx.clone(), key.clone(), params));
+                }
+                pollers.get(&key).map(|p| p.health.clone())
+            }
+            .ok_or_else(|| Error::Internal("poller vanished".into()))?;
+            let wait = ctx.settings.broker_timeout * 3 + ctx.settings.poll_interval;
+            let h = tokio::time::timeout(wait, rx.wait_for(|h| h.is_some()))
+                .await
+                .ok()
+                .and_then(|r| r.ok().and_then(|h| h.clone()));
+            Ok(h.unwrap_or(Health {
+                ok: false,
+                auth_failed: false,
+                message: "no answer from the broker yet".into(),
+            }))
+        }
+    };
+
+    let old = sc.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let generation = sc.metadata.generation;
+    status.observed_generation = generation;
+    let (healthy, ready_reason, message, spec_valid) = match &health {
+        Ok(h) if h.ok => (true, reason::CONNECTED, "connected".to_string(), None),
+        Ok(h) => (false, reason::BROKER_UNREACHABLE, h.message.clone(), None),
+        Err(Blocked::SecretNotFound(m)) => (false, reason::SECRET_NOT_FOUND, m.clone(), None),
+        Err(Blocked::Invalid(m)) => (false, reason::INVALID_SPEC, m.clone(), Some(m.clone())),
+    };
+    status.healthy = healthy;
+    status.message = message.clone();
+    conditions::set(
+        &mut status.conditions,
+        cond::READY,
+        healthy,
+        ready_reason,
+        message.clone(),
+        generation,
+        &now,
+    );
+    match &spec_valid {
+        Some(m) => conditions::set(
+            &mut status.conditions,
+            cond::SPEC_VALID,
+            false,
+            reason::INVALID_SPEC,
+            m.clone(),
+            generation,
+            &now,
+        ),
+        None => conditions::set(
+            &mut status.conditions,
+            cond::SPEC_VALID,
+            true,
+            reason::VALID,
+            "the spec is valid",
+            generation,
+            &now,
+        ),
+    };
+
+    if status != old {
+        let api: Api<ScalerConfig> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({ "status": status })),
+        )
+        .await?;
+        let flipped = old.healthy != healthy
+            || conditions::is_true(&old.conditions, cond::READY).is_none()
+            || old
+                .conditions
+                .iter()
+                .find(|c| c.type_ == cond::READY)
+                .map(|c| c.reason.as_str())
+                != Some(ready_reason);
+        if flipped {
+            let (type_, r) = if healthy {
+                (EventType::Normal, ready_reason)
+            } else {
+                (EventType::Warning, ready_reason)
+            };
+            publish(ctx, sc, type_, r, &message).await;
+            // QWorkers show ScalerHealthy: let them see the change now.
+            for qw in ctx.qworkers_of(&ns, &name) {
+                ctx.trigger_qworker(&ns, &qw.name_any());
+            }
+        }
+    }
+    Ok(Action::requeue(ctx.settings.health_interval))
+}
+
+async fn publish(ctx: &Context, sc: &ScalerConfig, type_: EventType, reason: &str, note: &str) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "CheckBroker".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &sc.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an Event");
+    }
+}
+
+pub fn error_policy(
+    sc: Arc<ScalerConfig>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> kube::runtime::controller::Action {
+    tracing::warn!(scalerconfig = %sc.name_any(), namespace = sc.namespace().unwrap_or_default(), error = %err, "reconcile failed");
+    ctx.metrics.inc(
+        "qscaler_reconcile_errors_total",
+        &[("controller", "scalerconfig"), ("kind", err.kind())],
+        1.0,
+    );
+    Action::requeue(std::time::Duration::from_secs(5))
+}
