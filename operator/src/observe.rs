@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use qscaler_crds::names::{self, DrainReason};
+use qscaler_crds::quantity::{bytes, cpu_millis};
 use qscaler_crds::qworker::ContainerUsage;
 use qscaler_crds::usage::{self, UsageReport};
 use qscaler_crds::QWorker;
@@ -141,8 +142,8 @@ pub fn fold_usage<'a>(
     let mut peaks: BTreeMap<String, (Option<u64>, Option<u64>)> = BTreeMap::new();
     for u in previous {
         let e = peaks.entry(u.name.clone()).or_default();
-        e.0 = max_opt(e.0, u.cpu.as_ref().and_then(|q| parse_cpu_millis(&q.0)));
-        e.1 = max_opt(e.1, u.memory.as_ref().and_then(|q| parse_bytes(&q.0)));
+        e.0 = max_opt(e.0, u.cpu.as_ref().and_then(|q| cpu_millis(&q.0)));
+        e.1 = max_opt(e.1, u.memory.as_ref().and_then(|q| bytes(&q.0)));
     }
     for pod in pods {
         for (key, value) in pod.metadata.annotations.iter().flatten() {
@@ -172,37 +173,6 @@ fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     }
-}
-
-/// "250m" → 250, "2" → 2000, "0.5" → 500.
-pub fn parse_cpu_millis(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if let Some(m) = s.strip_suffix('m') {
-        return m.parse().ok();
-    }
-    let v: f64 = s.parse().ok()?;
-    (v.is_finite() && v >= 0.0).then(|| (v * 1000.0).round() as u64)
-}
-
-/// "73400320" → 73400320, "64Mi" → 67108864, "1G" → 10^9.
-pub fn parse_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    const UNITS: &[(&str, u64)] = &[
-        ("Ki", 1 << 10),
-        ("Mi", 1 << 20),
-        ("Gi", 1 << 30),
-        ("Ti", 1 << 40),
-        ("k", 1_000),
-        ("M", 1_000_000),
-        ("G", 1_000_000_000),
-        ("T", 1_000_000_000_000),
-    ];
-    for (suffix, factor) in UNITS {
-        if let Some(n) = s.strip_suffix(suffix) {
-            return n.parse::<u64>().ok()?.checked_mul(*factor);
-        }
-    }
-    s.parse().ok()
 }
 
 #[cfg(test)]
@@ -268,18 +238,6 @@ mod tests {
             fold_usage(&prev, []),
             fold_usage(&fold_usage(&prev, []), [])
         );
-    }
-
-    #[test]
-    fn quantities_parse() {
-        assert_eq!(parse_cpu_millis("250m"), Some(250));
-        assert_eq!(parse_cpu_millis("2"), Some(2000));
-        assert_eq!(parse_cpu_millis("0.5"), Some(500));
-        assert_eq!(parse_cpu_millis("x"), None);
-        assert_eq!(parse_bytes("64Mi"), Some(64 << 20));
-        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(parse_bytes("123"), Some(123));
-        assert_eq!(parse_bytes("1Zi"), None);
     }
 
     #[test]

@@ -1,27 +1,16 @@
-//! Vertical sizing (`activateVPA: true`): the requests a new pod's containers get, from the peaks
-//! the supervisors observed. Pure; the pod-spec hash never sees these values (it is computed from the
-//! user's spec), so resizing never starts a rollout.
-//!
-//! Rules, per container and resource (cpu, memory):
-//! - no observed peak → the user's request stays as written;
-//! - request = peak × (1 + margin), margin `spec.vpa.marginPercent` (default 20 %);
-//! - memory after an OOM kill: at least max(peak + 100 MiB, peak × 1.2) (the VPA recommender's bump);
-//! - floors: `spec.vpa.minAllowed`, else 10m CPU / 16 MiB memory;
-//! - ceilings: `spec.vpa.maxAllowed`, then the container's limit (a request above the limit would be
-//!   rejected). Without any limit or maxAllowed there is no ceiling: the peak is the only guide.
+//! Vertical sizing (`activateVPA: true`) applied to a pod's containers: the user's container and
+//! `spec.vpa` policy, and the observed peaks, turned into the facts of the shared sizing rule
+//! ([`qscaler_crds::sizing`], which documents the rule and is shared with `kubectl qworker top`).
+//! Pure; the pod-spec hash never sees these values (it is computed from the user's spec), so resizing
+//! never starts a rollout.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Container;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use qscaler_crds::quantity::{bytes, cpu_millis};
 use qscaler_crds::qworker::{ContainerUsage, VpaPolicy};
-
-use crate::observe::{parse_bytes, parse_cpu_millis};
-
-pub const DEFAULT_MARGIN_PERCENT: i32 = 20;
-pub const MIN_CPU_MILLIS: u64 = 10;
-pub const MIN_MEMORY_BYTES: u64 = 16 << 20;
-pub const OOM_BUMP_BYTES: u64 = 100 << 20;
+use qscaler_crds::sizing::{self as rule, ResourceFacts, DEFAULT_MARGIN_PERCENT};
 
 /// Requests for one container; `None` leaves the user's value.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -30,25 +19,30 @@ pub struct Requests {
     pub memory_bytes: Option<u64>,
 }
 
-fn quantity(
-    map: &BTreeMap<String, Quantity>,
+fn amount(
+    map: Option<&BTreeMap<String, Quantity>>,
     key: &str,
     parse: fn(&str) -> Option<u64>,
 ) -> Option<u64> {
-    map.get(key).and_then(|q| parse(&q.0))
+    map?.get(key).and_then(|q| parse(&q.0))
 }
 
-fn limit(c: &Container, key: &str, parse: fn(&str) -> Option<u64>) -> Option<u64> {
-    c.resources
-        .as_ref()?
-        .limits
-        .as_ref()?
-        .get(key)
-        .and_then(|q| parse(&q.0))
-}
-
-fn scale(v: u64, margin: i32) -> u64 {
-    v.saturating_mul(100 + margin.max(0) as u64).div_ceil(100)
+/// What is known of one resource of container `c`.
+fn facts(
+    c: &Container,
+    peak: Option<&Quantity>,
+    policy: &VpaPolicy,
+    key: &str,
+    parse: fn(&str) -> Option<u64>,
+) -> ResourceFacts {
+    let resources = c.resources.as_ref();
+    ResourceFacts {
+        peak: peak.and_then(|q| parse(&q.0)),
+        request: amount(resources.and_then(|r| r.requests.as_ref()), key, parse),
+        limit: amount(resources.and_then(|r| r.limits.as_ref()), key, parse),
+        min_allowed: amount(Some(&policy.min_allowed), key, parse),
+        max_allowed: amount(Some(&policy.max_allowed), key, parse),
+    }
 }
 
 /// The requests for container `c` given its observed peak and whether it was OOM-killed.
@@ -58,33 +52,26 @@ pub fn recommend(
     oom: bool,
     policy: &VpaPolicy,
 ) -> Requests {
-    let margin = policy.margin_percent.unwrap_or(DEFAULT_MARGIN_PERCENT);
-    let cpu_peak = peak
-        .and_then(|p| p.cpu.as_ref())
-        .and_then(|q| parse_cpu_millis(&q.0));
-    let mem_peak = peak
-        .and_then(|p| p.memory.as_ref())
-        .and_then(|q| parse_bytes(&q.0));
-    let bound = |v: u64, key: &str, floor: u64, parse: fn(&str) -> Option<u64>| {
-        let mut v = v.max(quantity(&policy.min_allowed, key, parse).unwrap_or(floor));
-        if let Some(max) = quantity(&policy.max_allowed, key, parse) {
-            v = v.min(max);
-        }
-        if let Some(l) = limit(c, key, parse) {
-            v = v.min(l);
-        }
-        v
-    };
+    let margin = policy
+        .margin_percent
+        .map_or(DEFAULT_MARGIN_PERCENT, |m| u64::try_from(m).unwrap_or(0));
+    let cpu = facts(
+        c,
+        peak.and_then(|p| p.cpu.as_ref()),
+        policy,
+        "cpu",
+        cpu_millis,
+    );
+    let memory = facts(
+        c,
+        peak.and_then(|p| p.memory.as_ref()),
+        policy,
+        "memory",
+        bytes,
+    );
     Requests {
-        cpu_millis: cpu_peak
-            .map(|p| bound(scale(p, margin), "cpu", MIN_CPU_MILLIS, parse_cpu_millis)),
-        memory_bytes: mem_peak.map(|p| {
-            let mut m = scale(p, margin);
-            if oom {
-                m = m.max(p.saturating_add(OOM_BUMP_BYTES)).max(scale(p, 20));
-            }
-            bound(m, "memory", MIN_MEMORY_BYTES, parse_bytes)
-        }),
+        cpu_millis: rule::cpu_request(cpu, margin).map(|r| r.request),
+        memory_bytes: rule::memory_request(memory, margin, oom).map(|r| r.request),
     }
 }
 
@@ -152,8 +139,8 @@ mod tests {
         assert_eq!(
             r,
             Requests {
-                cpu_millis: Some(MIN_CPU_MILLIS),
-                memory_bytes: Some(MIN_MEMORY_BYTES)
+                cpu_millis: Some(rule::CPU_FLOOR_MILLIS),
+                memory_bytes: Some(rule::MEMORY_FLOOR_BYTES)
             }
         );
         let r = recommend(
@@ -227,7 +214,7 @@ mod tests {
             let r = recommend(&c, Some(&peak(&format!("{cpu}m"), &mem.to_string())), oom, &VpaPolicy { margin_percent: Some(margin), ..Default::default() });
             let (rc, rm) = (r.cpu_millis.unwrap(), r.memory_bytes.unwrap());
             prop_assert!(rc <= lc && rm <= lm);
-            prop_assert!(rc >= MIN_CPU_MILLIS.min(lc) && rm >= MIN_MEMORY_BYTES.min(lm));
+            prop_assert!(rc >= rule::CPU_FLOOR_MILLIS.min(lc) && rm >= rule::MEMORY_FLOOR_BYTES.min(lm));
             prop_assert!(rc >= cpu.min(lc));
             prop_assert!(rm >= mem.min(lm));
         }
