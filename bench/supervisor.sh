@@ -4,7 +4,7 @@
 #   `true` (hyperfine), and signal-forwarding latency (SIGUSR1 to the init, the child timestamps
 #   its arrival; the baseline sends straight to the child).
 # Usage: bench/supervisor.sh [RUNS]   (default 500 runs for hyperfine, 300 signals per init)
-# Needs: cargo, hyperfine, tini, dumb-init, perl, jq (apt-get install -y tini dumb-init hyperfine jq).
+# Needs: cargo, hyperfine, tini, dumb-init, a C compiler, jq (apt-get install -y tini dumb-init hyperfine jq gcc).
 set -euo pipefail
 
 RUNS=${1:-500}
@@ -15,7 +15,7 @@ WORK=$(mktemp -d /tmp/qsup-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
 need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y $2" >&2; exit 1; }; }
-need hyperfine hyperfine; need tini tini; need dumb-init dumb-init; need perl perl; need jq jq
+need hyperfine hyperfine; need tini tini; need dumb-init dumb-init; need cc gcc; need jq jq
 
 echo "building: cargo build --release -p qsupervisor" >&2
 (cd "$REPO" && cargo build --release -q -p qsupervisor)
@@ -47,38 +47,57 @@ rss_kib() { # RSS of the init while it wraps sleep
   echo "$rss"
 }
 
-cat > "$WORK/recv.pl" <<'PERL'
-use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
-$SIG{USR1} = sub { printf OUT "%.9f\n", clock_gettime(CLOCK_MONOTONIC) };
-open(OUT, ">", $ARGV[0]) or die "fifo: $!";
-select((select(OUT), $| = 1)[0]);
-while (1) { select(undef, undef, undef, 10) }
-PERL
-cat > "$WORK/send.pl" <<'PERL'
-use Time::HiRes qw(clock_gettime CLOCK_MONOTONIC);
-my ($pid, $fifo, $n) = @ARGV;
-open(my $in, "<", $fifo) or die "fifo: $!";
-my @l;
-for (1 .. $n) {
-  my $t0 = clock_gettime(CLOCK_MONOTONIC);
-  kill 'USR1', $pid;
-  my $t1 = <$in>;
-  push @l, ($t1 - $t0) * 1e6;
+# A tiny C program for the signal timing: `recv FIFO` writes the CLOCK_MONOTONIC time of each SIGUSR1
+# from its handler; `send PID FIFO N` sends N signals one at a time and prints median and p99 µs.
+cat > "$WORK/sig.c" <<'C'
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <fcntl.h>
+#include <unistd.h>
+static int out;
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec / 1e9; }
+static void on_usr1(int s) { (void)s; double t = now(); if (write(out, &t, sizeof t) < 0) _exit(1); }
+static int cmp(const void *a, const void *b) { double x = *(const double *)a, y = *(const double *)b; return (x > y) - (x < y); }
+int main(int argc, char **argv) {
+  if (argc == 3 && !strcmp(argv[1], "recv")) {
+    struct sigaction sa; memset(&sa, 0, sizeof sa); sa.sa_handler = on_usr1; sigaction(SIGUSR1, &sa, 0);
+    int fd = open(argv[2], O_WRONLY);
+    double ready = 0;
+    out = fd;
+    if (write(out, &ready, sizeof ready) < 0) return 1; /* the sender starts only after this */
+    for (;;) pause();
+  }
+  if (argc == 5 && !strcmp(argv[1], "send")) {
+    int pid = atoi(argv[2]), n = atoi(argv[4]); int in = open(argv[3], O_RDONLY);
+    double *l = malloc(n * sizeof *l), ready;
+    if (read(in, &ready, sizeof ready) != sizeof ready) return 1;
+    for (int i = 0; i < n; i++) {
+      double t0 = now(), t1; kill(pid, SIGUSR1);
+      if (read(in, &t1, sizeof t1) != sizeof t1) return 1;
+      l[i] = (t1 - t0) * 1e6;
+    }
+    qsort(l, n, sizeof *l, cmp);
+    printf("%.1f %.1f\n", l[n / 2], l[(int)((n - 1) * 0.99)]);
+    return 0;
+  }
+  return 2;
 }
-@l = sort { $a <=> $b } @l;
-printf "%.1f %.1f\n", $l[int($#l / 2)], $l[int($#l * 0.99)];
-PERL
+C
+cc -O2 -o "$WORK/sig" "$WORK/sig.c"
 
 latency() { # median and p99 microseconds from kill() to the child's handler
   local prefix=$1 fifo="$WORK/fifo.$RANDOM" pid out
   mkfifo "$fifo"
   # shellcheck disable=SC2086
-  # Unsafe (immediate) signals: Perl's deferred signals would add up to a whole select() timeout.
-  PERL_SIGNALS=unsafe $prefix perl "$WORK/recv.pl" "$fifo" >/dev/null 2>&1 &
+  # shellcheck disable=SC2086
+  $prefix "$WORK/sig" recv "$fifo" >/dev/null 2>&1 &
   pid=$!
-  out=$(perl "$WORK/send.pl" "$pid" "$fifo" "$SIGNALS")
+  out=$("$WORK/sig" send "$pid" "$fifo" "$SIGNALS")
   kill -KILL "$pid" 2>/dev/null || true
-  pkill -KILL -f "recv.pl $fifo" 2>/dev/null || true
+  pkill -KILL -f "sig recv $fifo" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   rm -f "$fifo"
   echo "$out"

@@ -1,8 +1,158 @@
+//! qsupervisor: parse, block signals, become a subreaper, start the worker and the agent, loop.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
 use clap::Parser;
-/// PID 1 for queue workers (not yet implemented).
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {}
-fn main() {
-    let _ = Args::parse();
+use qscaler_crds::names::env;
+use qsupervisor::bridge::bridge;
+use qsupervisor::broker::Broker;
+use qsupervisor::cli::{Options, ENV_ACTIVITY_SOCKET};
+use qsupervisor::init::{self, Init};
+use qsupervisor::{activity, agent, sys};
+use tracing::{error, info, warn};
+
+fn main() -> ExitCode {
+    let options = Options::parse();
+    logging();
+    // A panic must never go unnoticed; the init loop itself never unwraps outside input.
+    std::panic::set_hook(Box::new(|p| error!("panic: {p}")));
+    ExitCode::from((run(options) & 0xff) as u8)
+}
+
+fn logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(false)
+        .init();
+}
+
+/// The checklist; returns the exit code.
+fn run(options: Options) -> i32 {
+    if let Err(e) = options.validate() {
+        error!("{e}");
+        return 2;
+    }
+
+    // 1. Signals: blocked before any thread exists, read from a signalfd from now on.
+    let set = sys::handled_set();
+    if let Err(e) = sys::block(&set) {
+        error!("{e}");
+        return 1;
+    }
+    let sigfd = match sys::signal_fd(&set) {
+        Ok(fd) => fd,
+        Err(e) => {
+            error!("{e}");
+            return 1;
+        }
+    };
+
+    // 2. Subreaper, unless we are PID 1 already.
+    if sys::own_pid().as_raw() != 1 {
+        match sys::become_subreaper() {
+            Ok(()) => info!("not PID 1: registered as child subreaper"),
+            Err(e) => warn!("{e}: orphaned grandchildren will not be reaped by us"),
+        }
+    }
+
+    // 3. What the agent needs, prepared before the worker starts (the socket must exist first).
+    let activity_socket = match options.activity_socket.as_deref().filter(|_| !options.task) {
+        Some(path) => match activity::bind(path) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(
+                    "activity socket {}: {e}; the worker's reports are ignored",
+                    path.display()
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let broker = if options.task {
+        match Broker::from_options(&options, std::env::var(env::REDIS_PASSWORD).ok()) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                error!("{e}");
+                return 2;
+            }
+        }
+    } else {
+        None
+    };
+    let waker = match sys::waker() {
+        Ok(w) => w,
+        Err(e) => {
+            error!("{e}");
+            return 1;
+        }
+    };
+    let (init_side, agent_side) = bridge(waker);
+
+    // 4. The worker (wrap mode).
+    let mut extra_env = Vec::new();
+    if let (Some(path), Some(_)) = (&options.activity_socket, &activity_socket) {
+        extra_env.push((
+            ENV_ACTIVITY_SOCKET.to_owned(),
+            OsString::from(path.as_os_str()),
+        ));
+    }
+    let cfg = init::Config {
+        signal_group: options.signal_group,
+        grace: options.grace,
+        command: options.command.clone(),
+        task_mode: options.task,
+        env: extra_env,
+    };
+    let worker = if options.task {
+        None
+    } else {
+        match init::start_worker(&cfg) {
+            Ok(pid) => {
+                info!("worker {pid} started: {:?}", options.command);
+                Some(pid)
+            }
+            Err(code) => return code,
+        }
+    };
+
+    // 5. The agent, on its own thread (inheriting the blocked mask), when there is work for it.
+    let needs_agent = options.task || options.pod().is_some() || !options.sample_interval.is_zero();
+    let consumer = options
+        .pod_name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "local".into());
+    let agent_alive = needs_agent
+        && match agent::start(
+            agent::Inputs {
+                options,
+                broker,
+                activity_socket,
+                consumer,
+            },
+            agent_side,
+        ) {
+            Ok(_) => true,
+            Err(e) => {
+                error!("could not start the agent thread: {e}; running as a plain init");
+                false
+            }
+        };
+    if cfg.task_mode && !agent_alive {
+        return 1;
+    }
+
+    // 6. The loop.
+    Init::new(cfg, sigfd, init_side, agent_alive, worker).run()
 }

@@ -1,8 +1,124 @@
+//! A small queue worker for wrap-mode tests, shaped like Celery/RQ: it consumes a Redis list with
+//! BRPOP, records `start <payload> <pod>` and `end <payload> <pod>` on an events list, and on SIGTERM
+//! finishes the current task and exits 0 (a warm shutdown); a second SIGTERM or a SIGINT exits at
+//! once with 130. `--no-warm-shutdown` keeps the default disposition, so SIGTERM kills it mid-task.
+//!
+//! A payload that is a number is the task's duration in milliseconds; otherwise `--task-ms`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
 use clap::Parser;
-/// Test worker (not yet implemented).
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {}
-fn main() {
-    let _ = Args::parse();
+use qscaler_crds::names::env;
+use redis::AsyncConnectionConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "A test queue worker: BRPOP, record start/end events, warm shutdown on SIGTERM"
+)]
+struct Args {
+    /// Redis URL; without it, QSCALER_REDIS_HOST / QSCALER_REDIS_PORT / QSCALER_REDIS_DB /
+    /// QSCALER_REDIS_PASSWORD are used.
+    #[arg(long, env = "QSCALER_REDIS_URL")]
+    redis_url: Option<String>,
+    /// The list to consume (producers LPUSH, this worker takes from the right).
+    #[arg(long, env = env::QUEUE)]
+    queue: String,
+    /// The list events are RPUSHed to (default: <queue>:events).
+    #[arg(long)]
+    events: Option<String>,
+    /// How long a task takes when its payload is not a number of milliseconds.
+    #[arg(long, default_value_t = 500)]
+    task_ms: u64,
+    /// Do not handle SIGTERM (the default disposition kills the worker mid-task).
+    #[arg(long)]
+    no_warm_shutdown: bool,
+}
+
+fn redis_url(a: &Args) -> Result<String> {
+    if let Some(u) = &a.redis_url {
+        return Ok(u.clone());
+    }
+    let host = std::env::var(env::REDIS_HOST)
+        .with_context(|| format!("--redis-url or {} needed", env::REDIS_HOST))?;
+    let port = std::env::var(env::REDIS_PORT).unwrap_or_else(|_| "6379".into());
+    let db = std::env::var(env::REDIS_DB).unwrap_or_else(|_| "0".into());
+    let auth = match std::env::var(env::REDIS_PASSWORD) {
+        Ok(p) if !p.is_empty() => format!(":{p}@"),
+        _ => String::new(),
+    };
+    Ok(format!("redis://{auth}{host}:{port}/{db}"))
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let pod = std::env::var(env::POD_NAME).unwrap_or_else(|_| "local".into());
+    let events = args
+        .events
+        .clone()
+        .unwrap_or_else(|| format!("{}:events", args.queue));
+    let client = redis::Client::open(redis_url(&args)?)?;
+    let cfg = AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(5)));
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&cfg)
+        .await?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    if !args.no_warm_shutdown {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = term.recv() => {
+                        if stop.swap(true, Ordering::SeqCst) {
+                            eprintln!("test-worker: second SIGTERM: cold shutdown");
+                            std::process::exit(130);
+                        }
+                        eprintln!("test-worker: SIGTERM: finishing the current task, then exiting");
+                    }
+                    _ = int.recv() => {
+                        eprintln!("test-worker: SIGINT: cold shutdown");
+                        std::process::exit(130);
+                    }
+                }
+            }
+        });
+    }
+
+    eprintln!(
+        "test-worker {pod}: consuming {:?}, events to {events:?}",
+        args.queue
+    );
+    while !stop.load(Ordering::SeqCst) {
+        let popped: Option<(String, Vec<u8>)> = redis::cmd("BRPOP")
+            .arg(&args.queue)
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .context("BRPOP")?;
+        let Some((_, payload)) = popped else { continue };
+        let payload = String::from_utf8_lossy(&payload).into_owned();
+        let ms = payload.trim().parse::<u64>().unwrap_or(args.task_ms);
+        let _: () = redis::cmd("RPUSH")
+            .arg(&events)
+            .arg(format!("start {payload} {pod}"))
+            .query_async(&mut conn)
+            .await?;
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let _: () = redis::cmd("RPUSH")
+            .arg(&events)
+            .arg(format!("end {payload} {pod}"))
+            .query_async(&mut conn)
+            .await?;
+        eprintln!("test-worker: task {payload:?} done");
+    }
+    eprintln!("test-worker: warm shutdown complete");
+    Ok(())
 }

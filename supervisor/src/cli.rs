@@ -1,0 +1,268 @@
+//! The command line: every option is also an environment variable, so a pod spec can set them
+//! either way.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use nix::sys::signal::Signal;
+use qscaler_crds::names::env;
+
+use crate::signals::parse_signal;
+
+/// Environment variable naming the activity socket (see `--activity-socket`).
+pub const ENV_ACTIVITY_SOCKET: &str = "QSCALER_ACTIVITY_SOCKET";
+/// Environment variable with a full Redis URL for task mode (overrides the host/port/... variables).
+pub const ENV_REDIS_URL: &str = "QSCALER_REDIS_URL";
+
+const ENV_HELP: &str = "\
+ENVIRONMENT (set by the QScaler operator in worker pods):
+  POD_NAME, POD_NAMESPACE    the pod's own name and namespace (downward API). With both set and the
+                             Kubernetes API reachable (KUBECONFIG or the in-cluster service account),
+                             qsupervisor watches the pod for the drain annotation quickube.com/drain and
+                             writes usage to quickube.com/usage-<container> and, when known,
+                             quickube.com/activity. Without them it is a plain init that logs usage.
+                             The pod's service account needs get, watch and patch on its own pod.
+  QSCALER_CONTAINER_NAME     the container name used in the usage annotation key (default: worker).
+  QSCALER_QUEUE              task mode: the Redis list to consume.
+  QSCALER_REDIS_HOST, QSCALER_REDIS_PORT, QSCALER_REDIS_DB, QSCALER_REDIS_USERNAME, QSCALER_REDIS_TLS
+                             task mode: where the broker is (default port 6379, db 0).
+  QSCALER_REDIS_PASSWORD     task mode: the broker password (inject it from a Secret); never logged.
+  QSCALER_REDIS_URL          task mode: a full redis:// URL instead of the variables above.
+  QSCALER_ACTIVITY_SOCKET    wrap mode: path of a unix datagram socket; the worker may send `idle` or
+                             `busy` to it and qsupervisor mirrors that to quickube.com/activity. The
+                             variable is passed on to the worker.
+  RUST_LOG                   log filter (default: info). Logs go to stderr.
+
+TASK MODE REDIS CONTRACT:
+  Producers LPUSH onto <queue>; qsupervisor BLMOVEs from its right end (FIFO) into
+  <queue>:processing:<pod>, runs COMMAND with the payload on stdin, LREMs it on exit 0, retries a
+  failure up to --max-retries times (count in hash <queue>:retries) and then moves it to <queue>:dead.
+
+EXIT CODE: the worker's own code, or 128+N when signal N killed it; 127/126 when COMMAND cannot be
+found/executed; 0 when the worker exited by itself after a drain request.";
+
+/// PID 1 for queue-worker containers: runs COMMAND, reaps every zombie, forwards signals, reports
+/// usage, and on a drain request lets the current task finish before the container exits 0.
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "qsupervisor",
+    version,
+    about,
+    after_long_help = ENV_HELP,
+    override_usage = "qsupervisor [OPTIONS] -- COMMAND [ARGS]..."
+)]
+pub struct Options {
+    /// Forward signals (and the drain signal) to the worker's whole process group instead of the
+    /// worker process only. The worker is started as the leader of a new process group.
+    #[arg(short = 'g', long, env = "QSCALER_SIGNAL_GROUP")]
+    pub signal_group: bool,
+
+    /// After the worker exits: how long other remaining processes get after SIGTERM before SIGKILL.
+    #[arg(long, env = "QSCALER_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
+
+    /// Wrap mode: the signal that asks the worker to finish its current task and stop (a "warm
+    /// shutdown": SIGTERM for Celery, RQ and Sidekiq).
+    #[arg(long, env = "QSCALER_DRAIN_SIGNAL", default_value = "TERM", value_parser = parse_signal)]
+    pub drain_signal: Signal,
+
+    /// Wrap mode: SIGKILL the worker this long after the drain signal (default: wait forever; the
+    /// pod's terminationGracePeriod does not apply to a drain).
+    #[arg(long, env = "QSCALER_DRAIN_TIMEOUT", value_parser = parse_duration)]
+    pub drain_timeout: Option<Duration>,
+
+    /// Wrap mode: the drain annotation must stay this long before the drain signal goes out; removing
+    /// it earlier cancels the drain (the operator changed its mind).
+    #[arg(long, env = "QSCALER_DRAIN_DEBOUNCE", default_value = "500ms", value_parser = parse_duration)]
+    pub drain_debounce: Duration,
+
+    /// Task mode: take tasks from the Redis list yourself and run COMMAND once per task, with the
+    /// payload on stdin.
+    #[arg(long, env = "QSCALER_TASK")]
+    pub task: bool,
+
+    /// Task mode: the Redis list (queue) to consume.
+    #[arg(long, env = env::QUEUE)]
+    pub queue: Option<String>,
+
+    /// Task mode: how many times a failed task is run again before it goes to the dead-letter list.
+    #[arg(long, env = "QSCALER_MAX_RETRIES", default_value_t = 3)]
+    pub max_retries: u32,
+
+    /// Task mode: a full Redis URL (redis://[user:password@]host:port/db); overrides the
+    /// QSCALER_REDIS_* variables.
+    #[arg(long, env = ENV_REDIS_URL, hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Task mode: the broker host.
+    #[arg(long, env = env::REDIS_HOST)]
+    pub redis_host: Option<String>,
+
+    /// Task mode: the broker port.
+    #[arg(long, env = env::REDIS_PORT, default_value_t = 6379)]
+    pub redis_port: u16,
+
+    /// Task mode: the broker database number.
+    #[arg(long, env = env::REDIS_DB, default_value_t = 0)]
+    pub redis_db: i64,
+
+    /// Task mode: the broker user name (Redis ACL).
+    #[arg(long, env = env::REDIS_USERNAME)]
+    pub redis_username: Option<String>,
+
+    /// Task mode: the broker speaks TLS (not supported by this build; refused with a clear error).
+    #[arg(long, env = env::REDIS_TLS)]
+    pub redis_tls: bool,
+
+    /// How often the worker's process tree and cgroup are sampled (0 turns sampling off).
+    #[arg(long, env = "QSCALER_SAMPLE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub sample_interval: Duration,
+
+    /// Do not read the container's cgroup (usage from the process tree in procfs only).
+    #[arg(long, env = "QSCALER_NO_CGROUP")]
+    pub no_cgroup: bool,
+
+    /// Usage is reported at most this often (and once at exit).
+    #[arg(long, env = "QSCALER_REPORT_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub report_interval: Duration,
+
+    /// Usage is reported only when a peak rose by more than this fraction (0.1 = 10%) since the last
+    /// report (or an OOM kill was seen).
+    #[arg(long, env = "QSCALER_REPORT_RISE", default_value_t = 0.10)]
+    pub report_rise: f64,
+
+    /// Wrap mode: bind a unix datagram socket here; the worker sends `idle` or `busy` to it (the path
+    /// is passed to the worker in QSCALER_ACTIVITY_SOCKET).
+    #[arg(long, env = ENV_ACTIVITY_SOCKET)]
+    pub activity_socket: Option<PathBuf>,
+
+    /// The container name, for the usage annotation key.
+    #[arg(long, env = env::CONTAINER_NAME, default_value = "worker")]
+    pub container: String,
+
+    /// The pod's own name (downward API).
+    #[arg(long, env = env::POD_NAME)]
+    pub pod_name: Option<String>,
+
+    /// The pod's own namespace (downward API).
+    #[arg(long, env = env::POD_NAMESPACE)]
+    pub pod_namespace: Option<String>,
+
+    /// The worker (wrap mode) or the per-task command (task mode), after `--`.
+    #[arg(required = true, last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+impl Options {
+    /// Checks that go beyond single values.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.task && self.queue.as_deref().is_none_or(str::is_empty) {
+            return Err(format!("--task needs a queue (--queue or {})", env::QUEUE));
+        }
+        if self.task
+            && self.redis_url.is_none()
+            && self.redis_host.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(format!(
+                "--task needs a broker ({ENV_REDIS_URL} or {})",
+                env::REDIS_HOST
+            ));
+        }
+        if !(0.0..=100.0).contains(&self.report_rise) {
+            return Err("--report-rise must be between 0 and 100".into());
+        }
+        Ok(())
+    }
+
+    /// The pod to watch and patch, when both halves of its name are known.
+    pub fn pod(&self) -> Option<(String, String)> {
+        match (&self.pod_namespace, &self.pod_name) {
+            (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
+                Some((ns.clone(), name.clone()))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Parses `500ms`, `5s`, `1.5s`, `2m`, `1h` or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?} (e.g. 500ms, 5s, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {text:?} (ms, s, m, h)")),
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("duration {text:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use proptest::prelude::*;
+
+    #[test]
+    fn durations() {
+        for (t, d) in [
+            ("5s", Duration::from_secs(5)),
+            ("5", Duration::from_secs(5)),
+            ("500ms", Duration::from_millis(500)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("2m", Duration::from_secs(120)),
+            ("1h", Duration::from_secs(3600)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(t), Ok(d), "{t}");
+        }
+        for bad in ["", "s", "-1s", "5x", "1e999", "five", "5 s s", "1.2.3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Options::command().debug_assert();
+    }
+
+    #[test]
+    fn command_after_double_dash() {
+        let o =
+            Options::try_parse_from(["qsupervisor", "-g", "--grace", "1s", "--", "sleep", "-1"])
+                .unwrap();
+        assert!(o.signal_group);
+        assert_eq!(o.grace, Duration::from_secs(1));
+        assert_eq!(
+            o.command,
+            vec![OsString::from("sleep"), OsString::from("-1")]
+        );
+        assert!(Options::try_parse_from(["qsupervisor"]).is_err());
+    }
+
+    #[test]
+    fn task_mode_needs_a_queue_and_a_broker() {
+        let o = Options::try_parse_from(["qsupervisor", "--task", "--", "cat"]).unwrap();
+        assert!(o.validate().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parse_duration_never_panics(s in ".{0,20}") {
+            let _ = parse_duration(&s);
+        }
+    }
+}

@@ -1,0 +1,416 @@
+//! The init loop: PID 1's whole job, on the main thread.
+//!
+//! It sleeps in one `poll` on two descriptors: a signalfd (every catchable signal is blocked, so
+//! signals arrive only here, never as asynchronous handlers) and the eventfd of the [`bridge`]
+//! (requests from the agent). No timer runs while the worker lives; the only timeout is the grace
+//! period after the worker has exited. Each wake-up:
+//!
+//! * SIGCHLD: reap with `waitpid(-1, WNOHANG)` until nothing more has ended, orphans included.
+//!   The worker's end starts the ending phase; a task's end is told to the agent.
+//! * TERM, INT, HUP, QUIT, USR1, USR2, WINCH: forwarded at once to the worker (or the current task)
+//!   process, or its process group with `--signal-group`; also told to the agent.
+//! * requests: the drain signal, SIGKILL after the drain timeout, spawning a task, exiting.
+//!
+//! Ending phase: SIGTERM to every remaining descendant (as PID 1 `kill(-1)`, which reaches exactly
+//! the processes of our PID namespace; as a subreaper, the descendants found in procfs), SIGKILL after
+//! `--grace`, then exit with the worker's code once no child is left.
+//!
+//! [`bridge`]: crate::bridge
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use nix::unistd::Pid;
+use tracing::{debug, error, info, warn};
+
+use crate::bridge::{InitSide, Notice, Request};
+use crate::exit::{self, Outcome, Verdict};
+use crate::signals::is_forwarded;
+use crate::{proctree, sys, Error, Result};
+
+/// How long SIGKILLed stragglers get to disappear before we exit anyway.
+const KILL_WAIT: Duration = Duration::from_secs(2);
+/// How long the agent gets to write its last usage report at exit.
+const AGENT_EXIT_WAIT: Duration = Duration::from_secs(5);
+
+/// How the init loop behaves.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Forward to the process group rather than the process.
+    pub signal_group: bool,
+    /// Time for descendants after SIGTERM once the worker is gone.
+    pub grace: Duration,
+    /// The command (the worker in wrap mode, the per-task command in task mode).
+    pub command: Vec<OsString>,
+    /// Task mode: no long-lived worker; tasks are spawned on request.
+    pub task_mode: bool,
+    /// Extra environment for the worker.
+    pub env: Vec<(String, OsString)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    Running,
+    Ending {
+        code: i32,
+        deadline: Instant,
+        killed: bool,
+    },
+}
+
+/// The init loop's state.
+pub struct Init {
+    cfg: Config,
+    sigfd: SignalFd,
+    bridge: InitSide,
+    agent_alive: bool,
+    worker: Option<Pid>,
+    task: Option<Pid>,
+    drain_signal: Option<i32>,
+    drain_timed_out: bool,
+    phase: Phase,
+}
+
+/// Starts the command; the child's signal mask is emptied before `exec` (std resets SIGPIPE).
+pub fn spawn(cfg: &Config, stdin: Option<Vec<u8>>) -> std::io::Result<Pid> {
+    let (prog, args) = cfg
+        .command
+        .split_first()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "empty command"))?;
+    let mut cmd = Command::new(prog);
+    cmd.args(args);
+    cmd.envs(cfg.env.iter().map(|(k, v)| (k, v)));
+    if cfg.signal_group {
+        cmd.process_group(0);
+    }
+    sys::unblock_in_child(&mut cmd);
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd.spawn()?;
+    let pid = Pid::from_raw(child.id() as i32);
+    if let (Some(mut pipe), Some(payload)) = (child.stdin.take(), stdin) {
+        // A thread, so a large payload never blocks the init loop; it inherits the blocked mask.
+        let writer = std::thread::Builder::new()
+            .name("task-stdin".into())
+            .spawn(move || {
+                if let Err(e) = pipe.write_all(&payload) {
+                    debug!("task stopped reading its stdin: {e}");
+                }
+            });
+        if let Err(e) = writer {
+            error!("could not start the stdin writer, the task gets an empty stdin: {e}");
+        }
+    }
+    // Dropping `child` neither waits nor kills: the init loop reaps it.
+    Ok(pid)
+}
+
+impl Init {
+    /// A loop for an already started worker (`worker`: wrap mode) or none (task mode).
+    pub fn new(
+        cfg: Config,
+        sigfd: SignalFd,
+        bridge: InitSide,
+        agent_alive: bool,
+        worker: Option<Pid>,
+    ) -> Self {
+        Init {
+            cfg,
+            sigfd,
+            bridge,
+            agent_alive,
+            worker,
+            task: None,
+            drain_signal: None,
+            drain_timed_out: false,
+            phase: Phase::Running,
+        }
+    }
+
+    /// Runs until the supervisor should exit; returns the exit code.
+    pub fn run(mut self) -> i32 {
+        loop {
+            let timeout = match self.phase {
+                Phase::Running => None,
+                Phase::Ending { deadline, .. } => {
+                    Some(deadline.saturating_duration_since(Instant::now()))
+                }
+            };
+            let (sig_ready, wake_ready) = match sys::wait_readable(
+                sys::fd_of(&self.sigfd),
+                sys::fd_of(&*self.bridge.waker),
+                timeout,
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    // Should not happen; never spin at full speed if it does.
+                    error!("{e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    (true, true)
+                }
+            };
+            if sig_ready {
+                self.handle_signals();
+            }
+            if wake_ready {
+                sys::clear_waker(&self.bridge.waker);
+                self.handle_requests();
+            }
+            if let Some(code) = self.step_ending() {
+                return self.finish(code);
+            }
+        }
+    }
+
+    fn target(&self, pid: Pid) -> Pid {
+        if self.cfg.signal_group {
+            Pid::from_raw(-pid.as_raw())
+        } else {
+            pid
+        }
+    }
+
+    fn send(&self, pid: Pid, sig: Signal) {
+        if let Err(e) = sys::send(self.target(pid), sig) {
+            error!("could not send {sig} to {pid}: {e}");
+        }
+    }
+
+    fn handle_signals(&mut self) {
+        loop {
+            match sys::next_signal(&self.sigfd) {
+                Ok(Some(Signal::SIGCHLD)) => {
+                    self.reap();
+                }
+                Ok(Some(sig)) if is_forwarded(sig) => self.forward(sig),
+                Ok(Some(sig)) => debug!("ignoring {sig}"),
+                Ok(None) => break,
+                Err(e) => {
+                    error!("{e}");
+                    break;
+                }
+            }
+        }
+        // SIGCHLD may have been merged with one already read; reaping is cheap and idempotent.
+        self.reap();
+    }
+
+    fn forward(&mut self, sig: Signal) {
+        if let Phase::Ending { .. } = self.phase {
+            debug!("{sig} while ending: remaining processes were already told to stop");
+            return;
+        }
+        match self.worker.or(self.task) {
+            Some(pid) => {
+                info!("forwarding {sig} to {}", self.target(pid));
+                self.send(pid, sig);
+            }
+            None => debug!("{sig}: no process to forward it to"),
+        }
+        // Only the stop signals matter to the agent; not waking it for the others keeps
+        // forwarding latency low.
+        if crate::task::is_shutdown_signal(sig) {
+            self.bridge.notify(Notice::Signal(sig));
+        }
+    }
+
+    /// Reaps every ended child. Returns whether children remain.
+    fn reap(&mut self) -> bool {
+        loop {
+            match sys::reap_one() {
+                Ok(sys::Reaped::Status(ws)) => {
+                    if let Some((pid, outcome)) = exit::ended(ws) {
+                        self.ended(pid, outcome);
+                    }
+                }
+                Ok(sys::Reaped::NoneEnded) => return true,
+                Ok(sys::Reaped::NoChildren) => return false,
+                Err(e) => {
+                    error!("{e}");
+                    return true;
+                }
+            }
+        }
+    }
+
+    fn ended(&mut self, pid: Pid, outcome: Outcome) {
+        if Some(pid) == self.worker {
+            self.worker = None;
+            let (code, verdict) =
+                exit::worker_exit(outcome, self.drain_signal, self.drain_timed_out);
+            match verdict {
+                Verdict::PassThrough => info!("worker {pid} ended: {outcome:?}; exit code {code}"),
+                Verdict::Drained { worker_code } => info!(
+                    "worker {pid} finished after the drain request (its own exit code {worker_code}); exit code 0"
+                ),
+                Verdict::CutByDrainSignal { signal } => error!(
+                    "worker {pid} was killed by the drain signal {signal}: it does not handle it, so \
+                     the task it was running was cut; use --drain-signal with the worker's warm-shutdown \
+                     signal. Exit code {code}"
+                ),
+                Verdict::DrainTimedOut => error!(
+                    "worker {pid} did not finish within --drain-timeout and was killed; exit code {code}"
+                ),
+            }
+            self.begin_ending(code);
+        } else if Some(pid) == self.task {
+            self.task = None;
+            debug!("task {pid} ended: {outcome:?}");
+            self.bridge.notify(Notice::TaskEnded(outcome));
+        } else {
+            debug!("reaped {pid}: {outcome:?}");
+        }
+    }
+
+    fn handle_requests(&mut self) {
+        while let Ok(r) = self.bridge.requests.try_recv() {
+            self.request(r);
+        }
+    }
+
+    fn request(&mut self, r: Request) {
+        let running = matches!(self.phase, Phase::Running);
+        match r {
+            Request::DrainSignal(sig) => match self.worker {
+                Some(pid) if running => {
+                    info!(
+                        "drain requested: sending {sig} to the worker {}",
+                        self.target(pid)
+                    );
+                    self.drain_signal = Some(sig as i32);
+                    self.send(pid, sig);
+                }
+                _ => debug!("drain requested but no worker runs"),
+            },
+            Request::KillWorker => {
+                if let Some(pid) = self.worker {
+                    warn!("the worker did not finish within --drain-timeout: SIGKILL");
+                    self.drain_timed_out = true;
+                    self.send(pid, Signal::SIGKILL);
+                }
+            }
+            Request::SpawnTask(payload) => {
+                let result = if !running || self.task.is_some() {
+                    Err(126)
+                } else {
+                    match spawn(&self.cfg, Some(payload)) {
+                        Ok(pid) => {
+                            self.task = Some(pid);
+                            Ok(pid.as_raw())
+                        }
+                        Err(e) => {
+                            let code = exit::spawn_failure_code(&e);
+                            error!("could not start the task command: {e} (exit code {code})");
+                            Err(code)
+                        }
+                    }
+                };
+                self.bridge.notify(Notice::TaskStarted(result));
+            }
+            Request::Exit(code) => {
+                if running {
+                    self.begin_ending(code);
+                }
+            }
+            Request::AgentGone => {
+                self.agent_alive = false;
+                if self.cfg.task_mode && running {
+                    error!("the task agent stopped; exiting");
+                    self.begin_ending(70);
+                }
+            }
+        }
+    }
+
+    /// Asks every remaining descendant to stop. Returns how many were asked (as PID 1: 1 if any).
+    fn signal_descendants(&self, sig: Signal) -> usize {
+        let me = sys::own_pid();
+        if me.as_raw() == 1 {
+            // kill(-1) from a namespace's init reaches every process of the namespace but itself.
+            return match nix::sys::signal::kill(Pid::from_raw(-1), sig) {
+                Ok(()) => 1,
+                Err(_) => 0,
+            };
+        }
+        let rest = proctree::descendants_of(me.as_raw());
+        for p in &rest {
+            let _ = sys::send(Pid::from_raw(p.pid), sig);
+        }
+        rest.len()
+    }
+
+    fn begin_ending(&mut self, code: i32) {
+        let deadline = Instant::now() + self.cfg.grace;
+        if self.reap() {
+            let n = self.signal_descendants(Signal::SIGTERM);
+            info!(
+                "waiting up to {:?} for {n} remaining process(es) after SIGTERM",
+                self.cfg.grace
+            );
+        }
+        self.phase = Phase::Ending {
+            code,
+            deadline,
+            killed: false,
+        };
+    }
+
+    /// In the ending phase: the exit code once nothing is left (or waiting is over).
+    fn step_ending(&mut self) -> Option<i32> {
+        let Phase::Ending {
+            code,
+            deadline,
+            killed,
+        } = self.phase
+        else {
+            return None;
+        };
+        if !self.reap() {
+            return Some(code);
+        }
+        if Instant::now() < deadline {
+            return None;
+        }
+        if killed {
+            error!("processes remain after SIGKILL (stuck in the kernel?); exiting anyway");
+            return Some(code);
+        }
+        warn!("processes remain after the grace period: SIGKILL");
+        self.signal_descendants(Signal::SIGKILL);
+        self.phase = Phase::Ending {
+            code,
+            deadline: Instant::now() + KILL_WAIT,
+            killed: true,
+        };
+        None
+    }
+
+    fn finish(self, code: i32) -> i32 {
+        if self.agent_alive {
+            self.bridge.notify(Notice::Exiting(code));
+            if !self.bridge.wait_done(AGENT_EXIT_WAIT) {
+                warn!("the agent did not finish its exit work in time");
+            }
+        }
+        code
+    }
+}
+
+/// Starts the worker for wrap mode, mapping a failure to the shell's exit code.
+pub fn start_worker(cfg: &Config) -> Result<Pid, i32> {
+    spawn(cfg, None).map_err(|e| {
+        let code = exit::spawn_failure_code(&e);
+        let err = Error::Io {
+            doing: "starting the worker",
+            source: e,
+        };
+        error!("{err}: {:?} (exit code {code})", cfg.command.first());
+        code
+    })
+}

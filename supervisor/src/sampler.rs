@@ -1,0 +1,54 @@
+//! Taking a [`Reading`]: the supervisor's descendants from procfs and the cgroup, now.
+
+use std::time::Instant;
+
+use crate::cgroup::{self, Location};
+use crate::proctree;
+use crate::usage::Reading;
+
+/// Reads usage of everything below one process.
+pub struct Sampler {
+    root: i32,
+    cgroup: Option<Location>,
+    page_size: u64,
+    origin: Instant,
+}
+
+impl Sampler {
+    /// Samples the descendants of `root` (the supervisor itself) and, when `use_cgroup`, the
+    /// container's cgroup if one can be found.
+    pub fn new(root: i32, use_cgroup: bool) -> Self {
+        let cgroup = if use_cgroup { cgroup::discover() } else { None };
+        tracing::debug!(?cgroup, "usage sampler");
+        Sampler {
+            root,
+            cgroup,
+            page_size: procfs::page_size(),
+            origin: Instant::now(),
+        }
+    }
+
+    pub fn ticks_per_sec() -> u64 {
+        procfs::ticks_per_second()
+    }
+
+    pub fn cgroup(&self) -> Option<&Location> {
+        self.cgroup.as_ref()
+    }
+
+    pub fn read(&self) -> Reading {
+        let tree = proctree::descendants_of(self.root);
+        Reading {
+            at: self.origin.elapsed(),
+            procs: tree
+                .iter()
+                .map(|p| (p.pid, p.starttime, p.cpu_ticks()))
+                .collect(),
+            rss_bytes: tree
+                .iter()
+                .map(|p| p.rss_pages.saturating_mul(self.page_size))
+                .fold(0, u64::saturating_add),
+            cgroup: self.cgroup.as_ref().map(cgroup::sample),
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Task mode: the supervisor consumes the Redis list itself, reliably (at-least-once).
+//!
+//! The contract (key names from `qscaler_crds::names::keys`):
+//!
+//! * producers `LPUSH` payloads onto `<queue>`; consumers take from the right end, so the list is
+//!   FIFO (the Celery/RQ convention);
+//! * `BLMOVE <queue> <queue>:processing:<pod> RIGHT LEFT` takes one task and records it as ours in
+//!   the same atomic step; COMMAND runs with the payload on stdin;
+//! * exit 0: `LREM <processing> 1 <payload>` and `HDEL <queue>:retries <payload>`;
+//! * failure: `HINCRBY <queue>:retries <payload> 1`; run again while the count is at most
+//!   `--max-retries`, then atomically `LREM` from processing, `LPUSH <queue>:dead`, `HDEL` the count;
+//! * at start, and after any Redis error while taking, whatever is in our processing list is run
+//!   first (a restarted container, or a `BLMOVE` whose reply was lost);
+//! * at exit, anything still in our processing list (taken but not started because a drain came, or
+//!   cut by a pod deletion) is moved back to the right end of the queue, to be taken next.
+//!
+//! Every Redis call is retried with backoff until it succeeds, so a broker restart (with
+//! persistence) loses nothing; a task can run twice (at-least-once), never zero times. Retry counts
+//! are keyed by payload: identical payloads share a count.
+//!
+//! Drain and shutdown: a drain request (or SIGTERM/SIGINT/SIGQUIT) wakes a blocked `BLMOVE` at once
+//! with `CLIENT UNBLOCK`; the current task always runs to its end (signals are forwarded to it).
+
+use std::future::Future;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use qscaler_crds::names::keys;
+use redis::aio::MultiplexedConnection;
+use redis::RedisResult;
+use tokio::sync::{mpsc, watch};
+use tracing::{error, info, warn};
+
+use crate::activity::Activity;
+use crate::backoff::Backoff;
+use crate::bridge::{Notice, Request, Requester};
+use crate::broker::Broker;
+use crate::exit::Outcome;
+
+/// How long one `BLMOVE` blocks (a safety net: drain wakes it earlier with `CLIENT UNBLOCK`).
+const BLMOVE_TIMEOUT_SECS: f64 = 5.0;
+/// Reply timeout of ordinary commands.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The task loop's inputs.
+pub struct TaskLoop {
+    pub broker: Broker,
+    pub queue: String,
+    pub pod: String,
+    pub max_retries: u32,
+    pub requester: Requester,
+    /// `TaskStarted`/`TaskEnded` notices from the init loop.
+    pub notices: mpsc::UnboundedReceiver<Notice>,
+    pub drain: watch::Receiver<bool>,
+    pub shutdown: watch::Receiver<bool>,
+    pub activity: watch::Sender<Option<Activity>>,
+}
+
+struct State {
+    l: TaskLoop,
+    processing: String,
+    retries: String,
+    dead: String,
+    control: Option<MultiplexedConnection>,
+    blocking: Option<(MultiplexedConnection, i64)>,
+    backoff: Backoff,
+    interrupted: Option<i32>,
+}
+
+/// Completes when `rx` is true; never when its sender is gone.
+async fn until_true(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+fn preview(payload: &[u8]) -> String {
+    let s = String::from_utf8_lossy(&payload[..payload.len().min(60)]).into_owned();
+    if payload.len() > 60 {
+        format!("{s}… ({} bytes)", payload.len())
+    } else {
+        s
+    }
+}
+
+enum Take {
+    Got(Vec<u8>),
+    Nothing,
+    Failed,
+}
+
+impl TaskLoop {
+    /// Runs until drained or shut down; returns the exit code.
+    pub async fn run(self) -> i32 {
+        let processing = keys::processing(&self.queue, &self.pod);
+        let retries = keys::retries(&self.queue);
+        let dead = keys::dead_letter(&self.queue);
+        info!(
+            "task mode: {} queue {:?}, processing list {processing:?}, max retries {}",
+            self.broker, self.queue, self.max_retries
+        );
+        let mut s = State {
+            l: self,
+            processing,
+            retries,
+            dead,
+            control: None,
+            blocking: None,
+            backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
+            interrupted: None,
+        };
+        s.main_loop().await;
+        s.return_leftovers().await;
+        s.interrupted.unwrap_or(0)
+    }
+}
+
+impl State {
+    fn draining(&self) -> bool {
+        *self.l.drain.borrow()
+    }
+
+    fn shutting_down(&self) -> bool {
+        *self.l.shutdown.borrow()
+    }
+
+    fn stopping(&self) -> bool {
+        self.draining() || self.shutting_down()
+    }
+
+    /// Sleeps `d`; false when a shutdown came first.
+    async fn pause(&mut self, d: Duration) -> bool {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => true,
+            _ = until_true(&mut self.l.shutdown) => false,
+        }
+    }
+
+    /// Runs `f` on the control connection until it succeeds; `None` when a shutdown made us give up.
+    async fn retry<T, F, Fut>(&mut self, what: &str, f: F) -> Option<T>
+    where
+        F: Fn(MultiplexedConnection) -> Fut,
+        Fut: Future<Output = RedisResult<T>>,
+    {
+        loop {
+            let conn = match &self.control {
+                Some(c) => c.clone(),
+                None => match self.l.broker.connect(CONTROL_TIMEOUT).await {
+                    Ok(c) => {
+                        self.control = Some(c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        warn!("Redis unreachable ({what}): {e}; retrying");
+                        let d = self.backoff.next_delay();
+                        if !self.pause(d).await {
+                            return None;
+                        }
+                        continue;
+                    }
+                },
+            };
+            match f(conn).await {
+                Ok(v) => {
+                    self.backoff.reset();
+                    return Some(v);
+                }
+                Err(e) => {
+                    warn!("Redis failed ({what}): {e}; retrying");
+                    self.control = None;
+                    let d = self.backoff.next_delay();
+                    if !self.pause(d).await {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn main_loop(&mut self) {
+        let mut recover = true;
+        loop {
+            if self.stopping() {
+                return;
+            }
+            if recover {
+                let key = self.processing.clone();
+                let Some(items) = self
+                    .retry("reading our processing list", |mut c| {
+                        let key = key.clone();
+                        async move {
+                            redis::cmd("LRANGE")
+                                .arg(key)
+                                .arg(0)
+                                .arg(-1)
+                                .query_async::<Vec<Vec<u8>>>(&mut c)
+                                .await
+                        }
+                    })
+                    .await
+                else {
+                    return;
+                };
+                if !items.is_empty() {
+                    info!(
+                        "{} task(s) left in our processing list: running them first",
+                        items.len()
+                    );
+                }
+                // The oldest is at the right end.
+                for item in items.into_iter().rev() {
+                    if self.stopping() {
+                        return;
+                    }
+                    self.run_task(item).await;
+                }
+                recover = false;
+                continue;
+            }
+            self.l.activity.send_replace(Some(Activity::Idle));
+            match self.take().await {
+                Take::Got(item) => {
+                    if self.stopping() {
+                        // Taken as the stop came: it goes back to the queue at exit.
+                        return;
+                    }
+                    self.run_task(item).await;
+                }
+                Take::Nothing => {}
+                Take::Failed => {
+                    recover = true;
+                    let d = self.backoff.next_delay();
+                    if !self.pause(d).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One `BLMOVE`, woken early by a stop request.
+    async fn take(&mut self) -> Take {
+        if self.blocking.is_none() {
+            let timeout = Duration::from_secs_f64(BLMOVE_TIMEOUT_SECS) + CONTROL_TIMEOUT;
+            let opened = async {
+                let mut c = self.l.broker.connect(timeout).await?;
+                let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut c).await?;
+                Ok::<_, redis::RedisError>((c, id))
+            };
+            match opened.await {
+                Ok(b) => {
+                    self.backoff.reset();
+                    self.blocking = Some(b);
+                }
+                Err(e) => {
+                    warn!("Redis unreachable (taking a task): {e}; retrying");
+                    return Take::Failed;
+                }
+            }
+        }
+        let Some((mut conn, id)) = self.blocking.clone() else {
+            return Take::Failed;
+        };
+        let blmove = redis::cmd("BLMOVE")
+            .arg(&self.l.queue)
+            .arg(&self.processing)
+            .arg("RIGHT")
+            .arg("LEFT")
+            .arg(BLMOVE_TIMEOUT_SECS)
+            .clone();
+        let fut = async move { blmove.query_async::<Option<Vec<u8>>>(&mut conn).await };
+        tokio::pin!(fut);
+        let early = {
+            let (drain, shutdown) = (&mut self.l.drain, &mut self.l.shutdown);
+            tokio::select! {
+                r = &mut fut => Some(r),
+                _ = async { tokio::select! { _ = until_true(drain) => {}, _ = until_true(shutdown) => {} } } => None,
+            }
+        };
+        let result = match early {
+            Some(r) => r,
+            None => {
+                if let Some(mut c) = self.control.clone() {
+                    let _ = redis::cmd("CLIENT")
+                        .arg("UNBLOCK")
+                        .arg(id)
+                        .query_async::<i64>(&mut c)
+                        .await;
+                }
+                fut.await
+            }
+        };
+        match result {
+            Ok(Some(item)) => Take::Got(item),
+            Ok(None) => Take::Nothing,
+            Err(e) => {
+                warn!("Redis failed (taking a task): {e}; reconnecting");
+                self.blocking = None;
+                Take::Failed
+            }
+        }
+    }
+
+    /// Waits for the next task notice from the init loop.
+    async fn notice(&mut self) -> Option<Notice> {
+        self.l.notices.recv().await
+    }
+
+    /// Runs one task to its end: done, dead-lettered, or left for later (interrupted or stopped
+    /// between retries).
+    async fn run_task(&mut self, item: Vec<u8>) {
+        let shown = preview(&item);
+        loop {
+            self.l.activity.send_replace(Some(Activity::Busy));
+            info!("task {shown:?}: starting");
+            self.l.requester.send(Request::SpawnTask(item.clone()));
+            let outcome = match self.notice().await {
+                Some(Notice::TaskStarted(Ok(_))) => match self.notice().await {
+                    Some(Notice::TaskEnded(o)) => o,
+                    other => {
+                        error!("unexpected notice {other:?} while a task runs");
+                        return;
+                    }
+                },
+                Some(Notice::TaskStarted(Err(code))) => Outcome::Exited(code),
+                other => {
+                    error!("unexpected notice {other:?} when starting a task");
+                    return;
+                }
+            };
+            if outcome.success() {
+                let (p, r, it) = (self.processing.clone(), self.retries.clone(), item.clone());
+                self.retry("acknowledging a task", |mut c| {
+                    let (p, r, it) = (p.clone(), r.clone(), it.clone());
+                    async move {
+                        redis::pipe()
+                            .atomic()
+                            .lrem(&p, 1, &it)
+                            .ignore()
+                            .hdel(&r, &it)
+                            .ignore()
+                            .query_async::<()>(&mut c)
+                            .await
+                    }
+                })
+                .await;
+                info!("task {shown:?}: done");
+                return;
+            }
+            if let (true, Outcome::Signaled(sig)) = (self.shutting_down(), outcome) {
+                warn!("task {shown:?}: cut by signal {sig} during shutdown; it goes back to the queue");
+                self.interrupted = Some(128 + sig);
+                return;
+            }
+            let (r, it) = (self.retries.clone(), item.clone());
+            let Some(count) = self
+                .retry("counting a retry", |mut c| {
+                    let (r, it) = (r.clone(), it.clone());
+                    async move {
+                        redis::cmd("HINCRBY")
+                            .arg(r)
+                            .arg(it)
+                            .arg(1)
+                            .query_async::<i64>(&mut c)
+                            .await
+                    }
+                })
+                .await
+            else {
+                return;
+            };
+            if count > i64::from(self.l.max_retries) {
+                let (p, d, r, it) = (
+                    self.processing.clone(),
+                    self.dead.clone(),
+                    self.retries.clone(),
+                    item.clone(),
+                );
+                self.retry("dead-lettering a task", |mut c| {
+                    let (p, d, r, it) = (p.clone(), d.clone(), r.clone(), it.clone());
+                    async move {
+                        redis::pipe()
+                            .atomic()
+                            .lrem(&p, 1, &it)
+                            .ignore()
+                            .lpush(&d, &it)
+                            .ignore()
+                            .hdel(&r, &it)
+                            .ignore()
+                            .query_async::<()>(&mut c)
+                            .await
+                    }
+                })
+                .await;
+                error!(
+                    "task {shown:?}: failed ({outcome:?}) after {} retries; moved to {:?}",
+                    self.l.max_retries, self.dead
+                );
+                return;
+            }
+            warn!(
+                "task {shown:?}: failed ({outcome:?}); retry {count} of {}",
+                self.l.max_retries
+            );
+            if self.stopping() {
+                return;
+            }
+            let d = Duration::from_millis(100u64.saturating_mul(1 << count.clamp(0, 6)));
+            if !self.pause(d).await {
+                return;
+            }
+        }
+    }
+
+    /// Moves what is left in our processing list back to the queue's right end (taken next).
+    async fn return_leftovers(&mut self) {
+        self.l.activity.send_replace(None);
+        loop {
+            let (p, q) = (self.processing.clone(), self.l.queue.clone());
+            let moved = self
+                .retry("returning unfinished tasks to the queue", |mut c| {
+                    let (p, q) = (p.clone(), q.clone());
+                    async move {
+                        redis::cmd("LMOVE")
+                            .arg(p)
+                            .arg(q)
+                            .arg("LEFT")
+                            .arg("RIGHT")
+                            .query_async::<Option<Vec<u8>>>(&mut c)
+                            .await
+                    }
+                })
+                .await;
+            match moved {
+                Some(Some(item)) => info!("task {:?}: returned to the queue", preview(&item)),
+                Some(None) => return,
+                None => {
+                    warn!("could not return unfinished tasks; the operator returns a gone pod's processing list");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The signals after which task mode takes no new task.
+pub fn is_shutdown_signal(sig: Signal) -> bool {
+    matches!(sig, Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previews_are_short() {
+        assert_eq!(preview(b"abc"), "abc");
+        let long = vec![b'x'; 100];
+        assert!(preview(&long).ends_with("(100 bytes)"));
+        assert_eq!(preview(&[0xff, 0xfe]), "\u{fffd}\u{fffd}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn preview_never_panics(b in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let p = preview(&b);
+            proptest::prop_assert!(p.chars().count() <= 80);
+        }
+    }
+
+    #[test]
+    fn shutdown_signals() {
+        assert!(is_shutdown_signal(Signal::SIGTERM));
+        assert!(is_shutdown_signal(Signal::SIGINT));
+        assert!(!is_shutdown_signal(Signal::SIGUSR1));
+        assert!(!is_shutdown_signal(Signal::SIGHUP));
+    }
+}
