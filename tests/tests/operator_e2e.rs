@@ -22,7 +22,8 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use qscaler_crds::names;
 use qscaler_crds::{QWorker, ScalerConfig};
-use qscaler_tests::{wait_for, workspace_bin, Cluster};
+use qscaler_tests::operator::Operator;
+use qscaler_tests::{wait_for, Cluster};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
@@ -31,87 +32,6 @@ const T: Duration = Duration::from_secs(60);
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures
-
-/// A qscaler-operator child process watching one namespace.
-struct Operator {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Operator {
-    async fn start(cluster: &Cluster, ns: &str, extra: &[&str]) -> Operator {
-        let bin = workspace_bin("qscaler-operator");
-        assert!(
-            bin.exists(),
-            "{} missing: cargo build -p qscaler-operator",
-            bin.display()
-        );
-        let log =
-            std::env::temp_dir().join(format!("qscaler-operator-{ns}-{}.log", std::process::id()));
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("operator log file");
-        let err = out.try_clone().expect("operator log file");
-        let mut cmd = Command::new(bin);
-        if !extra.iter().any(|a| a.starts_with("--leader-elect")) {
-            cmd.arg("--leader-elect=false");
-        }
-        let child = cmd
-            .args(["--namespace", ns, "--metrics-addr", "127.0.0.1:0"])
-            .arg("--kubeconfig")
-            .arg(&cluster.kubeconfig)
-            .args(["--poll-interval", "200ms"])
-            .args(extra)
-            .env("RUST_LOG", "info,qscaler_operator=debug")
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawning qscaler-operator");
-        Operator { child, log }
-    }
-
-    /// SIGKILL: no chance to clean up, as a crashed or evicted operator.
-    async fn kill(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = self.child.wait().await;
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The metrics address the operator logged (it binds port 0).
-    async fn metrics_addr(&self) -> String {
-        wait_for("the operator's metrics address in its log", T, || async {
-            let log = self.log();
-            let line = log.lines().find(|l| l.contains("serving /metrics"))?;
-            let clean = strip_ansi(line);
-            let addr = clean.split("addr=").nth(1)?.split_whitespace().next()?;
-            Some(addr.to_string())
-        })
-        .await
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
 
 /// A redis-server of one test, on a free port, with its data kept across a stop and start.
 struct OwnRedis {
@@ -215,7 +135,7 @@ fn redis_port(url: &str) -> u16 {
 async fn worker_rbac(cluster: &Cluster, ns: &str) {
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": "qscaler-worker"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]}]
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "patch"]}]
     }))
     .expect("Role");
     let binding: RoleBinding = serde_json::from_value(json!({
@@ -1106,7 +1026,7 @@ async fn leader_election_one_decider_and_failover() {
         .spec
         .and_then(|s| s.holder_identity)
         .expect("a holder");
-    let a_pid = a.child.id().expect("pid").to_string();
+    let a_pid = a.pid().expect("pid").to_string();
     let (leader, follower) = if holder.ends_with(&format!("_{a_pid}")) {
         (&mut a, &mut b)
     } else {

@@ -24,7 +24,7 @@ async fn setup(c: &Cluster, prefix: &str) -> String {
     let ns = c.namespace(prefix).await;
     let role: Role = serde_json::from_value(json!({
         "metadata": {"name": "qsupervisor"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]}],
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "patch"]}],
     }))
     .expect("Role");
     Api::<Role>::namespaced(c.client.clone(), &ns)
