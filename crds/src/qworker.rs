@@ -12,8 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::crdgen::schema;
 
+// Deserialization of the spec never fails on a wrongly shaped field (see `QWorkerSpec::parse_problems`):
+// the API server keeps `podSpec` as given, and an object it stored for any reason (an older schema, a
+// server quirk) could otherwise make the whole list of QWorkers unreadable and stall the operator for
+// every QWorker, not just the bad one. Status is read the same way (a bad status reads as empty).
 /// A group of identical queue workers, scaled by the depth of one queue.
-#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "quickube.com",
     version = "v1alpha1",
@@ -54,10 +58,69 @@ pub struct QWorkerSpec {
     /// Bounds and margins of vertical sizing when `scaleConfig.activateVPA` is true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpa: Option<VpaPolicy>,
+
+    /// Fields that could not be read as their type: (field path, why). Such a field holds its default.
+    /// Never serialized; validation reports each as a problem.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub parse_problems: Vec<(String, String)>,
+}
+
+/// The wire form of [`QWorkerSpec`]: the same fields, each still raw JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QWorkerSpecWire {
+    #[serde(default)]
+    pod_spec: serde_json::Value,
+    #[serde(default)]
+    scale_config: serde_json::Value,
+    #[serde(default)]
+    pod_metadata: serde_json::Value,
+    #[serde(default)]
+    rollout: serde_json::Value,
+    #[serde(default)]
+    revision_history_limit: serde_json::Value,
+    #[serde(default)]
+    vpa: serde_json::Value,
+}
+
+impl<'de> Deserialize<'de> for QWorkerSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let wire = QWorkerSpecWire::deserialize(deserializer)?;
+        let mut problems = Vec::new();
+        Ok(QWorkerSpec {
+            pod_spec: lenient("spec.podSpec", wire.pod_spec, &mut problems),
+            scale_config: lenient("spec.scaleConfig", wire.scale_config, &mut problems),
+            pod_metadata: lenient("spec.podMetadata", wire.pod_metadata, &mut problems),
+            rollout: lenient("spec.rollout", wire.rollout, &mut problems),
+            revision_history_limit: lenient(
+                "spec.revisionHistoryLimit",
+                wire.revision_history_limit,
+                &mut problems,
+            ),
+            vpa: lenient("spec.vpa", wire.vpa, &mut problems),
+            parse_problems: problems,
+        })
+    }
+}
+
+/// `value` as a `T`; its default (and a recorded problem) when it is not one.
+pub(crate) fn lenient<T: serde::de::DeserializeOwned + Default>(
+    field: &str,
+    value: serde_json::Value,
+    problems: &mut Vec<(String, String)>,
+) -> T {
+    match serde_json::from_value(value) {
+        Ok(v) => v,
+        Err(e) => {
+            problems.push((field.to_string(), e.to_string()));
+            T::default()
+        }
+    }
 }
 
 /// The scaling rule: desired = clamp(ceil(backlog × scalingFactor), minReplicas, maxReplicas).
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ScaleConfig {
     /// Name of the ScalerConfig (same namespace) that says where the queue broker is.
@@ -140,7 +203,7 @@ pub struct VpaPolicy {
 }
 
 /// What the operator last saw and did.
-#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct QWorkerStatus {
     /// Worker pods alive (not Succeeded or Failed), draining ones included.
@@ -186,6 +249,48 @@ pub struct QWorkerStatus {
     /// Requests given to new pods by vertical sizing, per container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recommended_requests: Vec<ContainerUsage>,
+}
+
+/// The typed reading of [`QWorkerStatus`] (serde's derive, as a remote definition).
+#[derive(Deserialize)]
+#[serde(remote = "QWorkerStatus", rename_all = "camelCase")]
+struct QWorkerStatusWire {
+    #[serde(default)]
+    current_replicas: i32,
+    #[serde(default)]
+    desired_replicas: i32,
+    #[serde(default)]
+    current_pod_spec_hash: String,
+    #[serde(default)]
+    max_container_resources_usage: Vec<ContainerUsage>,
+    #[serde(default)]
+    observed_generation: Option<i64>,
+    #[serde(default)]
+    conditions: Vec<Condition>,
+    #[serde(default)]
+    queue_depth: Option<i64>,
+    #[serde(default)]
+    in_flight: Option<i64>,
+    #[serde(default)]
+    updated_replicas: i32,
+    #[serde(default)]
+    available_replicas: i32,
+    #[serde(default)]
+    old_replicas: i32,
+    #[serde(default)]
+    draining_replicas: i32,
+    #[serde(default)]
+    last_scale_time: Option<Time>,
+    #[serde(default)]
+    recommended_requests: Vec<ContainerUsage>,
+}
+
+impl<'de> Deserialize<'de> for QWorkerStatus {
+    /// A status that is not of the expected shape reads as empty: the operator rewrites it.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Ok(QWorkerStatusWire::deserialize(value).unwrap_or_default())
+    }
 }
 
 /// Peak (or recommended) cpu and memory of one container.

@@ -60,6 +60,17 @@ impl Problems {
 /// Every problem of a QWorker spec; empty when it is valid.
 pub fn validate_qworker(spec: &QWorkerSpec) -> Vec<Problem> {
     let mut p = Problems::default();
+    for (field, why) in &spec.parse_problems {
+        p.push(
+            field.clone(),
+            ProblemKind::Invalid,
+            format!("not of the expected shape: {why}"),
+        );
+    }
+    if !spec.parse_problems.is_empty() {
+        // The other rules would judge defaults standing in for the unreadable fields.
+        return p.0;
+    }
     validate_containers(spec, &mut p);
     validate_scale_config(spec, &mut p);
     if let Some(rollout) = &spec.rollout {
@@ -481,6 +492,56 @@ mod tests {
             assert_eq!(fields(&problems), expected, "{problems:?}");
             assert!(problems.iter().all(|p| !p.message.is_empty()));
         }
+    }
+
+    #[test]
+    fn a_pod_spec_of_the_wrong_shape_is_a_problem_not_a_parse_error() {
+        let problems = qworker(|v| v["podSpec"]["restartPolicy"] = json!(5));
+        assert_eq!(
+            fields(&problems),
+            vec![("spec.podSpec", ProblemKind::Invalid)]
+        );
+        assert!(
+            problems[0].message.contains("not of the expected shape"),
+            "{problems:?}"
+        );
+        let problems = qworker(|v| v["podSpec"]["containers"][0]["ports"] = json!("eighty"));
+        assert_eq!(
+            fields(&problems),
+            vec![("spec.podSpec", ProblemKind::Invalid)]
+        );
+        // The rest of the spec is still read.
+        let spec: QWorkerSpec = serde_json::from_value(json!({
+            "podSpec": {"containers": 7},
+            "scaleConfig": {"scalerConfigRef": "sc", "queue": "q", "maxReplicas": 3}
+        }))
+        .expect("a bad podSpec does not fail deserialization");
+        assert_eq!(spec.scale_config.max_replicas, 3);
+        assert_eq!(spec.parse_problems.len(), 1);
+        // Any field: each wrongly shaped one is a problem of its own.
+        let problems = qworker(|v| {
+            v["vpa"] = json!({"marginPercent": ""});
+            v["scaleConfig"]["maxReplicas"] = json!("3");
+        });
+        assert_eq!(
+            fields(&problems),
+            vec![
+                ("spec.scaleConfig", ProblemKind::Invalid),
+                ("spec.vpa", ProblemKind::Invalid)
+            ]
+        );
+        // A status of the wrong shape reads as empty instead of failing the whole object.
+        let qw: crate::QWorker = serde_json::from_value(json!({
+            "apiVersion": "quickube.com/v1alpha1", "kind": "QWorker", "metadata": {"name": "x"},
+            "spec": {"podSpec": {"containers": [{"name": "w", "image": "i"}]},
+                     "scaleConfig": {"scalerConfigRef": "sc", "queue": "q", "maxReplicas": 3}},
+            "status": {"desiredReplicas": "many"}
+        }))
+        .expect("a bad status does not fail deserialization");
+        assert_eq!(qw.status, Some(Default::default()));
+        let good: crate::QWorkerStatus =
+            serde_json::from_value(json!({"desiredReplicas": 4})).expect("status");
+        assert_eq!(good.desired_replicas, 4);
     }
 
     #[test]

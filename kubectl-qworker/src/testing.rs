@@ -45,6 +45,7 @@ pub fn qworker(name: &str) -> QWorkerBuilder {
         rollout: None,
         revision_history_limit: None,
         vpa: None,
+        parse_problems: Vec::new(),
     };
     let mut qw = QWorker::new(name, spec);
     qw.metadata.namespace = Some("default".into());

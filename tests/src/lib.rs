@@ -4,12 +4,14 @@
 //!   Redis, kubectl, pod logs.
 //! - [`pods`]: [`TestPod`], a small builder for pods, and waits on their phase and exit.
 //! - [`wait`]: [`wait_for`], polling a condition with a timeout (no fixed sleeps in tests).
+//! - [`operator`]: [`operator::Operator`], the operator as a child process watching one test namespace.
 //! - [`kubelet`]: the stand-in kubelet (the `qscaler-kubelet` binary) that runs pods as processes.
 //!
 //! Start the cluster first: `tests/cluster.sh up && eval "$(tests/cluster.sh env)"`.
 
 pub mod cluster;
 pub mod kubelet;
+pub mod operator;
 pub mod pods;
 pub mod wait;
 
