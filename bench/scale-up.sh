@@ -59,8 +59,7 @@ spec:
   scaleConfig: {scalerConfigRef: redis, queue: $queue, minReplicas: 0, maxReplicas: 1, scalingFactor: 1}
 EOF
   # Wait until the operator has seen the QWorker (status written), so only the queue path is timed.
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     [ -n "$(kubectl get qw -n "$NS" "$name" -o 'jsonpath={.status.observedGeneration}' 2>/dev/null)" ] && break
     sleep 0.1
   done
@@ -69,7 +68,7 @@ EOF
   local t0
   t0=$(now)
   redis-cli -p "$redis_port" LPUSH "$queue" task >/dev/null
-  for i in $(seq 1 300); do
+  for _ in $(seq 1 300); do
     local seen
     seen=$(awk -v q="$name" '$2 == q { print $1; exit }' "$work/events")
     if [ -n "$seen" ]; then

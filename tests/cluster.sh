@@ -283,8 +283,7 @@ stop_pid() {
     local t0
     t0=$(now_ms)
     kill -TERM "$pid" 2>/dev/null || true
-    local i
-    for i in $(seq 1 100); do running "$pid" || break; sleep 0.05; done
+    for _ in $(seq 1 100); do running "$pid" || break; sleep 0.05; done
     running "$pid" && { log "$name did not stop on SIGTERM; SIGKILL"; kill -KILL "$pid" 2>/dev/null || true; }
     log "stopped $name (pid $pid) in $(( $(now_ms) - t0 )) ms"
   fi

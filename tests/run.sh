@@ -9,6 +9,7 @@ phase() { printf '\n==> %s (%s)\n' "$1" "$(date +%T)"; }
 phase "format and lint"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -q -- -D warnings
+tests/lint-static.sh
 
 phase "build"
 cargo build --workspace --bins -q
