@@ -4,7 +4,7 @@
 #   `true` (hyperfine), and signal-forwarding latency (SIGUSR1 to the init, the child timestamps
 #   its arrival; the baseline sends straight to the child).
 # Usage: bench/supervisor.sh [RUNS]   (default 500 runs for hyperfine, 300 signals per init)
-# Needs: cargo, hyperfine, tini, dumb-init, a C compiler, jq (apt-get install -y tini dumb-init hyperfine jq gcc).
+# Needs: cargo, and hyperfine, tini, dumb-init, gcc, jq from Debian's packages (installed if missing, as root).
 set -euo pipefail
 
 RUNS=${1:-500}
@@ -14,8 +14,19 @@ QS="$REPO/target/release/qsupervisor"
 WORK=$(mktemp -d /tmp/qsup-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
-need() { command -v "$1" >/dev/null || { echo "missing $1: apt-get install -y $2" >&2; exit 1; }; }
+# Installs what is missing from Debian's packages (as root), else says what to install.
+missing=()
+need() { command -v "$1" >/dev/null || missing+=("$2"); }
 need hyperfine hyperfine; need tini tini; need dumb-init dumb-init; need cc gcc; need jq jq
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    echo "missing: apt-get install -y ${missing[*]}" >&2
+    exit 1
+  fi
+fi
 
 echo "building: cargo build --release -p qsupervisor" >&2
 (cd "$REPO" && cargo build --release -q -p qsupervisor)

@@ -1330,3 +1330,43 @@ async fn task_mode_counts_in_flight_and_loses_nothing() {
     assert!(leftovers.is_empty(), "processing lists left: {leftovers:?}");
     eprintln!("in flight seen: {seen_in_flight}");
 }
+
+/// A worker with a known load: it holds 200 MiB (filled, so every page is real) and keeps one core
+/// busy for 4 s, then idles. The peaks in status must match that load: memory within 10 % of the
+/// 200 MiB plus the interpreter, CPU at most one core (one thread cannot use more) and clearly busy.
+#[tokio::test]
+async fn status_peaks_match_a_known_load() {
+    let (cluster, ns, _op, _guard) = setup("op-known-load", None, &[]).await;
+    let queue = format!("{ns}-jobs");
+    let script = "import signal, sys, time\n\
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))\n\
+        held = b'\\x01' * (200 * 1024 * 1024)\n\
+        end = time.time() + 4\n\
+        while time.time() < end: pass\n\
+        while True: time.sleep(0.2)\n";
+    let mut qw = idle_qworker("w", &queue, json!({"minReplicas": 1}));
+    qw["spec"]["podSpec"]["containers"][0]["args"] = json!(["--", "python3", "-c", script]);
+    create_qworker(&cluster, &ns, qw).await;
+    const MIB: u64 = 1 << 20;
+    let (cpu, mem) = wait_for("peaks of the known load in status", T, || async {
+        let st = get_qworker(&cluster, &ns, "w").await.status?;
+        let u = st
+            .max_container_resources_usage
+            .iter()
+            .find(|u| u.name == "worker")?;
+        let mem = qscaler_crds::quantity::bytes(&u.memory.as_ref()?.0)?;
+        let cpu = qscaler_crds::quantity::cpu_millis(&u.cpu.as_ref()?.0)?;
+        (mem >= 200 * MIB && cpu >= 500).then_some((cpu, mem))
+    })
+    .await;
+    println!(
+        "known load: status peaks cpu {cpu}m, memory {} MiB",
+        mem / MIB
+    );
+    // The interpreter and the supervisor add ~20 MiB to the 200 MiB the worker holds.
+    assert!(
+        mem <= 220 * MIB * 11 / 10,
+        "memory peak {mem} is more than 10% above ~220 MiB"
+    );
+    assert!(cpu <= 1100, "cpu peak {cpu}m for a single busy thread");
+}
