@@ -8,6 +8,7 @@
 #   tests/cluster.sh status   say what runs
 #   tests/cluster.sh env      print `export KUBECONFIG=... REDIS_URL=...` lines to eval
 #   tests/cluster.sh build    only install packages and build/cache the control-plane binaries
+#   tests/cluster.sh restart-apiserver   stop and start the kube-apiserver (etcd keeps the state)
 #
 # Run state in $QSCALER_CLUSTER_DIR: kubeconfig, pki/, logs/<component>.log, <component>.pid, and the
 # stand-in kubelet's pods/<namespace>_<pod>/{<container>.log,<container>.pid,kubeconfig}.
@@ -209,6 +210,29 @@ kubelet_binary() {
   echo "$bin"
 }
 
+# The apiserver alone, from the ports in the state directory (also used by `restart-apiserver`).
+start_apiserver() {
+  local api_port etcd_port
+  api_port=$(cat "$STATE/apiserver.port")
+  etcd_port=$(cat "$STATE/etcd.port")
+  log "starting kube-apiserver on https://127.0.0.1:$api_port"
+  start_bg apiserver "$BIN_CACHE/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --tls-cert-file "$STATE/pki/apiserver.crt" --tls-private-key-file "$STATE/pki/apiserver.key" \
+    --client-ca-file "$STATE/pki/ca.crt" --token-auth-file "$STATE/tokens.csv" --authorization-mode RBAC \
+    --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$STATE/pki/sa.pub" \
+    --service-account-signing-key-file "$STATE/pki/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
+    --allow-privileged=true --enable-priority-and-fairness=false
+  wait_for "kube-apiserver /readyz" 90 kubectl --kubeconfig "$STATE/kubeconfig" get --raw /readyz
+}
+
+# Stops and starts the kube-apiserver (etcd keeps the state): for tests of clients surviving an outage.
+restart_apiserver() {
+  pid_alive apiserver || die "the apiserver is not running (state in $STATE)"
+  stop_pid apiserver
+  start_apiserver
+}
+
 up() {
   need_root
   if pid_alive apiserver; then
@@ -240,15 +264,7 @@ up() {
   wait_for "etcd" 30 etcdctl --endpoints "http://127.0.0.1:$etcd_port" endpoint health
   echo "$etcd_port" >"$STATE/etcd.port"
 
-  log "starting kube-apiserver on https://127.0.0.1:$api_port"
-  start_bg apiserver "$BIN_CACHE/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
-    --tls-cert-file "$STATE/pki/apiserver.crt" --tls-private-key-file "$STATE/pki/apiserver.key" \
-    --client-ca-file "$STATE/pki/ca.crt" --token-auth-file "$STATE/tokens.csv" --authorization-mode RBAC \
-    --service-account-issuer https://kubernetes.default.svc --service-account-key-file "$STATE/pki/sa.pub" \
-    --service-account-signing-key-file "$STATE/pki/sa.key" --service-cluster-ip-range 10.96.0.0/16 \
-    --allow-privileged=true --enable-priority-and-fairness=false
-  wait_for "kube-apiserver /readyz" 90 kubectl --kubeconfig "$STATE/kubeconfig" get --raw /readyz
+  start_apiserver
 
   log "starting kube-controller-manager"
   start_bg controller-manager "$BIN_CACHE/kube-controller-manager" --kubeconfig "$STATE/kubeconfig" \
@@ -346,5 +362,6 @@ case "${1:-}" in
   status) status ;;
   env) env_lines ;;
   build) need_root; runtime_packages; build_k8s ;;
-  *) echo "usage: $0 up|down|status|env|build" >&2; exit 2 ;;
+  restart-apiserver) restart_apiserver ;;
+  *) echo "usage: $0 up|down|status|env|build|restart-apiserver" >&2; exit 2 ;;
 esac

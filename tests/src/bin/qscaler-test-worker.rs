@@ -4,6 +4,9 @@
 //! once with 130. `--no-warm-shutdown` keeps the default disposition, so SIGTERM kills it mid-task.
 //!
 //! A payload that is a number is the task's duration in milliseconds; otherwise `--task-ms`.
+//!
+//! Like a real worker, it rides out a Redis restart: every command is retried (reconnecting) for up
+//! to a minute, so a task it took still gets its end event.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use qscaler_crds::names::env;
-use redis::AsyncConnectionConfig;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -62,10 +65,8 @@ async fn main() -> Result<()> {
         .clone()
         .unwrap_or_else(|| format!("{}:events", args.queue));
     let client = redis::Client::open(redis_url(&args)?)?;
-    let cfg = AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(5)));
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await?;
+    let cfg = ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(5)));
+    let mut conn = ConnectionManager::new_with_config(client, cfg).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     if !args.no_warm_shutdown {
@@ -97,28 +98,53 @@ async fn main() -> Result<()> {
         args.queue
     );
     while !stop.load(Ordering::SeqCst) {
-        let popped: Option<(String, Vec<u8>)> = redis::cmd("BRPOP")
-            .arg(&args.queue)
-            .arg(1)
-            .query_async(&mut conn)
-            .await
-            .context("BRPOP")?;
+        let popped: Option<(String, Vec<u8>)> =
+            retried(&mut conn, redis::cmd("BRPOP").arg(&args.queue).arg(1))
+                .await
+                .context("BRPOP")?;
         let Some((_, payload)) = popped else { continue };
         let payload = String::from_utf8_lossy(&payload).into_owned();
         let ms = payload.trim().parse::<u64>().unwrap_or(args.task_ms);
-        let _: () = redis::cmd("RPUSH")
-            .arg(&events)
-            .arg(format!("start {payload} {pod}"))
-            .query_async(&mut conn)
-            .await?;
+        let _: () = retried(
+            &mut conn,
+            redis::cmd("RPUSH")
+                .arg(&events)
+                .arg(format!("start {payload} {pod}")),
+        )
+        .await?;
         tokio::time::sleep(Duration::from_millis(ms)).await;
-        let _: () = redis::cmd("RPUSH")
-            .arg(&events)
-            .arg(format!("end {payload} {pod}"))
-            .query_async(&mut conn)
-            .await?;
+        let _: () = retried(
+            &mut conn,
+            redis::cmd("RPUSH")
+                .arg(&events)
+                .arg(format!("end {payload} {pod}")),
+        )
+        .await?;
         eprintln!("test-worker: task {payload:?} done");
     }
     eprintln!("test-worker: warm shutdown complete");
     Ok(())
+}
+
+/// Runs `cmd`, retrying every 250 ms for up to a minute while Redis is unreachable.
+async fn retried<T: redis::FromRedisValue>(
+    conn: &mut ConnectionManager,
+    cmd: &redis::Cmd,
+) -> redis::RedisResult<T> {
+    let mut attempts = 0;
+    loop {
+        match cmd.query_async(conn).await {
+            Err(e)
+                if attempts < 240
+                    && (e.is_io_error() || e.is_connection_dropped() || e.is_timeout()) =>
+            {
+                attempts += 1;
+                if attempts == 1 {
+                    eprintln!("test-worker: redis: {e}; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
 }

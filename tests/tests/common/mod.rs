@@ -1,0 +1,420 @@
+//! Fixtures shared by the e2e test binaries that drive the whole loop (operator, soak): a test's own
+//! namespace, RBAC, ScalerConfig and operator; its own redis-server; pod samples; task events.
+#![allow(dead_code)] // each test binary uses a part
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::{ListParams, PostParams};
+use kube::Api;
+use qscaler_crds::names;
+use qscaler_crds::{QWorker, ScalerConfig};
+use qscaler_tests::operator::Operator;
+use qscaler_tests::{wait_for, Cluster};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+use tokio::process::{Child, Command};
+
+pub const T: Duration = Duration::from_secs(60);
+
+/// A redis-server of one test, on a free port, with its data kept across a stop and start.
+pub struct OwnRedis {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    pub async fn start() -> OwnRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let dir = std::env::temp_dir().join(format!("qscaler-redis-{port}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let mut r = OwnRedis {
+            port,
+            dir,
+            child: None,
+        };
+        r.resume().await;
+        r
+    }
+
+    pub async fn resume(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "3600 1",
+            ])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        self.child = Some(child);
+        let url = self.url();
+        wait_for("own redis-server answering", T, || {
+            let url = url.clone();
+            async move {
+                let c = redis::Client::open(url).ok()?;
+                let mut conn = c.get_multiplexed_async_connection().await.ok()?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+    }
+
+    /// SIGTERM: Redis saves its data and exits.
+    pub async fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            if let Some(pid) = c.id() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+            let _ = c.wait().await;
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("own redis connection")
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn redis_port(url: &str) -> u16 {
+    url.trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
+}
+
+/// Lets worker pods (default ServiceAccount) watch and patch their own pod, as qsupervisor needs.
+pub async fn worker_rbac(cluster: &Cluster, ns: &str) {
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": "qscaler-worker"},
+        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "patch"]}]
+    }))
+    .expect("Role");
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "qscaler-worker"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "qscaler-worker"},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]
+    }))
+    .expect("RoleBinding");
+    Api::<Role>::namespaced(cluster.client.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .expect("creating Role");
+    Api::<RoleBinding>::namespaced(cluster.client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("creating RoleBinding");
+}
+
+pub async fn scaler_config(cluster: &Cluster, ns: &str, port: u16) {
+    let sc: ScalerConfig = serde_json::from_value(json!({
+        "apiVersion": "quickube.com/v1alpha1", "kind": "ScalerConfig",
+        "metadata": {"name": "redis"},
+        "spec": {"type": "redis", "config": {"host": "127.0.0.1", "port": port.to_string()}}
+    }))
+    .expect("ScalerConfig");
+    Api::<ScalerConfig>::namespaced(cluster.client.clone(), ns)
+        .create(&PostParams::default(), &sc)
+        .await
+        .expect("creating ScalerConfig");
+}
+
+/// A QWorker of qsupervisor wrapping the test worker. `worker_args` go to qscaler-test-worker;
+/// `scale` is merged into scaleConfig.
+pub fn qworker(name: &str, queue: &str, worker_args: &[&str], scale: Value) -> Value {
+    let mut args = vec!["--", "qscaler-test-worker"];
+    args.extend_from_slice(worker_args);
+    let mut sc = json!({"scalerConfigRef": "redis", "queue": queue, "minReplicas": 0, "maxReplicas": 5,
+                        "scalingFactor": 1, "scaleDownStabilizationSeconds": 1});
+    merge(&mut sc, scale);
+    json!({
+        "apiVersion": "quickube.com/v1alpha1", "kind": "QWorker",
+        "metadata": {"name": name},
+        "spec": {
+            "podSpec": {"terminationGracePeriodSeconds": 30,
+                        "containers": [{"name": "worker", "image": "qscaler/qsupervisor", "args": args}]},
+            "scaleConfig": sc
+        }
+    })
+}
+
+/// A QWorker whose workers consume nothing (they idle until told to stop, then exit 0), so the queue
+/// depth, and the desired count, stay exactly where the test puts them.
+pub fn idle_qworker(name: &str, queue: &str, scale: Value) -> Value {
+    let mut qw = qworker(name, queue, &[], scale);
+    qw["spec"]["podSpec"]["containers"][0]["args"] = json!([
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while :; do sleep 0.2; done"
+    ]);
+    qw
+}
+
+pub fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+pub async fn create_qworker(cluster: &Cluster, ns: &str, qw: Value) {
+    let qw: QWorker = serde_json::from_value(qw).expect("QWorker");
+    Api::<QWorker>::namespaced(cluster.client.clone(), ns)
+        .create(&PostParams::default(), &qw)
+        .await
+        .expect("creating QWorker");
+}
+
+/// Deletes the test's namespace when the test ends, passed or not (its worker processes get
+/// SIGTERM from the stand-in kubelet instead of polling Redis forever).
+pub struct NamespaceGuard {
+    pub kubeconfig: PathBuf,
+    pub ns: String,
+}
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(["delete", "namespace", &self.ns, "--wait=false"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// A test's namespace with worker RBAC, a ScalerConfig for `port`, and its operator. Keep the guard
+/// alive for the whole test.
+pub async fn setup(
+    prefix: &str,
+    port: Option<u16>,
+    operator_args: &[&str],
+) -> (Cluster, String, Operator, NamespaceGuard) {
+    let cluster = Cluster::connect().await;
+    cluster.install_crds().await;
+    let ns = cluster.namespace(prefix).await;
+    let guard = NamespaceGuard {
+        kubeconfig: cluster.kubeconfig.clone(),
+        ns: ns.clone(),
+    };
+    worker_rbac(&cluster, &ns).await;
+    scaler_config(
+        &cluster,
+        &ns,
+        port.unwrap_or_else(|| redis_port(&cluster.redis_url)),
+    )
+    .await;
+    let op = Operator::start(&cluster, &ns, operator_args).await;
+    (cluster, ns, op, guard)
+}
+
+pub fn phase(p: &Pod) -> &str {
+    p.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("Pending")
+}
+
+pub fn alive(p: &Pod) -> bool {
+    !matches!(phase(p), "Succeeded" | "Failed")
+}
+
+pub fn annotation<'a>(p: &'a Pod, key: &str) -> Option<&'a str> {
+    p.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
+}
+
+pub async fn worker_pods(cluster: &Cluster, ns: &str, qw: &str) -> Vec<Pod> {
+    Api::<Pod>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default().labels(&format!("{}={qw}", names::LABEL_QWORKER)))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default()
+}
+
+/// Samples a QWorker's pods every 50 ms for the whole test: the most alive at once, and every pod
+/// name ever seen.
+#[derive(Default)]
+pub struct Samples {
+    pub max_alive: usize,
+    pub names: BTreeSet<String>,
+    pub samples: usize,
+    /// Alive count at each sample, with the drain annotations seen (to check "held").
+    pub history: Vec<(Instant, usize, usize)>,
+}
+
+pub fn sample(
+    cluster: &Cluster,
+    ns: &str,
+    qw: &str,
+) -> (Arc<Mutex<Samples>>, tokio::task::JoinHandle<()>) {
+    let s = Arc::new(Mutex::new(Samples::default()));
+    let (cluster, ns, qw, out) = (cluster.clone(), ns.to_string(), qw.to_string(), s.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let pods = worker_pods(&cluster, &ns, &qw).await;
+            {
+                let mut s = out.lock().unwrap_or_else(|e| e.into_inner());
+                let n = pods.iter().filter(|p| alive(p)).count();
+                let draining = pods
+                    .iter()
+                    .filter(|p| alive(p) && annotation(p, names::ANNOTATION_DRAIN).is_some())
+                    .count();
+                s.max_alive = s.max_alive.max(n);
+                s.samples += 1;
+                s.history.push((Instant::now(), n, draining));
+                for p in &pods {
+                    if let Some(n) = &p.metadata.name {
+                        s.names.insert(n.clone());
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    (s, task)
+}
+
+pub async fn get_qworker(cluster: &Cluster, ns: &str, name: &str) -> QWorker {
+    Api::<QWorker>::namespaced(cluster.client.clone(), ns)
+        .get(name)
+        .await
+        .expect("get QWorker")
+}
+
+pub fn condition<'a>(qw: &'a QWorker, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
+    qw.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+/// The task events the workers wrote: start/end per task id.
+pub async fn task_events(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    let lines: Vec<String> = conn
+        .lrange(format!("{queue}:events"), 0, -1)
+        .await
+        .expect("LRANGE events");
+    let mut starts = BTreeMap::new();
+    let mut ends = BTreeMap::new();
+    for l in lines {
+        let mut parts = l.split_whitespace();
+        match (parts.next(), parts.next()) {
+            (Some("start"), Some(id)) => *starts.entry(id.to_string()).or_insert(0) += 1,
+            (Some("end"), Some(id)) => *ends.entry(id.to_string()).or_insert(0) += 1,
+            _ => {}
+        }
+    }
+    (starts, ends)
+}
+
+/// Events (events.k8s.io/v1, else core/v1) about `name` with `reason`.
+pub async fn events_with_reason(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Vec<String> {
+    let mut notes = vec![];
+    if let Ok(list) = Api::<Event>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+    {
+        for e in list.items {
+            if e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+            {
+                notes.push(e.note.unwrap_or_default());
+            }
+        }
+    }
+    if notes.is_empty() {
+        if let Ok(list) = Api::<CoreEvent>::namespaced(cluster.client.clone(), ns)
+            .list(&ListParams::default())
+            .await
+        {
+            for e in list.items {
+                if e.reason.as_deref() == Some(reason)
+                    && e.involved_object.name.as_deref() == Some(name)
+                {
+                    notes.push(e.message.unwrap_or_default());
+                }
+            }
+        }
+    }
+    notes
+}
+
+pub async fn push_tasks(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+    ids: impl Iterator<Item = usize>,
+) {
+    let items: Vec<String> = ids.map(|i| format!("t{i}")).collect();
+    let _: () = conn.lpush(queue, items).await.expect("LPUSH tasks");
+}
+
+pub fn assert_no_interrupted_task(
+    starts: &BTreeMap<String, usize>,
+    ends: &BTreeMap<String, usize>,
+    op: &Operator,
+) {
+    let unfinished: Vec<&String> = starts.keys().filter(|id| !ends.contains_key(*id)).collect();
+    assert!(
+        unfinished.is_empty(),
+        "tasks started and never finished: {unfinished:?}\noperator log:\n{}",
+        op.log()
+    );
+}

@@ -1,0 +1,352 @@
+//! A bounded soak with faults, on the local cluster: tasks are produced in waves (so the workers scale
+//! up and down again and again) for a wrap-mode and a task-mode QWorker while, in turn, the pod spec
+//! rolls out twice, the operator is SIGKILLed twice, Redis restarts, the kube-apiserver restarts, and a
+//! task-mode worker is SIGKILLed mid-task. Every worker records "start <id> <pod>" and "end <id> <pod>".
+//!
+//! It prints produced / completed / duplicated / lost / interrupted, the most pods alive against
+//! maxReplicas, and the time to converge after each fault; it fails unless nothing is lost, no task is
+//! interrupted by a scale-down or a rollout, and no sample ever shows more than maxReplicas pods.
+//!
+//! Its own test binary: restarting the apiserver would disturb tests running beside it, and test
+//! binaries run one after another.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use kube::api::{Patch, PatchParams};
+use kube::Api;
+use qscaler_crds::QWorker;
+use qscaler_tests::cluster::workspace_root;
+use qscaler_tests::operator::Operator;
+use qscaler_tests::{wait_for, Cluster};
+use redis::AsyncCommands;
+use serde_json::json;
+
+use common::*;
+
+const MAX: usize = 4;
+const WAVES: usize = 6;
+const PER_WAVE: usize = 24;
+
+/// Start/end events per (id, pod) of one queue.
+async fn events(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+) -> Vec<(String, String, String)> {
+    let lines: Vec<String> = conn
+        .lrange(format!("{queue}:events"), 0, -1)
+        .await
+        .unwrap_or_default();
+    lines
+        .iter()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            Some((
+                p.next()?.to_string(),
+                p.next()?.to_string(),
+                p.next().unwrap_or("").to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Waits until both QWorkers' statuses say the operator caught up: observed the spec and has as many
+/// up-to-date workers as it wants. Returns how long that took.
+async fn converge(cluster: &Cluster, ns: &str, what: &str) -> Duration {
+    let start = Instant::now();
+    let api: Api<QWorker> = Api::namespaced(cluster.client.clone(), ns);
+    wait_for(
+        &format!("convergence after {what}"),
+        Duration::from_secs(90),
+        || {
+            let api = api.clone();
+            async move {
+                for name in ["wrap", "task"] {
+                    let qw = api.get(name).await.ok()?;
+                    let st = qw.status.as_ref()?;
+                    let caught_up = st.observed_generation == qw.metadata.generation
+                        && st.current_pod_spec_hash
+                            == qscaler_crds::hash::pod_spec_hash(&qw.spec).full()
+                        && st.updated_replicas == st.desired_replicas
+                        && st.old_replicas == 0;
+                    if !caught_up {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await;
+    start.elapsed()
+}
+
+async fn roll_out(cluster: &Cluster, ns: &str, n: usize) {
+    let api: Api<QWorker> = Api::namespaced(cluster.client.clone(), ns);
+    let patch = json!({"spec": {"podMetadata": {"annotations": {"soak/rollout": n.to_string()}}}});
+    for name in ["wrap", "task"] {
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("rolling out");
+    }
+}
+
+/// SIGKILLs the qsupervisor (PID 1 of its namespace: the whole container dies) of a task-mode pod that
+/// holds a task. Returns the pod's name.
+async fn kill_a_busy_task_worker(
+    cluster: &Cluster,
+    ns: &str,
+    queue: &str,
+    conn: &mut redis::aio::MultiplexedConnection,
+) -> String {
+    wait_for(
+        "a task-mode worker in the middle of a task",
+        Duration::from_secs(60),
+        || {
+            let mut conn = conn.clone();
+            async move {
+                for pod in worker_pods(cluster, ns, "task")
+                    .await
+                    .iter()
+                    .filter(|p| phase(p) == "Running")
+                {
+                    let name = pod.metadata.name.clone()?;
+                    let held: i64 = conn
+                        .llen(qscaler_crds::names::keys::processing(queue, &name))
+                        .await
+                        .ok()?;
+                    if held == 0 {
+                        continue;
+                    }
+                    let launcher: i32 =
+                        std::fs::read_to_string(cluster.pod_dir(ns, &name).join("worker.pid"))
+                            .ok()?
+                            .trim()
+                            .parse()
+                            .ok()?;
+                    let children = std::fs::read_to_string(format!(
+                        "/proc/{launcher}/task/{launcher}/children"
+                    ))
+                    .ok()?;
+                    let init: i32 = children.split_whitespace().next()?.parse().ok()?;
+                    nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(init),
+                        nix::sys::signal::Signal::SIGKILL,
+                    )
+                    .ok()?;
+                    return Some(name);
+                }
+                None
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn soak_with_faults_loses_and_interrupts_nothing() {
+    let mut redis = OwnRedis::start().await;
+    let (cluster, ns, op, _guard) = setup("soak", Some(redis.port), &[]).await;
+    let mut op = Some(op);
+    let wrap_q = format!("{ns}-wrap");
+    let task_q = format!("{ns}-task");
+    let scale = json!({"minReplicas": 0, "maxReplicas": MAX, "scalingFactor": 0.25, "scaleDownStabilizationSeconds": 1});
+    create_qworker(
+        &cluster,
+        &ns,
+        qworker("wrap", &wrap_q, &["--task-ms", "300"], scale.clone()),
+    )
+    .await;
+    let mut task = qworker("task", &task_q, &[], scale);
+    let script = "t=$(cat); P=$QSCALER_REDIS_PORT; redis-cli -p $P rpush \"$QSCALER_QUEUE:events\" \"start $t $POD_NAME\" >/dev/null; \
+                  sleep 0.5; redis-cli -p $P rpush \"$QSCALER_QUEUE:events\" \"end $t $POD_NAME\" >/dev/null";
+    task["spec"]["podSpec"]["containers"][0]["args"] = json!(["--task", "--", "sh", "-c", script]);
+    create_qworker(&cluster, &ns, task).await;
+    let (wrap_samples, wrap_sampler) = sample(&cluster, &ns, "wrap");
+    let (task_samples, task_sampler) = sample(&cluster, &ns, "task");
+
+    let mut produced = 0usize;
+    let mut fault_times: Vec<(String, Duration, Duration)> = Vec::new();
+    let mut killed_task_pod = String::new();
+    for wave in 0..WAVES {
+        let mut conn = redis.conn().await;
+        push_tasks(&mut conn, &wrap_q, produced..produced + PER_WAVE).await;
+        push_tasks(&mut conn, &task_q, produced..produced + PER_WAVE).await;
+        produced += PER_WAVE;
+        // A fault while the wave is being worked off.
+        wait_for(
+            "workers busy with the wave",
+            Duration::from_secs(60),
+            || async {
+                (worker_pods(&cluster, &ns, "wrap")
+                    .await
+                    .iter()
+                    .any(|p| phase(p) == "Running"))
+                .then_some(())
+            },
+        )
+        .await;
+        let fault_at = Instant::now();
+        let fault = match wave {
+            0 => {
+                roll_out(&cluster, &ns, 1).await;
+                "rollout 1"
+            }
+            1 => {
+                if let Some(mut o) = op.take() {
+                    o.kill().await;
+                }
+                op = Some(Operator::start(&cluster, &ns, &[]).await);
+                "operator SIGKILL 1"
+            }
+            2 => {
+                redis.stop().await;
+                redis.resume().await;
+                "Redis restart"
+            }
+            3 => {
+                let out = std::process::Command::new("bash")
+                    .arg(workspace_root().join("tests/cluster.sh"))
+                    .arg("restart-apiserver")
+                    .output()
+                    .expect("tests/cluster.sh restart-apiserver");
+                assert!(
+                    out.status.success(),
+                    "restarting the apiserver: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                "kube-apiserver restart"
+            }
+            4 => {
+                killed_task_pod = kill_a_busy_task_worker(&cluster, &ns, &task_q, &mut conn).await;
+                roll_out(&cluster, &ns, 2).await;
+                "task worker SIGKILL + rollout 2"
+            }
+            _ => {
+                if let Some(mut o) = op.take() {
+                    o.kill().await;
+                }
+                op = Some(Operator::start(&cluster, &ns, &[]).await);
+                "operator SIGKILL 2"
+            }
+        };
+        let took = converge(&cluster, &ns, fault).await;
+        // The wave is worked off, and the workers scale down before the next one.
+        wait_for(
+            &format!("wave {wave} worked off"),
+            Duration::from_secs(120),
+            || {
+                let (url, wrap_q, task_q) = (redis.url(), wrap_q.clone(), task_q.clone());
+                async move {
+                    // A fresh connection each time: a Redis restart breaks old ones.
+                    let client = redis::Client::open(url).ok()?;
+                    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                    for q in [&wrap_q, &task_q] {
+                        let ends: BTreeSet<String> = events(&mut conn, q)
+                            .await
+                            .into_iter()
+                            .filter(|e| e.0 == "end")
+                            .map(|e| e.1)
+                            .collect();
+                        if ends.len() < produced {
+                            return None;
+                        }
+                    }
+                    Some(())
+                }
+            },
+        )
+        .await;
+        fault_times.push((fault.to_string(), took, fault_at.elapsed()));
+    }
+    let op = op.expect("an operator");
+    wait_for(
+        "scaled down to 0 at the end",
+        Duration::from_secs(90),
+        || async {
+            (worker_pods(&cluster, &ns, "wrap")
+                .await
+                .iter()
+                .chain(worker_pods(&cluster, &ns, "task").await.iter())
+                .all(|p| !alive(p)))
+            .then_some(())
+        },
+    )
+    .await;
+    wrap_sampler.abort();
+    task_sampler.abort();
+
+    let mut conn = redis.conn().await;
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for (q, samples) in [(&wrap_q, &wrap_samples), (&task_q, &task_samples)] {
+        let evs = events(&mut conn, q).await;
+        let mut ends: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut open: BTreeSet<(&str, &str)> = BTreeSet::new();
+        for (kind, id, pod) in &evs {
+            match kind.as_str() {
+                "start" => {
+                    open.insert((id, pod));
+                }
+                "end" => {
+                    *ends.entry(id).or_default() += 1;
+                    open.remove(&(id.as_str(), pod.as_str()));
+                }
+                _ => {}
+            }
+        }
+        // A start with no end from the same pod was cut; only the SIGKILLed pod may have one.
+        let interrupted: Vec<_> = open
+            .iter()
+            .filter(|(_, pod)| *pod != killed_task_pod)
+            .collect();
+        let killed: Vec<_> = open
+            .iter()
+            .filter(|(_, pod)| *pod == killed_task_pod)
+            .collect();
+        let completed = ends.len();
+        let duplicated = ends.values().filter(|n| **n > 1).count();
+        let lost = produced
+            - (0..produced)
+                .filter(|i| ends.contains_key(format!("t{i}").as_str()))
+                .count();
+        let max_alive = samples.lock().unwrap_or_else(|e| e.into_inner()).max_alive;
+        report.push(format!(
+            "{q}: produced {produced}, completed {completed}, duplicated {duplicated}, lost {lost}, interrupted {} (+{} by the SIGKILL), most pods alive {max_alive} of max {MAX}",
+            interrupted.len(),
+            killed.len()
+        ));
+        if lost > 0 {
+            failures.push(format!("{q}: {lost} tasks lost"));
+        }
+        if !interrupted.is_empty() {
+            failures.push(format!(
+                "{q}: interrupted by scale-down or rollout: {interrupted:?}"
+            ));
+        }
+        if max_alive > MAX {
+            failures.push(format!(
+                "{q}: {max_alive} pods alive, above maxReplicas {MAX}"
+            ));
+        }
+    }
+    println!("soak summary:");
+    for line in &report {
+        println!("  {line}");
+    }
+    for (fault, converged, worked_off) in &fault_times {
+        println!(
+            "  {fault}: status converged after {:.1}s, the wave was worked off after {:.1}s",
+            converged.as_secs_f64(),
+            worked_off.as_secs_f64()
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "{failures:?}\n{}\noperator log:\n{}",
+        report.join("\n"),
+        op.log()
+    );
+}
