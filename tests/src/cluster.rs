@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -193,6 +194,48 @@ impl Cluster {
         let api: Api<Namespace> = Api::all(self.client.clone());
         if let Err(e) = api.delete(namespace, &Default::default()).await {
             panic!("deleting namespace {namespace}: {e}");
+        }
+    }
+
+    /// Lets the namespace's `default` ServiceAccount use `verbs` on pods (a Role `name` and its
+    /// RoleBinding), and returns once RBAC answers yes for each verb: bindings take effect through the
+    /// apiserver's caches.
+    pub async fn grant_pods(&self, namespace: &str, name: &str, verbs: &[&str]) {
+        let role: Role = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": verbs}],
+        }))
+        .expect("a valid Role");
+        Api::<Role>::namespaced(self.client.clone(), namespace)
+            .create(&PostParams::default(), &role)
+            .await
+            .unwrap_or_else(|e| panic!("creating Role {name}: {e}"));
+        let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": namespace}],
+        }))
+        .expect("a valid RoleBinding");
+        Api::<RoleBinding>::namespaced(self.client.clone(), namespace)
+            .create(&PostParams::default(), &binding)
+            .await
+            .unwrap_or_else(|e| panic!("creating RoleBinding {name}: {e}"));
+        let sa = format!("system:serviceaccount:{namespace}:default");
+        for verb in verbs {
+            wait_for(
+                &format!("the RoleBinding {name} to allow {verb} pods"),
+                Duration::from_secs(60),
+                || {
+                    let sa = sa.clone();
+                    async move {
+                        let out = self
+                            .kubectl(&["auth", "can-i", verb, "pods", "-n", namespace, "--as", &sa])
+                            .await;
+                        (String::from_utf8_lossy(&out.stdout).trim() == "yes").then_some(())
+                    }
+                },
+            )
+            .await;
         }
     }
 

@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use qscaler_crds::{QWorker, ScalerConfig};
@@ -345,38 +344,7 @@ async fn deletion_sends_sigterm_then_sigkill_after_the_grace_period() {
 async fn service_account_token_is_bound_by_rbac() {
     let c = Cluster::connect().await;
     let ns = c.namespace("ground-rbac").await;
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "pod-reader"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}],
-    }))
-    .expect("Role");
-    Api::<Role>::namespaced(c.client.clone(), &ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("create Role");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "pod-reader"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "pod-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}],
-    }))
-    .expect("RoleBinding");
-    Api::<RoleBinding>::namespaced(c.client.clone(), &ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("create RoleBinding");
-
-    // RBAC takes effect through the apiserver's caches: wait until it answers yes.
-    let sa = format!("system:serviceaccount:{ns}:default");
-    wait_for("the RoleBinding to take effect", T, || {
-        let (c, ns, sa) = (&c, &ns, &sa);
-        async move {
-            let out = c
-                .kubectl(&["auth", "can-i", "list", "pods", "-n", ns, "--as", sa])
-                .await;
-            (String::from_utf8_lossy(&out.stdout).trim() == "yes").then_some(())
-        }
-    })
-    .await;
+    c.grant_pods(&ns, "pod-reader", &["get", "list"]).await;
     let script = "kubectl get pods -o name; echo pods=$?; kubectl get secrets; echo secrets=$?";
     c.create_pod(&ns, TestPod::shell("reader", script)).await;
     c.wait_phase(&ns, "reader", "Succeeded", T).await;

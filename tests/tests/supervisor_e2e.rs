@@ -8,9 +8,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, ResourceExt};
+use kube::api::{Patch, PatchParams};
+use kube::ResourceExt;
 use qscaler_crds::names::{env, ANNOTATION_ACTIVITY, ANNOTATION_DRAIN};
 use qscaler_crds::usage::{annotation_key, UsageReport};
 use qscaler_tests::{terminated, wait_for, Cluster, TestPod};
@@ -22,36 +21,8 @@ const T: Duration = Duration::from_secs(60);
 /// A namespace whose default ServiceAccount may get, watch and patch pods (what qsupervisor needs).
 async fn setup(c: &Cluster, prefix: &str) -> String {
     let ns = c.namespace(prefix).await;
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "qsupervisor"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "patch"]}],
-    }))
-    .expect("Role");
-    Api::<Role>::namespaced(c.client.clone(), &ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("create Role");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "qsupervisor"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "qsupervisor"},
-        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}],
-    }))
-    .expect("RoleBinding");
-    Api::<RoleBinding>::namespaced(c.client.clone(), &ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("create RoleBinding");
-    let sa = format!("system:serviceaccount:{ns}:default");
-    wait_for("the RoleBinding to take effect", T, || {
-        let (c, ns, sa) = (c, &ns, &sa);
-        async move {
-            let out = c
-                .kubectl(&["auth", "can-i", "patch", "pods", "-n", ns, "--as", sa])
-                .await;
-            (String::from_utf8_lossy(&out.stdout).trim() == "yes").then_some(())
-        }
-    })
-    .await;
+    c.grant_pods(&ns, "qsupervisor", &["get", "watch", "patch"])
+        .await;
     ns
 }
 

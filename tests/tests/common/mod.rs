@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{ListParams, PostParams};
 use kube::Api;
 use qscaler_crds::names;
@@ -123,25 +122,9 @@ pub fn redis_port(url: &str) -> u16 {
 
 /// Lets worker pods (default ServiceAccount) watch and patch their own pod, as qsupervisor needs.
 pub async fn worker_rbac(cluster: &Cluster, ns: &str) {
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "qscaler-worker"},
-        "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "watch", "patch"]}]
-    }))
-    .expect("Role");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "qscaler-worker"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "qscaler-worker"},
-        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": ns}]
-    }))
-    .expect("RoleBinding");
-    Api::<Role>::namespaced(cluster.client.clone(), ns)
-        .create(&PostParams::default(), &role)
-        .await
-        .expect("creating Role");
-    Api::<RoleBinding>::namespaced(cluster.client.clone(), ns)
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("creating RoleBinding");
+    cluster
+        .grant_pods(ns, "qscaler-worker", &["get", "watch", "patch"])
+        .await;
 }
 
 pub async fn scaler_config(cluster: &Cluster, ns: &str, port: u16) {
