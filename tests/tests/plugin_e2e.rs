@@ -4,8 +4,9 @@
 //!
 //! Needs `cargo build -p kubectl-qworker` (tests/run.sh builds every binary) and the cluster up.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
@@ -28,20 +29,27 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A directory holding only the plugin (as krew installs it): `target/debug` itself also holds
 /// cargo's `kubectl-qworker.d` dep-info file, which `kubectl plugin list` flags as a broken plugin.
-fn plugin_dir() -> PathBuf {
-    let bin = workspace_bin("kubectl-qworker");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run cargo build -p kubectl-qworker",
-        bin.display()
-    );
-    let dir = std::env::temp_dir().join(format!("qscaler-plugin-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create the plugin dir");
-    let link = dir.join("kubectl-qworker");
-    if std::fs::symlink_metadata(&link).is_err() {
-        std::os::unix::fs::symlink(&bin, &link).expect("link the plugin");
-    }
-    dir
+/// Made once per test process: the tests run on parallel threads, and a check-then-link per call
+/// raced (`File exists`).
+fn plugin_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let bin = workspace_bin("kubectl-qworker");
+        assert!(
+            bin.is_file(),
+            "{} is missing: run cargo build -p kubectl-qworker",
+            bin.display()
+        );
+        let dir = std::env::temp_dir().join(format!("qscaler-plugin-e2e-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create the plugin dir");
+        let link = dir.join("kubectl-qworker");
+        match std::os::unix::fs::symlink(&bin, &link) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => panic!("link the plugin into {}: {e}", dir.display()),
+        }
+        dir
+    })
 }
 
 /// `kubectl <args>` with the plugin first on PATH and the cluster's kubeconfig.

@@ -15,7 +15,7 @@ use kube::Api;
 use qscaler_crds::names;
 use qscaler_crds::{QWorker, ScalerConfig};
 use qscaler_tests::operator::Operator;
-use qscaler_tests::{wait_for, Cluster};
+use qscaler_tests::Cluster;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
@@ -30,24 +30,43 @@ pub struct OwnRedis {
 }
 
 impl OwnRedis {
+    /// Starts on a free port below the kernel's ephemeral range (32768+), where outgoing
+    /// connections cannot hold it; when another process takes the port between the probe and
+    /// redis-server's bind, tries the next candidate.
     pub async fn start() -> OwnRedis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let dir = std::env::temp_dir().join(format!("qscaler-redis-{port}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut r = OwnRedis {
-            port,
-            dir,
-            child: None,
-        };
-        r.resume().await;
-        r
+        let mut last_error = String::new();
+        for attempt in 0..8u16 {
+            let port = free_port_below_ephemeral(attempt);
+            let dir =
+                std::env::temp_dir().join(format!("qscaler-redis-{port}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).expect("redis dir");
+            let mut r = OwnRedis {
+                port,
+                dir,
+                child: None,
+            };
+            match r.try_resume().await {
+                Ok(()) => return r,
+                Err(e) => last_error = e,
+            }
+        }
+        panic!("no own redis-server after 8 ports: {last_error}");
     }
 
+    /// Starts redis-server again on the same port and data directory (after `stop`).
     pub async fn resume(&mut self) {
-        let child = Command::new("redis-server")
+        if let Err(e) = self.try_resume().await {
+            panic!(
+                "own redis-server did not come back on port {}: {e}",
+                self.port
+            );
+        }
+    }
+
+    /// Spawns redis-server and waits until the server answering on the port is this child (its
+    /// `process_id`), or the child has exited (the port was taken).
+    async fn try_resume(&mut self) -> Result<(), String> {
+        let mut child = Command::new("redis-server")
             .args([
                 "--port",
                 &self.port.to_string(),
@@ -63,20 +82,25 @@ impl OwnRedis {
             .kill_on_drop(true)
             .spawn()
             .expect("redis-server (apt-get install redis-server)");
-        self.child = Some(child);
+        let pid = child.id().expect("a running redis-server has a pid");
         let url = self.url();
-        wait_for("own redis-server answering", T, || {
-            let url = url.clone();
-            async move {
-                let c = redis::Client::open(url).ok()?;
-                let mut conn = c.get_multiplexed_async_connection().await.ok()?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .ok()
+        let deadline = Instant::now() + T;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "redis-server on port {} exited: {status}",
+                    self.port
+                ));
             }
-        })
-        .await;
+            if redis_process_id(&url).await == Some(pid) {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("redis-server on port {} never answered", self.port));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// SIGTERM: Redis saves its data and exits.
@@ -109,6 +133,35 @@ impl Drop for OwnRedis {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A port in 20000..32768 that is free now: spread by the test process id and the attempt, so
+/// parallel tests and test binaries start on different candidates.
+fn free_port_below_ephemeral(attempt: u16) -> u16 {
+    let seed = std::process::id() as u64 * 7919
+        + u64::from(attempt) * 104_729
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| u64::from(d.subsec_nanos()))
+            .unwrap_or(0);
+    (0..12_768u64)
+        .map(|i| 20_000 + ((seed + i * 613) % 12_768) as u16)
+        .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok())
+        .expect("a free port in 20000..32768")
+}
+
+/// The `process_id` of the redis-server answering at `url`, if one answers.
+async fn redis_process_id(url: &str) -> Option<u32> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut conn)
+        .await
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 pub fn redis_port(url: &str) -> u16 {
