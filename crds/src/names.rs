@@ -74,14 +74,29 @@ pub mod env {
     pub const REDIS_PASSWORD: &str = "QSCALER_REDIS_PASSWORD";
     /// `true` when the broker speaks TLS.
     pub const REDIS_TLS: &str = "QSCALER_REDIS_TLS";
+    /// `true` to accept any server certificate (the ScalerConfig's `tls.insecureSkipVerify`).
+    pub const REDIS_TLS_INSECURE: &str = "QSCALER_REDIS_TLS_INSECURE";
+    /// The PEM CA bundle that verifies the broker's certificate: always injected through a
+    /// secretKeyRef (the ScalerConfig's `tls.caSecretRef`), never inline. Unset: the system roots.
+    pub const REDIS_TLS_CA: &str = "QSCALER_REDIS_TLS_CA";
 }
 
 /// Redis key names of task mode: a documented contract between the supervisor (which moves tasks
 /// between them) and the operator (which counts them and returns a dead pod's tasks to the queue).
 pub mod keys {
-    /// The per-pod processing list: tasks a pod has taken and not yet finished.
-    pub fn processing(queue: &str, pod: &str) -> String {
-        format!("{queue}:processing:{pod}")
+    /// Who holds a processing list: `<namespace>/<pod>` in a cluster, because pod names repeat
+    /// across namespaces and two namespaces may consume one queue on one Redis; the bare name
+    /// outside a cluster. Neither part can contain `/`, so the form is unambiguous.
+    pub fn consumer(namespace: Option<&str>, pod: &str) -> String {
+        match namespace.filter(|ns| !ns.is_empty()) {
+            Some(ns) => format!("{ns}/{pod}"),
+            None => pod.to_string(),
+        }
+    }
+
+    /// The per-consumer processing list: tasks a pod has taken and not yet finished.
+    pub fn processing(queue: &str, consumer: &str) -> String {
+        format!("{queue}:processing:{consumer}")
     }
 
     /// The dead-letter list: tasks that failed every retry.
@@ -114,7 +129,13 @@ mod tests {
 
     #[test]
     fn task_keys_are_derived_from_queue_and_pod() {
-        assert_eq!(keys::processing("jobs", "w-abc"), "jobs:processing:w-abc");
+        assert_eq!(keys::consumer(Some("team-a"), "w-abc"), "team-a/w-abc");
+        assert_eq!(keys::consumer(Some(""), "w-abc"), "w-abc");
+        assert_eq!(keys::consumer(None, "w-abc"), "w-abc");
+        assert_eq!(
+            keys::processing("jobs", &keys::consumer(Some("team-a"), "w-abc")),
+            "jobs:processing:team-a/w-abc"
+        );
         assert_eq!(keys::dead_letter("jobs"), "jobs:dead");
         assert_eq!(keys::retries("jobs"), "jobs:retries");
     }

@@ -88,6 +88,9 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
+/// TLS to the broker. The server certificate is verified against `caSecretRef` when given (a
+/// private CA, as most in-cluster Redis deployments use), else against the system roots, unless
+/// `insecureSkipVerify`.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TlsConfig {
@@ -96,6 +99,11 @@ pub struct TlsConfig {
     /// Accept any server certificate (test setups only).
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// A PEM bundle of the CA certificates that sign the broker's certificate, from a Secret in the
+    /// ScalerConfig's own namespace (like the password's secretKeyRef). Worker pods get it through
+    /// a secretKeyRef too, never inline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretKeyRef>,
 }
 
 /// Broker health as the operator last saw it.
@@ -138,6 +146,16 @@ impl BrokerConfig {
                 .filter(|p| *p > 0)
                 .ok_or_else(|| format!("port {s:?} is not a number between 1 and 65535")),
         }
+    }
+
+    /// The TLS settings when TLS is on (`tls.enabled`), else `None`.
+    pub fn tls_enabled(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref().filter(|t| t.enabled)
+    }
+
+    /// The Secret reference of the TLS CA bundle, when TLS is on and one is given.
+    pub fn tls_ca_secret(&self) -> Option<&SecretKeyRef> {
+        self.tls_enabled()?.ca_secret_ref.as_ref()
     }
 
     /// The Secret reference of the password, if it comes from one.

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::qworker::{QWorkerSpec, RolloutStrategy, VpaPolicy};
-use crate::scalerconfig::{ScalerConfigSpec, SUPPORTED_TYPES};
+use crate::scalerconfig::{ScalerConfigSpec, SecretKeyRef, SUPPORTED_TYPES};
 
 /// What kind of problem a field has (as `field.ErrorType` in Kubernetes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -320,27 +320,51 @@ pub fn validate_scaler_config(spec: &ScalerConfigSpec) -> Vec<Problem> {
                     ProblemKind::Required,
                     "valueFrom needs a secretKeyRef",
                 ),
-                Some(r) => {
-                    if r.name.trim().is_empty() {
-                        p.push(
-                            "spec.config.password.valueFrom.secretKeyRef.name",
-                            ProblemKind::Required,
-                            "name the Secret",
-                        );
-                    }
-                    if r.key.trim().is_empty() {
-                        p.push(
-                            "spec.config.password.valueFrom.secretKeyRef.key",
-                            ProblemKind::Required,
-                            "name the key in the Secret",
-                        );
-                    }
-                }
+                Some(r) => secret_key_ref(&mut p, "spec.config.password.valueFrom.secretKeyRef", r),
             },
             (Some(_), None) => {}
         }
     }
+    if let Some(tls) = &c.tls {
+        if let Some(r) = &tls.ca_secret_ref {
+            // A CA for a plain connection would be silently unused: the user meant TLS.
+            if !tls.enabled {
+                p.push(
+                    "spec.config.tls.caSecretRef",
+                    ProblemKind::Invalid,
+                    "a CA is only used with TLS: set tls.enabled",
+                );
+            }
+            // Verify with this CA, or verify nothing: both at once is a contradiction.
+            if tls.insecure_skip_verify {
+                p.push(
+                    "spec.config.tls.caSecretRef",
+                    ProblemKind::Invalid,
+                    "set either caSecretRef or insecureSkipVerify, not both",
+                );
+            }
+            secret_key_ref(&mut p, "spec.config.tls.caSecretRef", r);
+        }
+    }
     p.0
+}
+
+/// A Secret key reference names both the Secret and the key.
+fn secret_key_ref(p: &mut Problems, field: &str, r: &SecretKeyRef) {
+    if r.name.trim().is_empty() {
+        p.push(
+            format!("{field}.name"),
+            ProblemKind::Required,
+            "name the Secret",
+        );
+    }
+    if r.key.trim().is_empty() {
+        p.push(
+            format!("{field}.key"),
+            ProblemKind::Required,
+            "name the key in the Secret",
+        );
+    }
 }
 
 #[cfg(test)]
@@ -574,6 +598,19 @@ mod tests {
         use ProblemKind::*;
         assert_eq!(scaler(|_| {}), vec![]);
         assert_eq!(scaler(|v| v["config"]["port"] = json!(6380)), vec![]);
+        // TLS: verified with a CA from a Secret, with the system roots, or not verified.
+        for tls in [
+            json!({"enabled": true, "caSecretRef": {"name": "ca", "key": "ca.crt"}}),
+            json!({"enabled": true}),
+            json!({"enabled": true, "insecureSkipVerify": true}),
+            json!({"enabled": false}),
+        ] {
+            assert_eq!(
+                scaler(|v| v["config"]["tls"] = tls.clone()),
+                vec![],
+                "{tls}"
+            );
+        }
         let cases: Vec<Case> = vec![
             (
                 Box::new(|v| v["type"] = json!("")),
@@ -625,6 +662,29 @@ mod tests {
                 vec![
                     ("spec.config.password.valueFrom.secretKeyRef.name", Required),
                     ("spec.config.password.valueFrom.secretKeyRef.key", Required),
+                ],
+            ),
+            (
+                Box::new(|v| {
+                    v["config"]["tls"] = json!({"caSecretRef": {"name": "ca", "key": "ca.crt"}})
+                }),
+                vec![("spec.config.tls.caSecretRef", Invalid)],
+            ),
+            (
+                Box::new(|v| {
+                    v["config"]["tls"] = json!({"enabled": true, "insecureSkipVerify": true,
+                                                "caSecretRef": {"name": "ca", "key": "ca.crt"}})
+                }),
+                vec![("spec.config.tls.caSecretRef", Invalid)],
+            ),
+            (
+                Box::new(|v| {
+                    v["config"]["tls"] =
+                        json!({"enabled": true, "caSecretRef": {"name": " ", "key": ""}})
+                }),
+                vec![
+                    ("spec.config.tls.caSecretRef.name", Required),
+                    ("spec.config.tls.caSecretRef.key", Required),
                 ],
             ),
         ];

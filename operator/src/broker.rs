@@ -7,7 +7,8 @@ use std::future::Future;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueQuery {
     pub queue: String,
-    pub pods: Vec<String>,
+    /// Consumers ([`qscaler_crds::names::keys::consumer`]) of the pods.
+    pub consumers: Vec<String>,
 }
 
 /// What a queue holds: tasks waiting and tasks taken but not finished.
@@ -46,18 +47,19 @@ pub trait Broker: Send {
         queries: &[QueueQuery],
     ) -> impl Future<Output = Result<Vec<Depth>, BrokerError>> + Send;
 
-    /// Moves the tasks a pod took but never finished back to its queue (each move atomic); returns
-    /// how many moved. Used for pods that failed or vanished.
+    /// Moves the tasks a consumer (a pod) took but never finished back to its queue (each move
+    /// atomic); returns how many moved. Used for pods that failed or vanished.
     fn return_in_flight(
         &mut self,
         queue: &str,
-        pod: &str,
+        consumer: &str,
     ) -> impl Future<Output = Result<u64, BrokerError>> + Send;
 
-    /// The names of the pods that have an in-flight list on `queue` (to find lists of pods that
-    /// vanished while the operator was not looking).
+    /// The names of the pods of `namespace` that have an in-flight list on `queue` (to find lists
+    /// of pods that vanished while the operator was not looking).
     fn in_flight_owners(
         &mut self,
         queue: &str,
+        namespace: &str,
     ) -> impl Future<Output = Result<Vec<String>, BrokerError>> + Send;
 }

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::pod_index::PodIndex;
 use futures::channel::mpsc::UnboundedSender;
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::Client;
@@ -67,7 +67,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
-    pub pods: Store<Pod>,
+    /// Pods by namespace and QWorker.
+    pub pods: Arc<PodIndex>,
     /// True once the pod and ScalerConfig caches have listed everything.
     pub caches: tokio::sync::watch::Receiver<bool>,
     pub qworkers: Store<QWorker>,

@@ -13,7 +13,8 @@
 //!
 //! Effects (thin):
 //! - [`broker`] (the seam) and [`redis_broker`]; [`poller`]: one per ScalerConfig.
-//! - [`scalerconfig_controller`], [`qworker_controller`]: the reconciles; [`context`]: what they share.
+//! - [`scalerconfig_controller`], [`qworker_controller`]: the reconciles; [`context`]: what they share;
+//!   [`pod_index`]: the pod cache, by namespace and QWorker.
 //! - [`metrics`], [`server`] (/metrics, /healthz, /readyz), [`leader`] (Lease), [`run`]: wiring.
 #![forbid(unsafe_code)]
 
@@ -27,6 +28,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod planning;
+pub mod pod_index;
 pub mod pods;
 pub mod poller;
 pub mod qworker_controller;

@@ -8,7 +8,8 @@
 //! - env injected first into every container (a user's own variable of the same name comes later
 //!   and wins): QWorker name, full hash, pod name/namespace (downward API), container name, queue and
 //!   broker address; the password only as a secretKeyRef (an inline password is not injected: it would
-//!   be readable in the pod spec; see [`BuiltPod::warnings`]).
+//!   be readable in the pod spec; see [`BuiltPod::warnings`]); with TLS, whether to skip verification
+//!   and the CA bundle, again only as a secretKeyRef.
 
 use k8s_openapi::api::core::v1::{
     EnvVar, EnvVarSource, ObjectFieldSelector, Pod, SecretKeySelector,
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use kube::Resource;
 use qscaler_crds::hash::PodSpecHash;
 use qscaler_crds::names::{self, env};
+use qscaler_crds::scalerconfig::SecretKeyRef;
 use qscaler_crds::{QWorker, ScalerConfig};
 
 use crate::sizing::{quantities, Requests};
@@ -46,6 +48,24 @@ fn field(name: &str, path: &str) -> EnvVar {
             field_ref: Some(ObjectFieldSelector {
                 api_version: None,
                 field_path: path.into(),
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A variable read by the kubelet from a key of a Secret in the pod's namespace (the ScalerConfig's
+/// namespace too): the value never appears in the pod spec. Not optional: a missing key keeps the
+/// container from starting, which is clearer than a worker without its password or CA.
+fn secret_var(name: &str, r: &SecretKeyRef) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: None,
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: r.name.clone(),
+                key: r.key.clone(),
+                optional: Some(false),
             }),
             ..Default::default()
         }),
@@ -93,21 +113,19 @@ pub fn injected_env(
         if let Some(u) = &c.username {
             vars.push(var(env::REDIS_USERNAME, u.clone()));
         }
-        let tls = c.tls.as_ref().is_some_and(|t| t.enabled);
-        vars.push(var(env::REDIS_TLS, tls.to_string()));
+        let tls = c.tls_enabled();
+        vars.push(var(env::REDIS_TLS, tls.is_some().to_string()));
+        if let Some(t) = tls {
+            vars.push(var(
+                env::REDIS_TLS_INSECURE,
+                t.insecure_skip_verify.to_string(),
+            ));
+        }
+        if let Some(ca) = c.tls_ca_secret() {
+            vars.push(secret_var(env::REDIS_TLS_CA, ca));
+        }
         if let Some(secret) = c.password_secret() {
-            vars.push(EnvVar {
-                name: env::REDIS_PASSWORD.into(),
-                value: None,
-                value_from: Some(EnvVarSource {
-                    secret_key_ref: Some(SecretKeySelector {
-                        name: secret.name.clone(),
-                        key: secret.key.clone(),
-                        optional: Some(false),
-                    }),
-                    ..Default::default()
-                }),
-            });
+            vars.push(secret_var(env::REDIS_PASSWORD, secret));
         } else if c.password.as_ref().is_some_and(|p| p.value.is_some()) {
             warnings.push(format!(
                 "ScalerConfig {} has an inline password: it is not injected into worker pods \
@@ -307,10 +325,65 @@ mod tests {
             Some("u")
         );
         assert_eq!(get(env::REDIS_TLS).unwrap().value.as_deref(), Some("false"));
+        assert!(get(env::REDIS_TLS_INSECURE).is_none());
+        assert!(get(env::REDIS_TLS_CA).is_none());
         let pw = get(env::REDIS_PASSWORD).unwrap();
         assert!(pw.value.is_none());
         let sel = pw.value_from.unwrap().secret_key_ref.unwrap();
         assert_eq!((sel.name.as_str(), sel.key.as_str()), ("s", "k"));
+    }
+
+    fn tls_env(tls: serde_json::Value) -> Vec<EnvVar> {
+        let qw = qworker(None);
+        let mut sc = scaler(json!({"valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}));
+        sc.spec.config.tls = Some(serde_json::from_value(tls).unwrap());
+        let built = build_pod(&qw, &pod_spec_hash(&qw.spec), Some(&sc), &BTreeMap::new());
+        env_of(&built.pod, 0)
+    }
+
+    fn find<'a>(env: &'a [EnvVar], name: &str) -> Option<&'a EnvVar> {
+        env.iter().find(|e| e.name == name)
+    }
+
+    #[test]
+    fn tls_env_with_a_ca_from_a_secret() {
+        let env =
+            tls_env(json!({"enabled": true, "caSecretRef": {"name": "redis-ca", "key": "ca.crt"}}));
+        let value = |n: &str| find(&env, n).and_then(|e| e.value.as_deref());
+        assert_eq!(value(env::REDIS_TLS), Some("true"));
+        assert_eq!(value(env::REDIS_TLS_INSECURE), Some("false"));
+        let ca = find(&env, env::REDIS_TLS_CA).unwrap();
+        // Never inline: the kubelet reads the Secret.
+        assert!(ca.value.is_none());
+        let sel = ca
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (sel.name.as_str(), sel.key.as_str(), sel.optional),
+            ("redis-ca", "ca.crt", Some(false))
+        );
+    }
+
+    #[test]
+    fn tls_env_without_a_ca_or_insecure() {
+        let env = tls_env(json!({"enabled": true, "insecureSkipVerify": true}));
+        let value = |n: &str| find(&env, n).and_then(|e| e.value.as_deref());
+        assert_eq!(value(env::REDIS_TLS), Some("true"));
+        assert_eq!(value(env::REDIS_TLS_INSECURE), Some("true"));
+        assert!(find(&env, env::REDIS_TLS_CA).is_none());
+        // TLS off: neither TLS variable beyond QSCALER_REDIS_TLS=false, even with a stray caSecretRef
+        // (validation reports that spec).
+        let env = tls_env(json!({"enabled": false, "caSecretRef": {"name": "c", "key": "k"}}));
+        assert_eq!(
+            find(&env, env::REDIS_TLS).and_then(|e| e.value.as_deref()),
+            Some("false")
+        );
+        assert!(find(&env, env::REDIS_TLS_INSECURE).is_none());
+        assert!(find(&env, env::REDIS_TLS_CA).is_none());
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //! queue. A slower sweep finds lists whose pod is unknown (it vanished while no operator ran) and
 //! returns them when two sweeps in a row found the pod gone (a pod just created may not be in the
 //! cache yet, and returning a live pod's task would run it twice). The sweep only looks at lists
-//! named after this QWorker's pods (`<qworker>-...`), so a Redis shared by other namespaces' workers
-//! is left alone unless their QWorker has the same name and queue.
+//! of this QWorker's pods (`<queue>:processing:<namespace>/<qworker>-...`), so a Redis shared with
+//! other namespaces' workers, even of a QWorker of the same name on the same queue, is left alone.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
-use qscaler_crds::{names, QWorker};
+use qscaler_crds::names::keys;
+use qscaler_crds::QWorker;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -112,27 +113,6 @@ struct QueueView {
     present: HashSet<String>,
 }
 
-/// The pods of namespace `ns`, grouped by their `quickube.com/qworker` label, in one pass: a tick then
-/// costs O(pods + QWorkers), not O(pods × QWorkers) (measured by bench/operator-scale.sh).
-fn pods_by_qworker(ns: &str, pods: Vec<Arc<Pod>>) -> HashMap<String, Vec<Arc<Pod>>> {
-    let mut by: HashMap<String, Vec<Arc<Pod>>> = HashMap::new();
-    for p in pods {
-        if p.metadata.namespace.as_deref() != Some(ns) {
-            continue;
-        }
-        let Some(owner) = p
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(names::LABEL_QWORKER))
-        else {
-            continue;
-        };
-        by.entry(owner.clone()).or_default().push(p);
-    }
-    by
-}
-
 /// What the poller needs of one QWorker; `pods` are those labelled as its (ownership is checked here).
 fn view(qw: &QWorker, pods: &[Arc<Pod>]) -> QueueView {
     let mut alive = vec![];
@@ -148,16 +128,17 @@ fn view(qw: &QWorker, pods: &[Arc<Pod>]) -> QueueView {
         }
     }
     let queue = qw.spec.scale_config.queue.clone();
+    let ns = qw.metadata.namespace.clone().unwrap_or_default();
     QueueView {
-        qw: (
-            qw.metadata.namespace.clone().unwrap_or_default(),
-            qw.metadata.name.clone().unwrap_or_default(),
-        ),
-        prefix: format!("{}-", qw.metadata.name.as_deref().unwrap_or_default()),
         query: QueueQuery {
             queue: queue.clone(),
-            pods: alive,
+            consumers: alive
+                .iter()
+                .map(|pod| keys::consumer(Some(&ns), pod))
+                .collect(),
         },
+        qw: (ns, qw.metadata.name.clone().unwrap_or_default()),
+        prefix: format!("{}-", qw.metadata.name.as_deref().unwrap_or_default()),
         queue,
         terminal,
         present,
@@ -188,7 +169,7 @@ async fn run<B: Broker>(
             break;
         }
         let qworkers = ctx.qworkers_of(&ns, &name);
-        let pods = pods_by_qworker(&ns, ctx.pods.state());
+        let pods = ctx.pods.by_qworker(&ns);
         let views: Vec<QueueView> = qworkers
             .iter()
             .map(|q| {
@@ -274,8 +255,8 @@ async fn run<B: Broker>(
             return_dead_pods_tasks(&ctx, &mut broker, &views, &mut seen, &mut returned).await;
             if now.saturating_duration_since(last_sweep) >= SWEEP_EVERY {
                 last_sweep = now;
-                let all_pods = ctx.pods.state();
-                sweep_orphans(&ctx, &mut broker, &views, &all_pods, &mut orphans).await;
+                let ns_pods: Vec<Arc<Pod>> = pods.values().flatten().cloned().collect();
+                sweep_orphans(&ctx, &mut broker, &views, &ns_pods, &mut orphans).await;
             }
         }
         let keys: HashSet<&Key> = views.iter().map(|v| &v.qw).collect();
@@ -298,7 +279,10 @@ async fn give_back<B: Broker>(
     queue: &str,
     pod: &str,
 ) -> bool {
-    match broker.return_in_flight(queue, pod).await {
+    match broker
+        .return_in_flight(queue, &keys::consumer(Some(&qw.0), pod))
+        .await
+    {
         Ok(0) => true,
         Ok(n) => {
             tracing::info!(namespace = %qw.0, qworker = %qw.1, pod, tasks = n, "returned in-flight tasks of a dead pod to the queue");
@@ -351,14 +335,19 @@ async fn sweep_orphans<B: Broker>(
     pods: &[Arc<Pod>],
     candidates: &mut HashSet<(String, String)>,
 ) {
-    let alive_anywhere: HashSet<&str> = pods
+    let alive: HashSet<(&str, &str)> = pods
         .iter()
         .filter(|p| !is_terminal(p))
-        .filter_map(|p| p.metadata.name.as_deref())
+        .filter_map(|p| {
+            Some((
+                p.metadata.namespace.as_deref()?,
+                p.metadata.name.as_deref()?,
+            ))
+        })
         .collect();
     let mut next = HashSet::new();
     for v in views {
-        let owners = match broker.in_flight_owners(&v.queue).await {
+        let owners = match broker.in_flight_owners(&v.queue, &v.qw.0).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(queue = %v.queue, error = %e, "sweep of in-flight lists failed");
@@ -366,7 +355,7 @@ async fn sweep_orphans<B: Broker>(
             }
         };
         for pod in owners {
-            if !pod.starts_with(&v.prefix) || alive_anywhere.contains(pod.as_str()) {
+            if !pod.starts_with(&v.prefix) || alive.contains(&(v.qw.0.as_str(), pod.as_str())) {
                 continue;
             }
             let k = (v.queue.clone(), pod.clone());
@@ -383,38 +372,6 @@ async fn sweep_orphans<B: Broker>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pod(ns: &str, name: &str, qworker: Option<&str>) -> Arc<Pod> {
-        let labels = qworker.map(|q| serde_json::json!({ names::LABEL_QWORKER: q }));
-        Arc::new(
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name, "namespace": ns, "labels": labels}
-            }))
-            .expect("a pod"),
-        )
-    }
-
-    #[test]
-    fn pods_are_grouped_by_their_qworker_label_within_the_namespace() {
-        let pods = vec![
-            pod("a", "w-1", Some("w")),
-            pod("a", "w-2", Some("w")),
-            pod("a", "v-1", Some("v")),
-            pod("b", "w-3", Some("w")),
-            pod("a", "plain", None),
-        ];
-        let by = pods_by_qworker("a", pods);
-        let names = |k: &str| -> Vec<String> {
-            by.get(k)
-                .into_iter()
-                .flatten()
-                .filter_map(|p| p.metadata.name.clone())
-                .collect()
-        };
-        assert_eq!(names("w"), vec!["w-1", "w-2"]);
-        assert_eq!(names("v"), vec!["v-1"]);
-        assert_eq!(by.len(), 2);
-    }
 
     #[test]
     fn triggers_on_desired_change_only_or_slow_depth_refresh() {

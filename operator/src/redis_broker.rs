@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use qscaler_crds::names::keys;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo};
+use redis::{
+    AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
+    TlsCertificates,
+};
 
 use crate::broker::{Broker, BrokerError, Depth, QueueQuery};
 
-/// Where and how to connect. The password is resolved (from a Secret or inline) by the caller.
+/// Where and how to connect. The password and the CA bundle are resolved (from Secrets or inline)
+/// by the caller. Equality covers every field, so a rotated password or CA restarts the poller.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisParams {
     pub host: String,
@@ -22,6 +26,8 @@ pub struct RedisParams {
     pub password: Option<String>,
     pub tls: bool,
     pub tls_insecure: bool,
+    /// PEM CA bundle that verifies the server (TLS only); `None`: the system roots.
+    pub tls_ca: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for RedisParams {
@@ -33,6 +39,8 @@ impl std::fmt::Debug for RedisParams {
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("tls", &self.tls)
+            .field("tls_insecure", &self.tls_insecure)
+            .field("tls_ca", &self.tls_ca.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
@@ -43,6 +51,58 @@ impl RedisParams {
         let scheme = if self.tls { "rediss" } else { "redis" };
         format!("{scheme}://{}:{}/{}", self.host, self.port, self.db)
     }
+
+    /// The client for these parameters: plain TCP; TLS verified with `tls_ca`, or with the system
+    /// roots when none is given; or TLS without verification (`tls_insecure`). No I/O happens here.
+    pub fn client(&self) -> redis::RedisResult<Client> {
+        let addr = if self.tls {
+            ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: self.tls_insecure,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(self.host.clone(), self.port)
+        };
+        let mut settings = RedisConnectionInfo::default().set_db(self.db);
+        if let Some(u) = &self.username {
+            settings = settings.set_username(u);
+        }
+        if let Some(pw) = &self.password {
+            settings = settings.set_password(pw);
+        }
+        let info = addr.into_connection_info()?.set_redis_settings(settings);
+        match (&self.tls_ca, self.tls) {
+            (Some(pem), true) => Client::build_with_tls(
+                info,
+                TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            _ => Client::open(info),
+        }
+    }
+}
+
+/// Checks a CA bundle before it is used: it must hold at least one PEM certificate, all of them
+/// parseable. An empty trust store would otherwise surface later as an opaque "unknown issuer"
+/// on every connection.
+pub fn check_ca_pem(pem: &[u8]) -> Result<(), String> {
+    let text = String::from_utf8_lossy(pem);
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Client::build_with_tls(
+        "rediss://localhost",
+        TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.to_vec()),
+        },
+    )
+    .map(|_| ())
+    .map_err(|e| e.to_string())
 }
 
 pub struct RedisBroker {
@@ -83,28 +143,7 @@ impl RedisBroker {
             return Ok(c.clone());
         }
         let p = &self.params;
-        let addr = if p.tls {
-            ConnectionAddr::TcpTls {
-                host: p.host.clone(),
-                port: p.port,
-                insecure: p.tls_insecure,
-                tls_params: None,
-            }
-        } else {
-            ConnectionAddr::Tcp(p.host.clone(), p.port)
-        };
-        let mut settings = RedisConnectionInfo::default().set_db(p.db);
-        if let Some(u) = &p.username {
-            settings = settings.set_username(u);
-        }
-        if let Some(pw) = &p.password {
-            settings = settings.set_password(pw);
-        }
-        let info = addr
-            .into_connection_info()
-            .map_err(classify)?
-            .set_redis_settings(settings);
-        let client = redis::Client::open(info).map_err(classify)?;
+        let client = p.client().map_err(classify)?;
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.timeout))
             .set_response_timeout(Some(self.timeout));
@@ -156,8 +195,8 @@ impl Broker for RedisBroker {
         let mut pipe = redis::pipe();
         for q in queries {
             pipe.cmd("LLEN").arg(&q.queue);
-            for pod in &q.pods {
-                pipe.cmd("LLEN").arg(keys::processing(&q.queue, pod));
+            for consumer in &q.consumers {
+                pipe.cmd("LLEN").arg(keys::processing(&q.queue, consumer));
             }
         }
         let lens: Vec<u64> = self
@@ -167,14 +206,14 @@ impl Broker for RedisBroker {
         let mut out = Vec::with_capacity(queries.len());
         for q in queries {
             let queued = it.next().unwrap_or(0);
-            let in_flight = (&mut it).take(q.pods.len()).sum();
+            let in_flight = (&mut it).take(q.consumers.len()).sum();
             out.push(Depth { queued, in_flight });
         }
         Ok(out)
     }
 
-    async fn return_in_flight(&mut self, queue: &str, pod: &str) -> Result<u64, BrokerError> {
-        let list = keys::processing(queue, pod);
+    async fn return_in_flight(&mut self, queue: &str, consumer: &str) -> Result<u64, BrokerError> {
+        let list = keys::processing(queue, consumer);
         let queue = queue.to_string();
         self.with(async move |mut c| {
             let mut moved = 0u64;
@@ -199,8 +238,12 @@ impl Broker for RedisBroker {
         .await
     }
 
-    async fn in_flight_owners(&mut self, queue: &str) -> Result<Vec<String>, BrokerError> {
-        let prefix = keys::processing(queue, "");
+    async fn in_flight_owners(
+        &mut self,
+        queue: &str,
+        namespace: &str,
+    ) -> Result<Vec<String>, BrokerError> {
+        let prefix = keys::processing(queue, &keys::consumer(Some(namespace), ""));
         let pattern = format!("{}*", glob_escape(&prefix));
         let found: Vec<String> = self
             .with(async move |mut c| {
@@ -254,18 +297,93 @@ mod tests {
         assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
     }
 
-    #[test]
-    fn debug_never_shows_the_password() {
-        let p = RedisParams {
+    /// A throwaway self-signed CA certificate (public part only; its key was discarded).
+    pub(crate) const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBlDCCATugAwIBAgIUIJO3NJTdkX2vTEpEFV7M56OgNYkwCgYIKoZIzj0EAwIw
+HzEdMBsGA1UEAwwUcXNjYWxlciB1bml0LXRlc3QgQ0EwIBcNMjYxMTI4MDQxODA2
+WhgPMjEyNjExMDQwNDE4MDZaMB8xHTAbBgNVBAMMFHFzY2FsZXIgdW5pdC10ZXN0
+IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEOM8uMc0zw6lfNLPSwVuBpWcn
+UBEhA4MzCutNJfTv013DEfi4YtbmIv/LJBai0yUbttPa0J3kXeFg1zs61HeWZqNT
+MFEwHQYDVR0OBBYEFOEYoJMU3Pktv+1JBhoTHGZXX7d9MB8GA1UdIwQYMBaAFOEY
+oJMU3Pktv+1JBhoTHGZXX7d9MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwID
+RwAwRAIgGR83aiyAszzugXbJKmVrsbY/QVSSgJj2rDlhMETChaYCIEj5fUjlM1HN
+8RFTR37KdcsvFvSdlu24z/GLUx0f1BkI
+-----END CERTIFICATE-----
+";
+
+    fn params(tls: bool, insecure: bool, ca: Option<&str>) -> RedisParams {
+        RedisParams {
             host: "h".into(),
             port: 1,
             db: 0,
             username: None,
             password: Some("hunter2".into()),
-            tls: false,
-            tls_insecure: false,
-        };
-        assert!(!format!("{p:?}").contains("hunter2"));
-        assert_eq!(p.display_url(), "redis://h:1/0");
+            tls,
+            tls_insecure: insecure,
+            tls_ca: ca.map(|c| c.as_bytes().to_vec()),
+        }
+    }
+
+    #[test]
+    fn debug_never_shows_the_password_or_the_ca() {
+        let p = params(true, false, Some(TEST_CA));
+        let shown = format!("{p:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("MIIB"), "{shown}");
+        assert_eq!(p.display_url(), "rediss://h:1/0");
+        assert_eq!(params(false, false, None).display_url(), "redis://h:1/0");
+    }
+
+    #[test]
+    fn a_rotated_ca_makes_different_params() {
+        // The controller restarts the poller when the params differ.
+        let a = params(true, false, Some(TEST_CA));
+        assert_eq!(a, params(true, false, Some(TEST_CA)));
+        assert_ne!(a, params(true, false, Some("other")));
+        assert_ne!(a, params(true, false, None));
+    }
+
+    #[test]
+    fn clients_for_plain_tls_with_ca_system_roots_and_insecure() {
+        let addr = |p: &RedisParams| p.client().unwrap().get_connection_info().addr().clone();
+        assert!(matches!(addr(&params(false, false, None)), ConnectionAddr::Tcp(h, 1) if h == "h"));
+        // A CA given: the client carries its own trust store.
+        assert!(matches!(
+            addr(&params(true, false, Some(TEST_CA))),
+            ConnectionAddr::TcpTls {
+                insecure: false,
+                tls_params: Some(_),
+                ..
+            }
+        ));
+        // No CA: the system roots (chosen when connecting).
+        assert!(matches!(
+            addr(&params(true, false, None)),
+            ConnectionAddr::TcpTls {
+                insecure: false,
+                tls_params: None,
+                ..
+            }
+        ));
+        assert!(matches!(
+            addr(&params(true, true, None)),
+            ConnectionAddr::TcpTls { insecure: true, .. }
+        ));
+        // A CA on a plain connection is not used (validation refuses that spec anyway).
+        assert!(matches!(
+            addr(&params(false, false, Some(TEST_CA))),
+            ConnectionAddr::Tcp(..)
+        ));
+    }
+
+    #[test]
+    fn ca_bundles_are_checked() {
+        assert_eq!(check_ca_pem(TEST_CA.as_bytes()), Ok(()));
+        let two = format!("{TEST_CA}{TEST_CA}");
+        assert_eq!(check_ca_pem(two.as_bytes()), Ok(()));
+        assert!(check_ca_pem(b"").is_err());
+        assert!(check_ca_pem(b"not a certificate").is_err());
+        let broken = "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n";
+        assert!(check_ca_pem(broken.as_bytes()).is_err());
     }
 }

@@ -20,6 +20,7 @@ use qscaler_crds::{QWorker, ScalerConfig};
 use crate::context::{Context, Settings};
 use crate::leader::LeaderElector;
 use crate::metrics::Metrics;
+use crate::pod_index::PodIndex;
 use crate::{qworker_controller, scalerconfig_controller, server};
 
 /// How the operator runs.
@@ -107,21 +108,22 @@ pub async fn run(
     // The pod and ScalerConfig reflectors are driven by their own tasks, which also say when each has
     // listed everything (InitDone). Everyone else waits on that flag, never on `Store::wait_until_ready`
     // from several tasks at once (kube-runtime 5's DelayedInit wakes only one concurrent waiter).
-    let (pods, pod_writer) = reflector::store::<Pod>();
+    let pods = Arc::new(PodIndex::default());
     let (pod_tx, pod_rx) = futures::channel::mpsc::unbounded::<Pod>();
     let (pods_ready_tx, mut pods_ready) = tokio::sync::watch::channel(false);
-    let pod_task = drive(
-        "pod",
-        reflector(
-            pod_writer,
+    let pod_task = {
+        let pods = pods.clone();
+        drive(
+            "pod",
             watcher(
                 api::<Pod>(&client, ns),
                 watcher::Config::default().labels(names::LABEL_QWORKER),
-            ),
-        ),
-        pod_tx,
-        pods_ready_tx,
-    );
+            )
+            .inspect_ok(move |ev| pods.apply(ev)),
+            pod_tx,
+            pods_ready_tx,
+        )
+    };
     let (scalers, sc_writer) = reflector::store::<ScalerConfig>();
     let (sc_obj_tx, sc_obj_rx) = futures::channel::mpsc::unbounded::<ScalerConfig>();
     let (sc_ready_tx, mut sc_ready) = tokio::sync::watch::channel(false);

@@ -1,10 +1,11 @@
 //! The ScalerConfig controller: validate, resolve the password, (re)start the poller, and write what
 //! the poller sees as `status` (healthy, message, Ready/SpecValid conditions) and Events.
 //!
-//! Secrets: RBAC grants only `get` on secrets (no list/watch: a watch on every Secret of a namespace is
-//! more than a scaler should see). So the secret is re-read on every reconcile, and the reconcile
-//! requeues itself every `--health-interval` (30 s): a rotated password restarts the poller with the
-//! new one within that time. The secret is always read from the ScalerConfig's own namespace.
+//! Secrets (the password, and the TLS CA bundle of `tls.caSecretRef`): RBAC grants only `get` on
+//! secrets (no list/watch: a watch on every Secret of a namespace is more than a scaler should see).
+//! So the secrets are re-read on every reconcile, and the reconcile requeues itself every
+//! `--health-interval` (30 s): a rotated password or CA restarts the poller with the new one within
+//! that time. Secrets are always read from the ScalerConfig's own namespace.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,13 +17,14 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Resource, ResourceExt};
 use qscaler_crds::conditions::{self as cond, reason};
+use qscaler_crds::scalerconfig::SecretKeyRef;
 use qscaler_crds::validation::{summary, validate_scaler_config};
 use qscaler_crds::ScalerConfig;
 
 use crate::conditions;
 use crate::context::{lock, Context};
 use crate::poller::{self, Health};
-use crate::redis_broker::RedisParams;
+use crate::redis_broker::{check_ca_pem, RedisParams};
 use crate::Error;
 
 /// Why no poller can run.
@@ -31,11 +33,34 @@ enum Blocked {
     SecretNotFound(String),
 }
 
+/// The bytes under `r.key` of Secret `r.name` in `ns` (only ever the ScalerConfig's own namespace).
+async fn secret_value(
+    ctx: &Context,
+    ns: &str,
+    r: &SecretKeyRef,
+) -> Result<Result<Vec<u8>, Blocked>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    Ok(match secrets.get_opt(&r.name).await? {
+        None => Err(Blocked::SecretNotFound(format!(
+            "secret {ns}/{} not found",
+            r.name
+        ))),
+        Some(s) => match s.data.and_then(|mut d| d.remove(&r.key)) {
+            Some(v) => Ok(v.0),
+            None => Err(Blocked::SecretNotFound(format!(
+                "secret {ns}/{} has no key {:?}",
+                r.name, r.key
+            ))),
+        },
+    })
+}
+
 async fn resolve(ctx: &Context, sc: &ScalerConfig) -> Result<Result<RedisParams, Blocked>, Error> {
     let problems = validate_scaler_config(&sc.spec);
     if !problems.is_empty() {
         return Ok(Err(Blocked::Invalid(summary(&problems))));
     }
+    let ns = sc.namespace().unwrap_or_default();
     let c = &sc.spec.config;
     let port = match c.port_number() {
         Ok(p) => p,
@@ -45,32 +70,32 @@ async fn resolve(ctx: &Context, sc: &ScalerConfig) -> Result<Result<RedisParams,
         c.password_secret(),
         c.password.as_ref().and_then(|p| p.value.clone()),
     ) {
-        (Some(r), _) => {
-            let ns = sc.namespace().unwrap_or_default();
-            let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
-            match secrets.get_opt(&r.name).await? {
-                None => {
+        (Some(r), _) => match secret_value(ctx, &ns, r).await? {
+            Ok(v) => Some(
+                String::from_utf8_lossy(&v)
+                    .trim_end_matches('\n')
+                    .to_string(),
+            ),
+            Err(b) => return Ok(Err(b)),
+        },
+        (None, inline) => inline,
+    };
+    let tls_ca = match c.tls_ca_secret() {
+        Some(r) => match secret_value(ctx, &ns, r).await? {
+            // Checked here so a Secret holding something else says so, instead of every
+            // connection failing with "unknown issuer".
+            Ok(pem) => match check_ca_pem(&pem) {
+                Ok(()) => Some(pem),
+                Err(e) => {
                     return Ok(Err(Blocked::SecretNotFound(format!(
-                        "secret {ns}/{} not found",
-                        r.name
+                        "secret {ns}/{} key {:?} is not a CA bundle: {e}",
+                        r.name, r.key
                     ))))
                 }
-                Some(s) => match s.data.as_ref().and_then(|d| d.get(&r.key)) {
-                    Some(v) => Some(
-                        String::from_utf8_lossy(&v.0)
-                            .trim_end_matches('\n')
-                            .to_string(),
-                    ),
-                    None => {
-                        return Ok(Err(Blocked::SecretNotFound(format!(
-                            "secret {ns}/{} has no key {:?}",
-                            r.name, r.key
-                        ))))
-                    }
-                },
-            }
-        }
-        (None, inline) => inline,
+            },
+            Err(b) => return Ok(Err(b)),
+        },
+        None => None,
     };
     let tls = c.tls.clone().unwrap_or_default();
     Ok(Ok(RedisParams {
@@ -81,6 +106,7 @@ async fn resolve(ctx: &Context, sc: &ScalerConfig) -> Result<Result<RedisParams,
         password,
         tls: tls.enabled,
         tls_insecure: tls.insecure_skip_verify,
+        tls_ca,
     }))
 }
 
@@ -203,7 +229,10 @@ async fn reconcile_inner(sc: &ScalerConfig, ctx: &Arc<Context>) -> Result<Action
                 (EventType::Warning, ready_reason)
             };
             publish(ctx, sc, type_, r, &message).await;
-            // QWorkers show ScalerHealthy: let them see the change now.
+        }
+        // QWorkers show ScalerHealthy and build pods from this spec: let them see a change now,
+        // not at their next periodic reconcile.
+        if flipped || old.observed_generation != generation {
             for qw in ctx.qworkers_of(&ns, &name) {
                 ctx.trigger_qworker(&ns, &qw.name_any());
             }

@@ -1,12 +1,16 @@
 //! The Redis connection of task mode: settings from the environment (the password never printed),
-//! and connections that a caller re-opens with backoff after any error.
+//! and connections that a caller re-opens with backoff after any error. TLS as the operator does it:
+//! the server verified with the ScalerConfig's CA (injected from its Secret), else the system
+//! roots, or not at all when the ScalerConfig says `insecureSkipVerify`.
 
 use std::fmt;
 use std::time::Duration;
 
+use qscaler_crds::names::env;
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
+    TlsCertificates,
 };
 
 use crate::cli::Options;
@@ -48,24 +52,76 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// How the server's certificate is checked, from `--redis-tls-ca` / `--redis-tls-insecure`.
+fn tls_certificates(o: &Options) -> Result<Option<TlsCertificates>> {
+    let Some(ca) = o.redis_tls_ca.as_deref().filter(|c| !c.trim().is_empty()) else {
+        return Ok(None);
+    };
+    // Verify with this CA, or verify nothing: the operator's validation refuses both at once too.
+    if o.redis_tls_insecure {
+        return Err(Error::Config(format!(
+            "{} and {} are both set: give a CA or skip verification, not both",
+            env::REDIS_TLS_CA,
+            env::REDIS_TLS_INSECURE
+        )));
+    }
+    // An empty trust store would fail every handshake with an opaque "unknown issuer".
+    if !ca.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(Error::Config(format!(
+            "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            env::REDIS_TLS_CA
+        )));
+    }
+    Ok(Some(TlsCertificates {
+        client_tls: None,
+        root_cert: Some(ca.as_bytes().to_vec()),
+    }))
+}
+
+/// A client for `info`, with the CA bundle when one is given (TLS addresses only).
+fn client_for(info: impl IntoConnectionInfo, certs: Option<TlsCertificates>) -> Result<Client> {
+    match certs {
+        Some(certs) => Client::build_with_tls(info, certs).map_err(|source| Error::Redis {
+            doing: "loading the TLS CA bundle (QSCALER_REDIS_TLS_CA)",
+            source,
+        }),
+        None => Client::open(info).map_err(|source| Error::Redis {
+            doing: "configuring the Redis client",
+            source,
+        }),
+    }
+}
+
 impl Broker {
     /// From `--redis-url` / `QSCALER_REDIS_URL`, or else the `QSCALER_REDIS_*` variables with the
-    /// password read from `password` (the secretKeyRef-injected variable).
+    /// password read from `password` (the secretKeyRef-injected variable). TLS: verified with
+    /// `--redis-tls-ca`, else the system roots, unless `--redis-tls-insecure`.
     pub fn from_options(o: &Options, password: Option<String>) -> Result<Broker> {
+        let certs = tls_certificates(o)?;
+        let with_ca = certs.is_some();
         if let Some(url) = o.redis_url.as_deref() {
-            let client = Client::open(url).map_err(|source| Error::Redis {
+            let info = url.into_connection_info().map_err(|source| Error::Redis {
                 doing: "parsing the Redis URL",
                 source,
             })?;
+            let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+            if with_ca && !tls {
+                return Err(Error::Config(format!(
+                    "{} is set but the Redis URL is not rediss://",
+                    env::REDIS_TLS_CA
+                )));
+            }
             return Ok(Broker {
-                client,
+                client: client_for(info, certs)?,
                 shown: redact_url(url),
             });
         }
-        if o.redis_tls {
-            return Err(Error::Config(
-                "QSCALER_REDIS_TLS is set but this build of qsupervisor has no TLS support for Redis".into(),
-            ));
+        if with_ca && !o.redis_tls {
+            return Err(Error::Config(format!(
+                "{} is set but {} is not: a CA is only used with TLS",
+                env::REDIS_TLS_CA,
+                env::REDIS_TLS
+            )));
         }
         let host = o
             .redis_host
@@ -79,25 +135,42 @@ impl Broker {
         if let Some(p) = password.as_deref().filter(|p| !p.is_empty()) {
             redis = redis.set_password(p);
         }
-        let info = ConnectionAddr::Tcp(host.clone(), o.redis_port)
+        let addr = if o.redis_tls {
+            ConnectionAddr::TcpTls {
+                host: host.clone(),
+                port: o.redis_port,
+                insecure: o.redis_tls_insecure,
+                tls_params: None,
+            }
+        } else {
+            ConnectionAddr::Tcp(host.clone(), o.redis_port)
+        };
+        let info = addr
             .into_connection_info()
             .map_err(|source| Error::Redis {
                 doing: "building the Redis address",
                 source,
             })?
             .set_redis_settings(redis);
-        let client = Client::open(info).map_err(|source| Error::Redis {
-            doing: "configuring the Redis client",
-            source,
-        })?;
+        let client = client_for(info, certs)?;
         let user = o
             .redis_username
             .as_deref()
             .map(|u| format!("{u}@"))
             .unwrap_or_default();
+        let scheme = if o.redis_tls { "rediss" } else { "redis" };
+        let verify = match (o.redis_tls, o.redis_tls_insecure, with_ca) {
+            (false, _, _) => "",
+            (true, true, _) => " (certificate not verified)",
+            (true, false, true) => " (verified with the given CA)",
+            (true, false, false) => " (verified with the system roots)",
+        };
         Ok(Broker {
             client,
-            shown: format!("redis://{user}{host}:{}/{}", o.redis_port, o.redis_db),
+            shown: format!(
+                "{scheme}://{user}{host}:{}/{}{verify}",
+                o.redis_port, o.redis_db
+            ),
         })
     }
 
@@ -159,5 +232,121 @@ mod tests {
         .unwrap();
         let b = Broker::from_options(&o, None).unwrap();
         assert!(!format!("{b} {b:?}").contains("hunter2"));
+    }
+
+    /// A throwaway self-signed CA certificate (public part only; its key was discarded).
+    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
+MIIBlDCCATugAwIBAgIUIJO3NJTdkX2vTEpEFV7M56OgNYkwCgYIKoZIzj0EAwIw
+HzEdMBsGA1UEAwwUcXNjYWxlciB1bml0LXRlc3QgQ0EwIBcNMjYxMTI4MDQxODA2
+WhgPMjEyNjExMDQwNDE4MDZaMB8xHTAbBgNVBAMMFHFzY2FsZXIgdW5pdC10ZXN0
+IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEOM8uMc0zw6lfNLPSwVuBpWcn
+UBEhA4MzCutNJfTv013DEfi4YtbmIv/LJBai0yUbttPa0J3kXeFg1zs61HeWZqNT
+MFEwHQYDVR0OBBYEFOEYoJMU3Pktv+1JBhoTHGZXX7d9MB8GA1UdIwQYMBaAFOEY
+oJMU3Pktv+1JBhoTHGZXX7d9MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwID
+RwAwRAIgGR83aiyAszzugXbJKmVrsbY/QVSSgJj2rDlhMETChaYCIEj5fUjlM1HN
+8RFTR37KdcsvFvSdlu24z/GLUx0f1BkI
+-----END CERTIFICATE-----
+";
+
+    fn broker(args: &[&str]) -> Result<Broker> {
+        let mut argv = vec!["qsupervisor", "--redis-host", "r.example"];
+        argv.extend_from_slice(args);
+        argv.extend(["--", "cat"]);
+        Broker::from_options(&Options::try_parse_from(argv).unwrap(), None)
+    }
+
+    fn addr(b: &Broker) -> ConnectionAddr {
+        b.client.get_connection_info().addr().clone()
+    }
+
+    #[test]
+    fn tls_with_a_ca_the_system_roots_or_no_verification() {
+        let b = broker(&["--redis-tls", "--redis-tls-ca", TEST_CA]).unwrap();
+        assert!(matches!(
+            addr(&b),
+            ConnectionAddr::TcpTls {
+                insecure: false,
+                tls_params: Some(_),
+                ..
+            }
+        ));
+        assert_eq!(
+            b.to_string(),
+            "rediss://r.example:6379/0 (verified with the given CA)"
+        );
+        assert!(!format!("{b:?}").contains("MIIB"));
+        let b = broker(&["--redis-tls"]).unwrap();
+        assert!(matches!(
+            addr(&b),
+            ConnectionAddr::TcpTls {
+                insecure: false,
+                tls_params: None,
+                ..
+            }
+        ));
+        assert!(b.to_string().ends_with("(verified with the system roots)"));
+        let b = broker(&["--redis-tls", "--redis-tls-insecure"]).unwrap();
+        assert!(matches!(
+            addr(&b),
+            ConnectionAddr::TcpTls { insecure: true, .. }
+        ));
+        assert!(b.to_string().ends_with("(certificate not verified)"));
+        assert!(matches!(
+            addr(&broker(&[]).unwrap()),
+            ConnectionAddr::Tcp(..)
+        ));
+        // An empty CA variable (an empty Secret key) means none.
+        let b = broker(&["--redis-tls", "--redis-tls-ca", ""]).unwrap();
+        assert!(matches!(
+            addr(&b),
+            ConnectionAddr::TcpTls {
+                tls_params: None,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_ca_on_a_rediss_url() {
+        let b = broker(&["--redis-url", "rediss://h:1/0", "--redis-tls-ca", TEST_CA]).unwrap();
+        assert!(matches!(
+            addr(&b),
+            ConnectionAddr::TcpTls {
+                tls_params: Some(_),
+                ..
+            }
+        ));
+        let e = broker(&["--redis-url", "redis://h:1/0", "--redis-tls-ca", TEST_CA]).unwrap_err();
+        assert!(e.to_string().contains("not rediss://"), "{e}");
+    }
+
+    #[test]
+    fn contradictory_or_broken_tls_settings_are_refused() {
+        let refused = |args: &[&str], says: &str| {
+            let e = broker(args).unwrap_err().to_string();
+            assert!(e.contains(says), "{args:?}: {e}");
+        };
+        refused(&["--redis-tls-ca", TEST_CA], "only used with TLS");
+        refused(
+            &[
+                "--redis-tls",
+                "--redis-tls-insecure",
+                "--redis-tls-ca",
+                TEST_CA,
+            ],
+            "not both",
+        );
+        refused(
+            &["--redis-tls", "--redis-tls-ca", "hello"],
+            "no PEM certificate",
+        );
+        refused(
+            &[
+                "--redis-tls",
+                "--redis-tls-ca",
+                "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+            ],
+            "QSCALER_REDIS_TLS_CA",
+        );
     }
 }

@@ -29,7 +29,11 @@ ENVIRONMENT (set by the QScaler operator in worker pods):
   QSCALER_REDIS_HOST, QSCALER_REDIS_PORT, QSCALER_REDIS_DB, QSCALER_REDIS_USERNAME, QSCALER_REDIS_TLS
                              task mode: where the broker is (default port 6379, db 0).
   QSCALER_REDIS_PASSWORD     task mode: the broker password (inject it from a Secret); never logged.
-  QSCALER_REDIS_URL          task mode: a full redis:// URL instead of the variables above.
+  QSCALER_REDIS_TLS_INSECURE task mode, TLS: `true` accepts any server certificate (tests only).
+  QSCALER_REDIS_TLS_CA       task mode, TLS: the PEM CA bundle that verifies the broker (from a
+                             Secret); unset: the system roots. Also applies to a rediss:// URL.
+  QSCALER_REDIS_URL          task mode: a full redis:// (or rediss://) URL instead of the variables
+                             above.
   QSCALER_ACTIVITY_SOCKET    wrap mode: path of a unix datagram socket; the worker may send `idle` or
                              `busy` to it and qsupervisor mirrors that to quickube.com/activity. The
                              variable is passed on to the worker.
@@ -37,8 +41,9 @@ ENVIRONMENT (set by the QScaler operator in worker pods):
 
 TASK MODE REDIS CONTRACT:
   Producers LPUSH onto <queue>; qsupervisor BLMOVEs from its right end (FIFO) into
-  <queue>:processing:<pod>, runs COMMAND with the payload on stdin, LREMs it on exit 0, retries a
-  failure up to --max-retries times (count in hash <queue>:retries) and then moves it to <queue>:dead.
+  <queue>:processing:<namespace>/<pod> (just <pod> when POD_NAMESPACE is unset), runs COMMAND
+  with the payload on stdin, LREMs it on exit 0, retries a failure up to --max-retries times
+  (count in hash <queue>:retries) and then moves it to <queue>:dead.
 
 EXIT CODE: the worker's own code, or 128+N when signal N killed it; 127/126 when COMMAND cannot be
 found/executed; 0 when the worker exited by itself after a drain request.";
@@ -112,9 +117,26 @@ pub struct Options {
     #[arg(long, env = env::REDIS_USERNAME)]
     pub redis_username: Option<String>,
 
-    /// Task mode: the broker speaks TLS (not supported by this build; refused with a clear error).
+    /// Task mode: the broker speaks TLS. Its certificate is verified against --redis-tls-ca, or the
+    /// system roots when none is given, unless --redis-tls-insecure.
     #[arg(long, env = env::REDIS_TLS)]
     pub redis_tls: bool,
+
+    /// Task mode, TLS: accept any server certificate (test setups only).
+    #[arg(long, env = env::REDIS_TLS_INSECURE)]
+    pub redis_tls_insecure: bool,
+
+    /// Task mode, TLS: the PEM CA bundle (the text, not a path) that signs the broker's
+    /// certificate; the operator injects it from the ScalerConfig's tls.caSecretRef.
+    // A PEM starts with "-----": without allow_hyphen_values clap would take it for an option.
+    #[arg(
+        long,
+        env = env::REDIS_TLS_CA,
+        hide_env_values = true,
+        value_name = "PEM",
+        allow_hyphen_values = true
+    )]
+    pub redis_tls_ca: Option<String>,
 
     /// How often the worker's process tree and cgroup are sampled (0 turns sampling off).
     #[arg(long, env = "QSCALER_SAMPLE_INTERVAL", default_value = "1s", value_parser = parse_duration)]

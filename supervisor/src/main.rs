@@ -123,7 +123,7 @@ fn run(options: Options) -> i32 {
 
     // 5. The agent, on its own thread (inheriting the blocked mask), when there is work for it.
     let needs_agent = options.task || options.pod().is_some() || !options.sample_interval.is_zero();
-    let consumer = options
+    let pod_name = options
         .pod_name
         .clone()
         .filter(|n| !n.is_empty())
@@ -133,6 +133,7 @@ fn run(options: Options) -> i32 {
                 .map(|h| h.trim().to_owned())
         })
         .unwrap_or_else(|| "local".into());
+    let consumer = qscaler_crds::names::keys::consumer(options.pod_namespace.as_deref(), &pod_name);
     let agent_alive = needs_agent
         && match agent::start(
             agent::Inputs {

@@ -4,7 +4,7 @@
 //!
 //! * producers `LPUSH` payloads onto `<queue>`; consumers take from the right end, so the list is
 //!   FIFO (the Celery/RQ convention);
-//! * `BLMOVE <queue> <queue>:processing:<pod> RIGHT LEFT` takes one task and records it as ours in
+//! * `BLMOVE <queue> <queue>:processing:<consumer> RIGHT LEFT` takes one task and records it as ours in
 //!   the same atomic step; COMMAND runs with the payload on stdin;
 //! * exit 0: `LREM <processing> 1 <payload>` and `HDEL <queue>:retries <payload>`;
 //! * failure: `HINCRBY <queue>:retries <payload> 1`; run again while the count is at most

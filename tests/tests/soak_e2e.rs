@@ -114,7 +114,10 @@ async fn kill_a_busy_task_worker(
                 {
                     let name = pod.metadata.name.clone()?;
                     let held: i64 = conn
-                        .llen(qscaler_crds::names::keys::processing(queue, &name))
+                        .llen(qscaler_crds::names::keys::processing(
+                            queue,
+                            &qscaler_crds::names::keys::consumer(Some(ns), &name),
+                        ))
                         .await
                         .ok()?;
                     if held == 0 {

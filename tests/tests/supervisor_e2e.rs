@@ -220,7 +220,10 @@ async fn task_mode_drain_finishes_the_current_task_and_takes_no_new_one() {
     let left: Vec<String> = r.lrange(&queue, 0, -1).await.unwrap();
     assert_eq!(left, vec!["b"]);
     let processing: usize = r
-        .llen(qscaler_crds::names::keys::processing(&queue, "t"))
+        .llen(qscaler_crds::names::keys::processing(
+            &queue,
+            &qscaler_crds::names::keys::consumer(Some(&ns), "t"),
+        ))
         .await
         .unwrap();
     assert_eq!(processing, 0);

@@ -27,6 +27,17 @@ pub struct OwnRedis {
     pub port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// With [`OwnRedis::start_tls`]: the server speaks only TLS, with a certificate of this CA.
+    tls: Option<OwnTls>,
+}
+
+/// A throwaway CA and the server certificate it signed for 127.0.0.1, made by `openssl`.
+pub struct OwnTls {
+    /// The CA certificate (PEM): what a ScalerConfig's `tls.caSecretRef` Secret holds.
+    pub ca_pem: String,
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl OwnRedis {
@@ -34,16 +45,28 @@ impl OwnRedis {
     /// connections cannot hold it; when another process takes the port between the probe and
     /// redis-server's bind, tries the next candidate.
     pub async fn start() -> OwnRedis {
+        Self::start_with(false).await
+    }
+
+    /// As [`OwnRedis::start`], but the server speaks only TLS (`--port 0 --tls-port P`, clients
+    /// not asked for certificates), with a fresh CA and server certificate made for this server.
+    pub async fn start_tls() -> OwnRedis {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(tls: bool) -> OwnRedis {
         let mut last_error = String::new();
         for attempt in 0..8u16 {
             let port = free_port_below_ephemeral(attempt);
             let dir =
                 std::env::temp_dir().join(format!("qscaler-redis-{port}-{}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("redis dir");
+            let tls = tls.then(|| OwnTls::make(&dir));
             let mut r = OwnRedis {
                 port,
                 dir,
                 child: None,
+                tls,
             };
             match r.try_resume().await {
                 Ok(()) => return r,
@@ -66,15 +89,20 @@ impl OwnRedis {
     /// Spawns redis-server and waits until the server answering on the port is this child (its
     /// `process_id`), or the child has exited (the port was taken).
     async fn try_resume(&mut self) -> Result<(), String> {
-        let mut child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "3600 1",
-            ])
+        let mut cmd = Command::new("redis-server");
+        match &self.tls {
+            None => cmd.args(["--port", &self.port.to_string()]),
+            Some(t) => cmd
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-auth-clients", "no", "--tls-cert-file"])
+                .arg(&t.cert)
+                .arg("--tls-key-file")
+                .arg(&t.key)
+                .arg("--tls-ca-cert-file")
+                .arg(&t.ca),
+        };
+        let mut child = cmd
+            .args(["--bind", "127.0.0.1", "--save", "3600 1"])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -83,7 +111,7 @@ impl OwnRedis {
             .spawn()
             .expect("redis-server (apt-get install redis-server)");
         let pid = child.id().expect("a running redis-server has a pid");
-        let url = self.url();
+        let client = self.client();
         let deadline = Instant::now() + T;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -92,7 +120,7 @@ impl OwnRedis {
                     self.port
                 ));
             }
-            if redis_process_id(&url).await == Some(pid) {
+            if redis_process_id(&client).await == Some(pid) {
                 self.child = Some(child);
                 return Ok(());
             }
@@ -116,16 +144,87 @@ impl OwnRedis {
         }
     }
 
+    /// `redis://127.0.0.1:<port>/`, or `rediss://...` for a TLS server (whose clients also need
+    /// the CA: use [`OwnRedis::client`]).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/", self.port)
+    }
+
+    /// The TLS set-up of a server started with [`OwnRedis::start_tls`].
+    pub fn tls(&self) -> Option<&OwnTls> {
+        self.tls.as_ref()
+    }
+
+    /// A client of this server; over TLS it verifies the server with the test's CA.
+    pub fn client(&self) -> redis::Client {
+        match &self.tls {
+            None => redis::Client::open(self.url()).expect("redis url"),
+            Some(t) => redis::Client::build_with_tls(
+                self.url(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(t.ca_pem.clone().into_bytes()),
+                },
+            )
+            .expect("redis TLS client"),
+        }
     }
 
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .expect("redis url")
+        self.client()
             .get_multiplexed_async_connection()
             .await
             .expect("own redis connection")
+    }
+}
+
+impl OwnTls {
+    /// A CA and a server certificate for 127.0.0.1 and localhost in `dir`, valid one day.
+    fn make(dir: &std::path::Path) -> OwnTls {
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl (apt-get install openssl)");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+        let words = |s: String| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+        let run = |s: String| openssl(&words(s).iter().map(String::as_str).collect::<Vec<_>>());
+        run(format!(
+            "req -x509 {ec} -keyout ca.key -out ca.pem -days 1 -subj /CN=qscaler-test-CA \
+             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
+        ));
+        run(format!(
+            "req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1"
+        ));
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("server.ext");
+        run(
+            "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+             -extfile server.ext -out server.pem"
+                .to_string(),
+        );
+        OwnTls {
+            ca_pem: std::fs::read_to_string(dir.join("ca.pem")).expect("ca.pem"),
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server.key"),
+        }
     }
 }
 
@@ -150,9 +249,8 @@ fn free_port_below_ephemeral(attempt: u16) -> u16 {
         .expect("a free port in 20000..32768")
 }
 
-/// The `process_id` of the redis-server answering at `url`, if one answers.
-async fn redis_process_id(url: &str) -> Option<u32> {
-    let client = redis::Client::open(url).ok()?;
+/// The `process_id` of the redis-server `client` reaches, if one answers.
+async fn redis_process_id(client: &redis::Client) -> Option<u32> {
     let mut conn = client.get_multiplexed_async_connection().await.ok()?;
     let info: String = redis::cmd("INFO")
         .arg("server")
@@ -181,10 +279,18 @@ pub async fn worker_rbac(cluster: &Cluster, ns: &str) {
 }
 
 pub async fn scaler_config(cluster: &Cluster, ns: &str, port: u16) {
+    scaler_config_with(cluster, ns, port, json!({})).await;
+}
+
+/// The ScalerConfig `redis` for `port`, with `config` merged into `spec.config` (e.g. `tls`).
+pub async fn scaler_config_with(cluster: &Cluster, ns: &str, port: u16, config: Value) {
+    let mut spec =
+        json!({"type": "redis", "config": {"host": "127.0.0.1", "port": port.to_string()}});
+    merge(&mut spec["config"], config);
     let sc: ScalerConfig = serde_json::from_value(json!({
         "apiVersion": "quickube.com/v1alpha1", "kind": "ScalerConfig",
         "metadata": {"name": "redis"},
-        "spec": {"type": "redis", "config": {"host": "127.0.0.1", "port": port.to_string()}}
+        "spec": spec
     }))
     .expect("ScalerConfig");
     Api::<ScalerConfig>::namespaced(cluster.client.clone(), ns)

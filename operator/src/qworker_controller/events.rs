@@ -1,0 +1,119 @@
+//! Events a reconcile publishes: what it changed (scaled, drained, undrained) and what went wrong.
+
+use kube::runtime::events::{Event, EventType};
+use kube::Resource;
+use qscaler_crds::conditions::reason;
+use qscaler_crds::names::DrainReason;
+use qscaler_crds::{QWorker, QWorkerStatus};
+
+use super::decide::Decision;
+use crate::broker::Depth;
+use crate::context::Context;
+
+pub(super) async fn publish(
+    ctx: &Context,
+    qw: &QWorker,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &qw.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not publish an Event");
+    }
+}
+
+/// The Events of one reconcile's decision.
+pub(super) async fn announce(
+    ctx: &Context,
+    qw: &QWorker,
+    old: &QWorkerStatus,
+    d: &Decision,
+    depth: Option<Depth>,
+) {
+    if d.desired != old.desired_replicas || qw.status.is_none() {
+        let backlog = depth
+            .map(|x| format!(" (backlog {})", x.backlog()))
+            .unwrap_or_default();
+        let (r, verb) = if d.desired >= old.desired_replicas {
+            ("ScaledUp", "up")
+        } else {
+            ("ScaledDown", "down")
+        };
+        if qw.status.is_some() {
+            publish(
+                ctx,
+                qw,
+                EventType::Normal,
+                r,
+                "Scale",
+                format!(
+                    "scaled {verb} from {} to {} workers{backlog}",
+                    old.desired_replicas, d.desired
+                ),
+            )
+            .await;
+        }
+    }
+    for why in [DrainReason::ScaleDown, DrainReason::Rollout] {
+        let pods: Vec<&str> = d
+            .plan
+            .drain
+            .iter()
+            .filter(|(_, r)| *r == why)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !pods.is_empty() {
+            publish(
+                ctx,
+                qw,
+                EventType::Normal,
+                "Draining",
+                "Drain",
+                format!(
+                    "draining {} worker(s) ({}): {}",
+                    pods.len(),
+                    why.as_str(),
+                    pods.join(", ")
+                ),
+            )
+            .await;
+        }
+    }
+    if !d.plan.undrain.is_empty() {
+        publish(
+            ctx,
+            qw,
+            EventType::Normal,
+            "Undrained",
+            "Undrain",
+            format!("demand rose again; kept {}", d.plan.undrain.join(", ")),
+        )
+        .await;
+    }
+    if d.new_failures > 0 {
+        tracing::warn!(qworker = %qw.metadata.name.as_deref().unwrap_or_default(), namespace = %qw.metadata.namespace.as_deref().unwrap_or_default(), failures = d.streak, "worker pods failed");
+    }
+    if d.crash_event {
+        publish(
+            ctx,
+            qw,
+            EventType::Warning,
+            reason::CRASH_LOOP,
+            "Backoff",
+            format!(
+                "{} workers failed in a row; replacements back off (next in {}s)",
+                d.streak,
+                d.backoff_wait.as_secs()
+            ),
+        )
+        .await;
+    }
+}

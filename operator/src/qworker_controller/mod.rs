@@ -1,0 +1,328 @@
+//! The QWorker controller: observe (the QWorker, its pods from the pod index, the last queue
+//! reading) → decide ([`crate::planning::plan`] and the scaling rules, pure) → apply (thin) →
+//! events and status.
+//!
+//! Level-triggered and idempotent: any trigger (QWorker change, pod change, poller, requeue) runs the
+//! same steps. Writes are recorded as expectations before the next plan, so a lagging cache never
+//! makes it create or drain twice. Status is patched only when it changed.
+
+mod apply;
+mod decide;
+mod events;
+mod inputs;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Api, ResourceExt};
+use qscaler_crds::conditions::{self as cond, reason};
+use qscaler_crds::hash::{pod_spec_hash, PodSpecHash};
+use qscaler_crds::qworker::ContainerUsage;
+use qscaler_crds::validation::{summary, validate_qworker, Problem};
+use qscaler_crds::{QWorker, QWorkerStatus};
+
+use crate::conditions;
+use crate::context::{lock, Context, Key};
+use crate::observe::{self, counts, observe_pod, owned_by};
+use crate::planning::{self, ObservedPod, Plan};
+use crate::revisions;
+use crate::sizing::quantities;
+use crate::Error;
+use decide::{decide, requeue_after, Seen};
+use events::publish;
+
+pub async fn reconcile(qw: Arc<QWorker>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&qw, &ctx).await;
+    ctx.metrics.inc(
+        "qscaler_reconciles_total",
+        &[("controller", "qworker")],
+        1.0,
+    );
+    ctx.metrics.observe(
+        "qscaler_reconcile_duration_seconds",
+        &[("controller", "qworker")],
+        started.elapsed(),
+    );
+    result
+}
+
+pub fn error_policy(qw: Arc<QWorker>, err: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(qworker = %qw.name_any(), namespace = qw.namespace().unwrap_or_default(), error = %err, "reconcile failed");
+    ctx.metrics.inc(
+        "qscaler_reconcile_errors_total",
+        &[("controller", "qworker"), ("kind", err.kind())],
+        1.0,
+    );
+    Action::requeue(Duration::from_secs(2))
+}
+
+fn now_time() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+async fn write_status(
+    ctx: &Context,
+    qw: &QWorker,
+    old: &QWorkerStatus,
+    status: &QWorkerStatus,
+) -> Result<(), Error> {
+    if status == old && qw.status.is_some() {
+        return Ok(());
+    }
+    let api: Api<QWorker> =
+        Api::namespaced(ctx.client.clone(), &qw.namespace().unwrap_or_default());
+    api.patch_status(
+        &qw.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({ "status": status })),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let ns = qw.namespace().unwrap_or_default();
+    let name = qw.name_any();
+    let key = (ns.clone(), name.clone());
+    if qw.metadata.deletion_timestamp.is_some() {
+        lock(&ctx.memory).remove(&key);
+        ctx.metrics
+            .forget(&[("namespace", &ns), ("qworker", &name)]);
+        return Ok(Action::await_change());
+    }
+    // Never plan from a cache that has not listed the pods yet (it would look like zero pods).
+    ctx.caches_synced().await;
+    let now_t = now_time();
+    let generation = qw.metadata.generation;
+    let old = qw.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    status.observed_generation = generation;
+
+    // Validate: an invalid spec is reported and the workers are left exactly as they are.
+    let problems = validate_qworker(&qw.spec);
+    if !problems.is_empty() {
+        report_invalid(ctx, qw, &old, status, &problems, &now_t).await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+    conditions::set(
+        &mut status.conditions,
+        cond::SPEC_VALID,
+        true,
+        reason::VALID,
+        "the spec is valid",
+        generation,
+        &now_t,
+    );
+
+    // The template's identity and its revision history.
+    let hash = pod_spec_hash(&qw.spec);
+    sync_revision(ctx, qw, &key, &hash, &old).await;
+    status.current_pod_spec_hash = hash.full().to_string();
+
+    // Observe.
+    let sc = ctx
+        .scalers
+        .get(&ObjectRef::new(&qw.spec.scale_config.scaler_config_ref).within(&ns));
+    let (depth, scaler_condition) = inputs::scaler_view(ctx, qw, sc.as_deref());
+    let cached: Vec<Arc<Pod>> = ctx
+        .pods
+        .of(&ns, &name)
+        .into_iter()
+        .filter(|p| owned_by(p, qw))
+        .collect();
+    let observed: Vec<ObservedPod> = cached
+        .iter()
+        .map(|p| observe_pod(p, hash.short()))
+        .collect();
+    let healthy_secs = ctx.settings.backoff.healthy_after.as_secs() as i64;
+    let now_chrono = chrono::Utc::now();
+    let healthy = cached.iter().any(|p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+            || observe::running_for(p, now_chrono, healthy_secs)
+    });
+
+    // Decide, and size new pods (peaks are folded whether or not activateVPA is set).
+    let d = decide(
+        ctx,
+        qw,
+        &key,
+        &Seen {
+            old: &old,
+            observed: &observed,
+            depth,
+            healthy,
+            now: &now_t,
+        },
+    );
+    let sizing = inputs::sizing(ctx, qw, &key, &old, &cached);
+
+    // Apply.
+    let applied = apply::apply_plan(ctx, qw, &hash, sc.as_deref(), &sizing.requests, &d.plan).await;
+    let plan_done = Plan {
+        create: applied.created.len() as i32,
+        ..d.plan.clone()
+    };
+    if !d.plan.is_empty() {
+        tracing::info!(
+            qworker = %name, namespace = %ns, desired = d.desired,
+            create = applied.created.len(), delete = d.plan.delete.len(),
+            drain = d.plan.drain.len(), undrain = d.plan.undrain.len(), "applied plan"
+        );
+    }
+    events::announce(ctx, qw, &old, &d, depth).await;
+
+    // Status.
+    let after = planning::apply(&d.view, &plan_done, now_t.0.as_millisecond(), "created-");
+    let c = counts(&after);
+    let recommended = sizing
+        .requests
+        .iter()
+        .map(|(name, r)| {
+            let q = quantities(r);
+            ContainerUsage {
+                name: name.clone(),
+                cpu: q.get("cpu").cloned(),
+                memory: q.get("memory").cloned(),
+            }
+        })
+        .collect();
+    status = crate::status::compute(
+        &status,
+        &crate::status::Observed {
+            generation,
+            now: &now_t,
+            short_hash: hash.short(),
+            full_hash: hash.full(),
+            counts: c,
+            desired: d.desired,
+            depth,
+            scaler: scaler_condition,
+            crash_streak: d.crashing.then_some(d.streak),
+            acted: !plan_done.is_empty(),
+            peaks: sizing.peaks,
+            recommended,
+        },
+    );
+    write_status(ctx, qw, &old, &status).await?;
+
+    let m = &ctx.metrics;
+    let l = [("namespace", ns.as_str()), ("qworker", name.as_str())];
+    m.set("qscaler_desired_replicas", &l, d.desired as f64);
+    m.set("qscaler_current_replicas", &l, c.alive as f64);
+    m.set("qscaler_draining_replicas", &l, c.draining as f64);
+    if let Some(dp) = depth {
+        m.set("qscaler_queue_depth", &l, dp.queued as f64);
+        m.set("qscaler_queue_in_flight", &l, dp.in_flight as f64);
+    }
+
+    if let Some(e) = applied.errors.into_iter().next() {
+        return Err(e);
+    }
+    Ok(Action::requeue(requeue_after(&d, depth.is_some())))
+}
+
+/// An invalid spec: SpecValid and Ready false with every problem, an Event once per new message;
+/// the workers are left exactly as they are.
+async fn report_invalid(
+    ctx: &Context,
+    qw: &QWorker,
+    old: &QWorkerStatus,
+    mut status: QWorkerStatus,
+    problems: &[Problem],
+    now_t: &Time,
+) -> Result<(), Error> {
+    let generation = qw.metadata.generation;
+    let msg = summary(problems);
+    let already = old
+        .conditions
+        .iter()
+        .any(|c| c.type_ == cond::SPEC_VALID && c.status == "False" && c.message == msg);
+    conditions::set(
+        &mut status.conditions,
+        cond::SPEC_VALID,
+        false,
+        reason::INVALID_SPEC,
+        msg.clone(),
+        generation,
+        now_t,
+    );
+    conditions::set(
+        &mut status.conditions,
+        cond::READY,
+        false,
+        reason::INVALID_SPEC,
+        "the spec is invalid; workers are left as they are",
+        generation,
+        now_t,
+    );
+    write_status(ctx, qw, old, &status).await?;
+    if !already {
+        tracing::warn!(qworker = %qw.name_any(), namespace = %qw.namespace().unwrap_or_default(), problems = %msg, "invalid QWorker");
+        publish(
+            ctx,
+            qw,
+            EventType::Warning,
+            reason::INVALID_SPEC,
+            "Validate",
+            msg,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Records the template as a ControllerRevision once per hash (and announces a rollout). A failure
+/// is logged and counted but does not stop scaling: history is not worth a stalled queue.
+async fn sync_revision(
+    ctx: &Context,
+    qw: &QWorker,
+    key: &Key,
+    hash: &PodSpecHash,
+    old: &QWorkerStatus,
+) {
+    let synced = lock(&ctx.memory)
+        .get(key)
+        .and_then(|m| m.revision_synced.clone());
+    if synced.as_deref() == Some(hash.full()) {
+        return;
+    }
+    match revisions::sync(&ctx.client, qw, hash).await {
+        Ok(created) => {
+            lock(&ctx.memory)
+                .entry(key.clone())
+                .or_default()
+                .revision_synced = Some(hash.full().to_string());
+            if let Some(rev) = created.filter(|_| {
+                !old.current_pod_spec_hash.is_empty() && old.current_pod_spec_hash != hash.full()
+            }) {
+                publish(
+                    ctx,
+                    qw,
+                    EventType::Normal,
+                    reason::ROLLING_OUT,
+                    "Rollout",
+                    format!(
+                        "rolling out revision {rev} (pod-spec hash {})",
+                        hash.short()
+                    ),
+                )
+                .await;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(qworker = %key.1, error = %e, "could not record the revision history");
+            ctx.metrics.inc(
+                "qscaler_reconcile_errors_total",
+                &[("controller", "qworker"), ("kind", "revision")],
+                1.0,
+            );
+        }
+    }
+}
