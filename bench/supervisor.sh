@@ -30,6 +30,9 @@ fi
 
 echo "building: cargo build --release -p qsupervisor" >&2
 (cd "$REPO" && cargo build --release -q -p qsupervisor)
+echo "building: tests/static-build.sh --release (musl, as in worker images)" >&2
+QS_STATIC=$(cd "$REPO" && tests/static-build.sh --release)
+case $QS_STATIC in /*) ;; *) QS_STATIC="$REPO/$QS_STATIC" ;; esac
 export RUST_LOG=warn
 
 # name|command prefix (the wrapped command follows)
@@ -38,6 +41,7 @@ INITS=(
   "dumb-init|dumb-init"
   "qsupervisor|$QS --"
   "qsupervisor (sampler off)|$QS --sample-interval 0 --"
+  "qsupervisor static (musl)|$QS_STATIC --"
 )
 
 size_of() { stat -L -c %s "$(command -v "$1")"; }

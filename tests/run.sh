@@ -13,6 +13,7 @@ tests/lint-static.sh
 
 phase "build"
 cargo build --workspace --bins -q
+tests/static-build.sh >/dev/null   # the musl qsupervisor that supervisor/tests/static_root.rs runs
 
 phase "local cluster up"
 keep_up=${QSCALER_KEEP_CLUSTER:-0}

@@ -70,7 +70,9 @@ fn epoch_secs() -> i64 {
 
 impl Usage {
     async fn tick(&mut self, force: bool) {
-        let reading = self.sampler.read();
+        let Some(reading) = self.sampler.read() else {
+            return;
+        };
         let peaks = self.meter.observe(&reading);
         let last = self.last.as_ref().map(|(r, at)| (r, *at));
         if !force && !should_report(self.policy, last, reading.at, &peaks) {

@@ -9,6 +9,9 @@ use crate::usage::Reading;
 /// Reads usage of everything below one process.
 pub struct Sampler {
     root: i32,
+    /// False when /proc cannot be read (a root without it mounted): nothing can be measured, and
+    /// reporting zeros would tell the operator's sizing the worker uses nothing.
+    procfs: bool,
     cgroup: Option<Location>,
     page_size: u64,
     origin: Instant,
@@ -19,9 +22,14 @@ impl Sampler {
     /// container's cgroup if one can be found.
     pub fn new(root: i32, use_cgroup: bool) -> Self {
         let cgroup = if use_cgroup { cgroup::discover() } else { None };
+        let procfs = std::path::Path::new("/proc/self/stat").exists();
+        if !procfs {
+            tracing::warn!("/proc is not mounted: usage cannot be measured and is not reported");
+        }
         tracing::debug!(?cgroup, "usage sampler");
         Sampler {
             root,
+            procfs,
             cgroup,
             page_size: procfs::page_size(),
             origin: Instant::now(),
@@ -36,9 +44,13 @@ impl Sampler {
         self.cgroup.as_ref()
     }
 
-    pub fn read(&self) -> Reading {
+    /// A reading now; `None` when usage cannot be measured here.
+    pub fn read(&self) -> Option<Reading> {
+        if !self.procfs {
+            return None;
+        }
         let tree = proctree::descendants_of(self.root);
-        Reading {
+        Some(Reading {
             at: self.origin.elapsed(),
             procs: tree
                 .iter()
@@ -49,6 +61,6 @@ impl Sampler {
                 .map(|p| p.rss_pages.saturating_mul(self.page_size))
                 .fold(0, u64::saturating_add),
             cgroup: self.cgroup.as_ref().map(cgroup::sample),
-        }
+        })
     }
 }
