@@ -235,18 +235,7 @@ mod tests {
     }
 
     /// A throwaway self-signed CA certificate (public part only; its key was discarded).
-    const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
-MIIBlDCCATugAwIBAgIUIJO3NJTdkX2vTEpEFV7M56OgNYkwCgYIKoZIzj0EAwIw
-HzEdMBsGA1UEAwwUcXNjYWxlciB1bml0LXRlc3QgQ0EwIBcNMjYxMTI4MDQxODA2
-WhgPMjEyNjExMDQwNDE4MDZaMB8xHTAbBgNVBAMMFHFzY2FsZXIgdW5pdC10ZXN0
-IENBMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEOM8uMc0zw6lfNLPSwVuBpWcn
-UBEhA4MzCutNJfTv013DEfi4YtbmIv/LJBai0yUbttPa0J3kXeFg1zs61HeWZqNT
-MFEwHQYDVR0OBBYEFOEYoJMU3Pktv+1JBhoTHGZXX7d9MB8GA1UdIwQYMBaAFOEY
-oJMU3Pktv+1JBhoTHGZXX7d9MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwID
-RwAwRAIgGR83aiyAszzugXbJKmVrsbY/QVSSgJj2rDlhMETChaYCIEj5fUjlM1HN
-8RFTR37KdcsvFvSdlu24z/GLUx0f1BkI
------END CERTIFICATE-----
-";
+    const TEST_CA: &str = include_str!("../../tests/data/test-ca.pem");
 
     fn broker(args: &[&str]) -> Result<Broker> {
         let mut argv = vec!["qsupervisor", "--redis-host", "r.example"];

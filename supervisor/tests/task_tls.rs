@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::*;
 use nix::sys::signal::Signal;
 use qscaler_crds::names::env;
+use qscaler_tests::tls::TestCa;
 use redis::Commands;
 
 const T: Duration = Duration::from_secs(30);
@@ -26,7 +27,7 @@ struct TlsRedis {
 impl TlsRedis {
     fn start(name: &str) -> TlsRedis {
         let dir = scratch(name);
-        let tls = tls_certs(&dir);
+        let tls = TestCa::make(&dir);
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -56,7 +57,7 @@ impl TlsRedis {
         let r = TlsRedis {
             port,
             dir,
-            ca_pem: std::fs::read_to_string(&tls.ca).unwrap(),
+            ca_pem: tls.ca_pem.clone(),
             _server: Guard(server),
         };
         wait_for(T, "the TLS redis-server to answer", || {

@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod kubelet;
 pub mod operator;
 pub mod pods;
+pub mod tls;
 pub mod wait;
 
 pub use cluster::{workspace_bin, Cluster, CLUSTER_HINT};

@@ -98,16 +98,19 @@ async fn scales_up_fast_and_down_without_interrupting_tasks() {
         assert!(s.max_alive >= 5);
     }
 
-    let qw = get_qworker(&cluster, &ns, "w").await;
-    let st = qw.status.clone().expect("status");
-    assert_eq!(
-        (
+    // The status follows the pods by one reconcile (the last drained pod's deletion triggers it).
+    let qw = wait_for("status: desired 1, current 1, none draining", T, || async {
+        let qw = get_qworker(&cluster, &ns, "w").await;
+        let st = qw.status.as_ref()?;
+        ((
             st.desired_replicas,
             st.current_replicas,
-            st.draining_replicas
-        ),
-        (1, 1, 0)
-    );
+            st.draining_replicas,
+        ) == (1, 1, 0))
+            .then_some(qw)
+    })
+    .await;
+    let st = qw.status.clone().expect("status");
     assert_eq!(st.queue_depth, Some(0));
     assert!(st.last_scale_time.is_some());
     assert_eq!(st.observed_generation, qw.metadata.generation);
@@ -890,10 +893,13 @@ async fn usage_folds_into_status_and_sizes_new_pods() {
         label(&second),
         "sizing never changes the hash"
     );
-    let qw = get_qworker(&cluster, &ns, "w").await;
-    let st = qw.status.expect("status");
+    // The reconcile that created the pod writes the recommendation to status just after.
+    let st = wait_for("recommended requests in status", T, || async {
+        let st = get_qworker(&cluster, &ns, "w").await.status?;
+        (!st.recommended_requests.is_empty()).then_some(st)
+    })
+    .await;
     assert_eq!(st.old_replicas, 0, "no rollout");
-    assert!(!st.recommended_requests.is_empty());
     let still: u64 = st
         .max_container_resources_usage
         .iter()

@@ -15,6 +15,7 @@ use kube::Api;
 use qscaler_crds::names;
 use qscaler_crds::{QWorker, ScalerConfig};
 use qscaler_tests::operator::Operator;
+use qscaler_tests::tls::TestCa;
 use qscaler_tests::Cluster;
 use redis::AsyncCommands;
 use serde_json::{json, Value};
@@ -28,16 +29,7 @@ pub struct OwnRedis {
     dir: PathBuf,
     child: Option<Child>,
     /// With [`OwnRedis::start_tls`]: the server speaks only TLS, with a certificate of this CA.
-    tls: Option<OwnTls>,
-}
-
-/// A throwaway CA and the server certificate it signed for 127.0.0.1, made by `openssl`.
-pub struct OwnTls {
-    /// The CA certificate (PEM): what a ScalerConfig's `tls.caSecretRef` Secret holds.
-    pub ca_pem: String,
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+    tls: Option<TestCa>,
 }
 
 impl OwnRedis {
@@ -61,7 +53,7 @@ impl OwnRedis {
             let dir =
                 std::env::temp_dir().join(format!("qscaler-redis-{port}-{}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("redis dir");
-            let tls = tls.then(|| OwnTls::make(&dir));
+            let tls = tls.then(|| TestCa::make(&dir));
             let mut r = OwnRedis {
                 port,
                 dir,
@@ -156,7 +148,7 @@ impl OwnRedis {
     }
 
     /// The TLS set-up of a server started with [`OwnRedis::start_tls`].
-    pub fn tls(&self) -> Option<&OwnTls> {
+    pub fn tls(&self) -> Option<&TestCa> {
         self.tls.as_ref()
     }
 
@@ -180,51 +172,6 @@ impl OwnRedis {
             .get_multiplexed_async_connection()
             .await
             .expect("own redis connection")
-    }
-}
-
-impl OwnTls {
-    /// A CA and a server certificate for 127.0.0.1 and localhost in `dir`, valid one day.
-    fn make(dir: &std::path::Path) -> OwnTls {
-        let openssl = |args: &[&str]| {
-            let out = std::process::Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("openssl (apt-get install openssl)");
-            assert!(
-                out.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-        let words = |s: String| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
-        let run = |s: String| openssl(&words(s).iter().map(String::as_str).collect::<Vec<_>>());
-        run(format!(
-            "req -x509 {ec} -keyout ca.key -out ca.pem -days 1 -subj /CN=qscaler-test-CA \
-             -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign"
-        ));
-        run(format!(
-            "req {ec} -keyout server.key -out server.csr -subj /CN=127.0.0.1"
-        ));
-        std::fs::write(
-            dir.join("server.ext"),
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-        )
-        .expect("server.ext");
-        run(
-            "x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
-             -extfile server.ext -out server.pem"
-                .to_string(),
-        );
-        OwnTls {
-            ca_pem: std::fs::read_to_string(dir.join("ca.pem")).expect("ca.pem"),
-            ca: dir.join("ca.pem"),
-            cert: dir.join("server.pem"),
-            key: dir.join("server.key"),
-        }
     }
 }
 
