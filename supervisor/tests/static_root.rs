@@ -62,10 +62,17 @@ fn the_static_build_has_no_interpreter_and_the_default_build_has_one() {
     );
 }
 
-/// A root directory holding only the binary, as `/qsupervisor`.
+/// A root directory holding only the binary, as `/qsupervisor`. Copied by `cp`, not by this
+/// process: a file this process writes can be inherited open for writing by a child that another
+/// test thread forks at that moment, and exec then fails with ETXTBSY ("Text file busy").
 fn empty_root(name: &str) -> PathBuf {
     let root = scratch(name);
-    std::fs::copy(static_binary(), root.join("qsupervisor")).expect("copy the binary");
+    let status = Command::new("cp")
+        .arg(static_binary())
+        .arg(root.join("qsupervisor"))
+        .status()
+        .expect("cp");
+    assert!(status.success(), "copying the binary: {status}");
     root
 }
 
