@@ -1,7 +1,7 @@
 //! TLS to Redis end to end on the local cluster: a TLS-only redis-server of the test's own (a CA
 //! and server certificate made by `openssl` for this run), the CA in a Secret, a ScalerConfig with
 //! `tls.enabled` and `tls.caSecretRef`. The operator must verify the server with that CA (Ready),
-//! and refuse it with the system roots alone; a task-mode QWorker's qsupervisor must get the CA
+//! refuse it with the system roots alone, and accept it with `insecureSkipVerify`; a task-mode QWorker's qsupervisor must get the CA
 //! through a secretKeyRef and consume tasks pushed over TLS, with the queue depth in its status.
 //!
 //! Needs the local cluster (`tests/cluster.sh up && eval "$(tests/cluster.sh env)"`) and the
@@ -67,17 +67,26 @@ async fn tls_with_a_private_ca_from_a_secret() {
         json!({"tls": {"enabled": true, "caSecretRef": {"name": "redis-ca", "key": "ca.crt"}}}),
     )
     .await;
-    // The same server with the system roots only: its certificate must be refused.
-    let unverified: ScalerConfig = serde_json::from_value(json!({
-        "apiVersion": "quickube.com/v1alpha1", "kind": "ScalerConfig",
-        "metadata": {"name": "system-roots"},
-        "spec": {"type": "redis", "config": {"host": "127.0.0.1", "port": redis.port, "tls": {"enabled": true}}}
-    }))
-    .expect("ScalerConfig");
-    Api::<ScalerConfig>::namespaced(cluster.client.clone(), &ns)
-        .create(&PostParams::default(), &unverified)
-        .await
-        .expect("creating ScalerConfig");
+    // The same server with the system roots only: its certificate must be refused; with
+    // verification skipped (test set-ups), accepted.
+    for (name, tls) in [
+        ("system-roots", json!({"enabled": true})),
+        (
+            "insecure",
+            json!({"enabled": true, "insecureSkipVerify": true}),
+        ),
+    ] {
+        let sc: ScalerConfig = serde_json::from_value(json!({
+            "apiVersion": "quickube.com/v1alpha1", "kind": "ScalerConfig",
+            "metadata": {"name": name},
+            "spec": {"type": "redis", "config": {"host": "127.0.0.1", "port": redis.port, "tls": tls}}
+        }))
+        .expect("ScalerConfig");
+        Api::<ScalerConfig>::namespaced(cluster.client.clone(), &ns)
+            .create(&PostParams::default(), &sc)
+            .await
+            .expect("creating ScalerConfig");
+    }
     let op = Operator::start(&cluster, &ns, &[]).await;
 
     let (_, reason, _) = wait_for("ScalerConfig redis Ready=True over TLS", T, || async {
@@ -95,6 +104,12 @@ async fn tls_with_a_private_ca_from_a_secret() {
     .await;
     assert_eq!(reason, cond::reason::BROKER_UNREACHABLE);
     assert!(message.contains("certificate"), "{message}");
+    wait_for("ScalerConfig insecure Ready=True", T, || async {
+        ready(&cluster, &ns, "insecure")
+            .await
+            .filter(|(s, _, _)| s == "True")
+    })
+    .await;
 
     // One task-mode worker; each task waits for a gate file, so the depth stays put while we look.
     let dir = std::env::temp_dir().join(format!("qscaler-tls-e2e-{ns}"));
