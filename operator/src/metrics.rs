@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::future::Future;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -172,6 +173,29 @@ impl Metrics {
         }
     }
 
+    /// Runs one reconcile of `controller`, counting it and timing it.
+    pub async fn reconcile<T>(&self, controller: &'static str, work: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let result = work.await;
+        let pairs = [("controller", controller)];
+        self.inc("qscaler_reconciles_total", &pairs, 1.0);
+        self.observe(
+            "qscaler_reconcile_duration_seconds",
+            &pairs,
+            started.elapsed(),
+        );
+        result
+    }
+
+    /// Counts a failed reconcile of `controller` by the kind of error.
+    pub fn reconcile_failed(&self, controller: &'static str, kind: &str) {
+        self.inc(
+            "qscaler_reconcile_errors_total",
+            &[("controller", controller), ("kind", kind)],
+            1.0,
+        );
+    }
+
     /// Drops every series of `name` whose labels include `pair` (a deleted QWorker's gauges).
     pub fn forget(&self, pairs: &[(&'static str, &str)]) {
         let want = labels(pairs);
@@ -285,6 +309,27 @@ mod tests {
         assert!(text.contains("# TYPE qscaler_reconciles_total counter\n"));
         m.forget(&[("qworker", "w"), ("namespace", "n")]);
         assert!(!m.render().contains("qscaler_queue_depth{"));
+    }
+
+    #[test]
+    fn a_reconcile_is_counted_and_timed_and_a_failure_counted_by_kind() {
+        let m = Metrics::default();
+        let out = futures::executor::block_on(m.reconcile("qworker", async { 7 }));
+        assert_eq!(out, 7);
+        m.reconcile_failed("qworker", "kube");
+        let text = m.render();
+        assert!(
+            text.contains("qscaler_reconciles_total{controller=\"qworker\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("qscaler_reconcile_duration_seconds_count{controller=\"qworker\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("qscaler_reconcile_errors_total{controller=\"qworker\",kind=\"kube\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

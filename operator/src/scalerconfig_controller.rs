@@ -8,7 +8,6 @@
 //! that time. Secrets are always read from the ScalerConfig's own namespace.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -111,19 +110,9 @@ async fn resolve(ctx: &Context, sc: &ScalerConfig) -> Result<Result<RedisParams,
 }
 
 pub async fn reconcile(sc: Arc<ScalerConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&sc, &ctx).await;
-    ctx.metrics.inc(
-        "qscaler_reconciles_total",
-        &[("controller", "scalerconfig")],
-        1.0,
-    );
-    ctx.metrics.observe(
-        "qscaler_reconcile_duration_seconds",
-        &[("controller", "scalerconfig")],
-        started.elapsed(),
-    );
-    result
+    ctx.metrics
+        .reconcile("scalerconfig", reconcile_inner(&sc, &ctx))
+        .await
 }
 
 async fn reconcile_inner(sc: &ScalerConfig, ctx: &Arc<Context>) -> Result<Action, Error> {
@@ -260,10 +249,6 @@ pub fn error_policy(
     ctx: Arc<Context>,
 ) -> kube::runtime::controller::Action {
     tracing::warn!(scalerconfig = %sc.name_any(), namespace = sc.namespace().unwrap_or_default(), error = %err, "reconcile failed");
-    ctx.metrics.inc(
-        "qscaler_reconcile_errors_total",
-        &[("controller", "scalerconfig"), ("kind", err.kind())],
-        1.0,
-    );
+    ctx.metrics.reconcile_failed("scalerconfig", err.kind());
     Action::requeue(std::time::Duration::from_secs(5))
 }

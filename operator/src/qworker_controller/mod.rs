@@ -12,7 +12,7 @@ mod events;
 mod inputs;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -38,28 +38,14 @@ use decide::{decide, requeue_after, Seen};
 use events::publish;
 
 pub async fn reconcile(qw: Arc<QWorker>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let started = Instant::now();
-    let result = reconcile_inner(&qw, &ctx).await;
-    ctx.metrics.inc(
-        "qscaler_reconciles_total",
-        &[("controller", "qworker")],
-        1.0,
-    );
-    ctx.metrics.observe(
-        "qscaler_reconcile_duration_seconds",
-        &[("controller", "qworker")],
-        started.elapsed(),
-    );
-    result
+    ctx.metrics
+        .reconcile("qworker", reconcile_inner(&qw, &ctx))
+        .await
 }
 
 pub fn error_policy(qw: Arc<QWorker>, err: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(qworker = %qw.name_any(), namespace = qw.namespace().unwrap_or_default(), error = %err, "reconcile failed");
-    ctx.metrics.inc(
-        "qscaler_reconcile_errors_total",
-        &[("controller", "qworker"), ("kind", err.kind())],
-        1.0,
-    );
+    ctx.metrics.reconcile_failed("qworker", err.kind());
     Action::requeue(Duration::from_secs(2))
 }
 
