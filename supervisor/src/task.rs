@@ -136,6 +136,22 @@ impl State {
         }
     }
 
+    /// Takes `item` off our processing list and forgets its retry count, in one MULTI; with
+    /// `dead_letter` it goes onto the dead-letter list in the same step.
+    async fn settle(&mut self, what: &str, item: &[u8], dead_letter: bool) {
+        let mut pipe = redis::pipe();
+        pipe.atomic().lrem(&self.processing, 1, item).ignore();
+        if dead_letter {
+            pipe.lpush(&self.dead, item).ignore();
+        }
+        pipe.hdel(&self.retries, item).ignore();
+        self.retry(what, |mut c| {
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<()>(&mut c).await }
+        })
+        .await;
+    }
+
     /// Runs `f` on the control connection until it succeeds; `None` when a shutdown made us give up.
     async fn retry<T, F, Fut>(&mut self, what: &str, f: F) -> Option<T>
     where
@@ -329,21 +345,7 @@ impl State {
                 }
             };
             if outcome.success() {
-                let (p, r, it) = (self.processing.clone(), self.retries.clone(), item.clone());
-                self.retry("acknowledging a task", |mut c| {
-                    let (p, r, it) = (p.clone(), r.clone(), it.clone());
-                    async move {
-                        redis::pipe()
-                            .atomic()
-                            .lrem(&p, 1, &it)
-                            .ignore()
-                            .hdel(&r, &it)
-                            .ignore()
-                            .query_async::<()>(&mut c)
-                            .await
-                    }
-                })
-                .await;
+                self.settle("acknowledging a task", &item, false).await;
                 info!("task {shown:?}: done");
                 return;
             }
@@ -370,28 +372,7 @@ impl State {
                 return;
             };
             if count > i64::from(self.l.max_retries) {
-                let (p, d, r, it) = (
-                    self.processing.clone(),
-                    self.dead.clone(),
-                    self.retries.clone(),
-                    item.clone(),
-                );
-                self.retry("dead-lettering a task", |mut c| {
-                    let (p, d, r, it) = (p.clone(), d.clone(), r.clone(), it.clone());
-                    async move {
-                        redis::pipe()
-                            .atomic()
-                            .lrem(&p, 1, &it)
-                            .ignore()
-                            .lpush(&d, &it)
-                            .ignore()
-                            .hdel(&r, &it)
-                            .ignore()
-                            .query_async::<()>(&mut c)
-                            .await
-                    }
-                })
-                .await;
+                self.settle("dead-lettering a task", &item, true).await;
                 error!(
                     "task {shown:?}: failed ({outcome:?}) after {} retries; moved to {:?}",
                     self.l.max_retries, self.dead
