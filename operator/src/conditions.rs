@@ -3,6 +3,7 @@
 //! is never empty (an empty one becomes the reason).
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use qscaler_crds::conditions::{self as cond, reason};
 
 /// Sets (or adds) condition `type_`. Returns whether anything changed.
 pub fn set(
@@ -48,6 +49,36 @@ pub fn set(
 }
 
 /// The status of condition `type_`, if present.
+/// Sets `SpecValid`, the same way for QWorkers and ScalerConfigs: `problems` (the validation
+/// summary) or none. Returns whether anything changed.
+pub fn set_spec_valid(
+    conditions: &mut Vec<Condition>,
+    problems: Option<&str>,
+    generation: Option<i64>,
+    now: &Time,
+) -> bool {
+    match problems {
+        Some(summary) => set(
+            conditions,
+            cond::SPEC_VALID,
+            false,
+            reason::INVALID_SPEC,
+            summary,
+            generation,
+            now,
+        ),
+        None => set(
+            conditions,
+            cond::SPEC_VALID,
+            true,
+            reason::VALID,
+            "the spec is valid",
+            generation,
+            now,
+        ),
+    }
+}
+
 pub fn is_true(conditions: &[Condition], type_: &str) -> Option<bool> {
     conditions
         .iter()
@@ -75,5 +106,31 @@ mod tests {
         assert_eq!(c[0].last_transition_time, t(40));
         assert_eq!(is_true(&c, "Ready"), Some(false));
         assert_eq!(is_true(&c, "Nope"), None);
+    }
+
+    #[test]
+    fn spec_valid_carries_the_problems_or_says_valid() {
+        let mut c = vec![];
+        assert!(set_spec_valid(
+            &mut c,
+            Some("minReplicas > maxReplicas"),
+            Some(2),
+            &t(10)
+        ));
+        assert_eq!(
+            (
+                c[0].type_.as_str(),
+                c[0].status.as_str(),
+                c[0].reason.as_str()
+            ),
+            (cond::SPEC_VALID, "False", reason::INVALID_SPEC)
+        );
+        assert_eq!(c[0].message, "minReplicas > maxReplicas");
+        assert!(set_spec_valid(&mut c, None, Some(3), &t(20)));
+        assert_eq!(
+            (c[0].status.as_str(), c[0].reason.as_str()),
+            ("True", reason::VALID)
+        );
+        assert!(!set_spec_valid(&mut c, None, Some(3), &t(30)));
     }
 }

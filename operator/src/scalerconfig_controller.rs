@@ -174,26 +174,12 @@ async fn reconcile_inner(sc: &ScalerConfig, ctx: &Arc<Context>) -> Result<Action
         generation,
         &now,
     );
-    match &spec_valid {
-        Some(m) => conditions::set(
-            &mut status.conditions,
-            cond::SPEC_VALID,
-            false,
-            reason::INVALID_SPEC,
-            m.clone(),
-            generation,
-            &now,
-        ),
-        None => conditions::set(
-            &mut status.conditions,
-            cond::SPEC_VALID,
-            true,
-            reason::VALID,
-            "the spec is valid",
-            generation,
-            &now,
-        ),
-    };
+    conditions::set_spec_valid(
+        &mut status.conditions,
+        spec_valid.as_deref(),
+        generation,
+        &now,
+    );
 
     if status != old {
         let api: Api<ScalerConfig> = Api::namespaced(ctx.client.clone(), &ns);

@@ -97,15 +97,7 @@ async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Err
         report_invalid(ctx, qw, &old, status, &problems, &now_t).await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
-    conditions::set(
-        &mut status.conditions,
-        cond::SPEC_VALID,
-        true,
-        reason::VALID,
-        "the spec is valid",
-        generation,
-        &now_t,
-    );
+    conditions::set_spec_valid(&mut status.conditions, None, generation, &now_t);
 
     // The template's identity and its revision history.
     let hash = pod_spec_hash(&qw.spec);
@@ -230,15 +222,7 @@ async fn report_invalid(
         .conditions
         .iter()
         .any(|c| c.type_ == cond::SPEC_VALID && c.status == "False" && c.message == msg);
-    conditions::set(
-        &mut status.conditions,
-        cond::SPEC_VALID,
-        false,
-        reason::INVALID_SPEC,
-        msg.clone(),
-        generation,
-        now_t,
-    );
+    conditions::set_spec_valid(&mut status.conditions, Some(&msg), generation, now_t);
     conditions::set(
         &mut status.conditions,
         cond::READY,
