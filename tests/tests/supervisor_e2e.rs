@@ -37,6 +37,27 @@ fn supervised(name: &str, args: &[&str]) -> TestPod {
         .env("RUST_LOG", "info")
 }
 
+/// A pod `w` whose qsupervisor (with `flags`) wraps the test worker consuming `queue` (with
+/// `worker_flags`).
+fn wrapping_test_worker(
+    c: &Cluster,
+    queue: &str,
+    flags: &[&str],
+    worker_flags: &[&str],
+) -> TestPod {
+    let mut args = flags.to_vec();
+    args.extend([
+        "--",
+        "qscaler-test-worker",
+        "--redis-url",
+        &c.redis_url,
+        "--queue",
+        queue,
+    ]);
+    args.extend(worker_flags);
+    supervised("w", &args)
+}
+
 async fn annotate(c: &Cluster, ns: &str, pod: &str, key: &str, value: Option<&str>) {
     let patch = json!({"metadata": {"annotations": {key: value}}});
     c.pods(ns)
@@ -77,19 +98,7 @@ async fn wrap_mode_drain_lets_the_task_finish() {
     let ns = setup(&c, "sup-wrap").await;
     let queue = format!("{ns}:jobs");
     let ev = format!("{queue}:events");
-    let pod = supervised(
-        "w",
-        &[
-            "--report-interval",
-            "1s",
-            "--",
-            "qscaler-test-worker",
-            "--redis-url",
-            &c.redis_url,
-            "--queue",
-            &queue,
-        ],
-    );
+    let pod = wrapping_test_worker(&c, &queue, &["--report-interval", "1s"], &[]);
     c.create_pod(&ns, pod).await;
     c.wait_log(&ns, "w", "main", "consuming", T).await;
     let mut r = c.redis().await;
@@ -119,18 +128,7 @@ async fn wrap_mode_reports_a_worker_cut_by_the_drain_signal() {
     let ns = setup(&c, "sup-cut").await;
     let queue = format!("{ns}:jobs");
     let ev = format!("{queue}:events");
-    let pod = supervised(
-        "w",
-        &[
-            "--",
-            "qscaler-test-worker",
-            "--redis-url",
-            &c.redis_url,
-            "--queue",
-            &queue,
-            "--no-warm-shutdown",
-        ],
-    );
+    let pod = wrapping_test_worker(&c, &queue, &[], &["--no-warm-shutdown"]);
     c.create_pod(&ns, pod).await;
     c.wait_log(&ns, "w", "main", "consuming", T).await;
     let mut r = c.redis().await;
@@ -151,19 +149,7 @@ async fn a_removed_annotation_cancels_the_drain() {
     let ns = setup(&c, "sup-cancel").await;
     let queue = format!("{ns}:jobs");
     let ev = format!("{queue}:events");
-    let pod = supervised(
-        "w",
-        &[
-            "--drain-debounce",
-            "5s",
-            "--",
-            "qscaler-test-worker",
-            "--redis-url",
-            &c.redis_url,
-            "--queue",
-            &queue,
-        ],
-    );
+    let pod = wrapping_test_worker(&c, &queue, &["--drain-debounce", "5s"], &[]);
     c.create_pod(&ns, pod).await;
     c.wait_log(&ns, "w", "main", "consuming", T).await;
     annotate(&c, &ns, "w", ANNOTATION_DRAIN, Some("scale-down")).await;
@@ -241,18 +227,7 @@ async fn pod_deletion_is_forwarded_at_once_and_the_worker_shuts_down_warm() {
     let ns = setup(&c, "sup-delete").await;
     let queue = format!("{ns}:jobs");
     let ev = format!("{queue}:events");
-    let pod = supervised(
-        "w",
-        &[
-            "--",
-            "qscaler-test-worker",
-            "--redis-url",
-            &c.redis_url,
-            "--queue",
-            &queue,
-        ],
-    )
-    .grace_period(30);
+    let pod = wrapping_test_worker(&c, &queue, &[], &[]).grace_period(30);
     c.create_pod(&ns, pod).await;
     c.wait_log(&ns, "w", "main", "consuming", T).await;
     let mut r = c.redis().await;
