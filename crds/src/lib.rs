@@ -6,6 +6,7 @@
 //! - [`hash`]: the canonical pod-spec hash that identifies a rollout revision.
 //! - [`validation`]: every problem of an object, as structured errors for conditions and Events.
 //! - [`conditions`]: the condition types and reasons in status, shared by the operator and the plugin.
+//! - [`ownership`]: which pods and revisions belong to a QWorker.
 //! - [`quantity`]: resource quantities as millicores and bytes.
 //! - [`sizing`]: vertical sizing, peaks to requests (activateVPA).
 //! - [`usage`]: the usage report a supervisor writes on its pod.
@@ -16,6 +17,7 @@ pub mod conditions;
 pub mod crdgen;
 pub mod hash;
 pub mod names;
+pub mod ownership;
 pub mod quantity;
 pub mod qworker;
 pub mod scalerconfig;

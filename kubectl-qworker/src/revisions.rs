@@ -7,6 +7,7 @@ use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::PodSpec;
 use qscaler_crds::hash::{hash_value, pod_spec_hash, SHORT_LEN};
 use qscaler_crds::names::ANNOTATION_REVISION_HASH;
+use qscaler_crds::ownership::controlled_by;
 use qscaler_crds::qworker::PodMetadata;
 use qscaler_crds::QWorker;
 use serde::{Deserialize, Serialize};
@@ -45,16 +46,10 @@ impl Revision {
 /// the same name (another uid) are not part of its history.
 pub fn history(qworker: &QWorker, revisions: &[ControllerRevision]) -> Vec<Revision> {
     let current = pod_spec_hash(&qworker.spec);
-    let uid = qworker.metadata.uid.as_deref();
+    let uid = qworker.metadata.uid.as_deref().unwrap_or_default();
     let mut rows: Vec<Revision> = revisions
         .iter()
-        .filter(|r| {
-            r.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
-        })
+        .filter(|r| !uid.is_empty() && controlled_by(&r.metadata, uid))
         .map(|r| {
             let template = r.data.0.clone();
             let computed = hash_value(&template);

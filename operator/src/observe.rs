@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use qscaler_crds::names::{self, DrainReason};
+use qscaler_crds::ownership::controlled_by;
 use qscaler_crds::quantity::{bytes, cpu_millis};
 use qscaler_crds::qworker::ContainerUsage;
 use qscaler_crds::usage::{self, UsageReport};
@@ -26,12 +27,7 @@ pub fn owned_by(pod: &Pod, qw: &QWorker) -> bool {
     };
     label.map(String::as_str) == qw.metadata.name.as_deref()
         && pod.metadata.namespace == qw.metadata.namespace
-        && pod
-            .metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .any(|o| o.controller == Some(true) && o.uid == uid)
+        && controlled_by(&pod.metadata, uid)
 }
 
 /// The planning view of one pod; `current_short` is the short hash of the current pod spec.

@@ -15,6 +15,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use qscaler_crds::hash::{self, PodSpecHash};
 use qscaler_crds::names;
+use qscaler_crds::ownership::controlled_by;
 use qscaler_crds::QWorker;
 
 use crate::pods::owner_reference;
@@ -125,13 +126,7 @@ pub async fn sync(client: &Client, qw: &QWorker, hash: &PodSpecHash) -> kube::Re
     let mine: Vec<Existing> = list
         .items
         .iter()
-        .filter(|r| {
-            r.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.uid == uid)
-        })
+        .filter(|r| controlled_by(&r.metadata, &uid))
         .map(existing)
         .collect();
     let limit = qw
