@@ -21,7 +21,20 @@ impl Sampler {
     /// Samples the descendants of `root` (the supervisor itself) and, when `use_cgroup`, the
     /// container's cgroup if one can be found.
     pub fn new(root: i32, use_cgroup: bool) -> Self {
-        let cgroup = if use_cgroup { cgroup::discover() } else { None };
+        let cgroup = if use_cgroup {
+            cgroup::discover()
+                .map_err(|why| {
+                    // Once per process, and not at debug: without the cgroup the sizing is blind
+                    // to OOM kills and to peaks between samples.
+                    tracing::warn!(
+                        "no cgroup of this container found ({why}): usage falls back to procfs, \
+                         and OOM kills and the kernel's memory peak cannot be seen"
+                    )
+                })
+                .ok()
+        } else {
+            None
+        };
         let procfs = std::path::Path::new("/proc/self/stat").exists();
         if !procfs {
             tracing::warn!("/proc is not mounted: usage cannot be measured and is not reported");
