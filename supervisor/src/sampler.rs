@@ -21,7 +21,11 @@ impl Sampler {
     /// Samples the descendants of `root` (the supervisor itself) and, when `use_cgroup`, the
     /// container's cgroup if one can be found.
     pub fn new(root: i32, use_cgroup: bool) -> Self {
-        let cgroup = if use_cgroup {
+        let procfs = std::path::Path::new("/proc/self/stat").exists();
+        if !procfs {
+            tracing::warn!("/proc is not mounted: usage cannot be measured and is not reported");
+        }
+        let cgroup = if use_cgroup && procfs {
             cgroup::discover()
                 .map_err(|why| {
                     // Once per process, and not at debug: without the cgroup the sizing is blind
@@ -35,10 +39,6 @@ impl Sampler {
         } else {
             None
         };
-        let procfs = std::path::Path::new("/proc/self/stat").exists();
-        if !procfs {
-            tracing::warn!("/proc is not mounted: usage cannot be measured and is not reported");
-        }
         tracing::debug!(?cgroup, "usage sampler");
         Sampler {
             root,
