@@ -1,35 +1,63 @@
 #!/usr/bin/env bash
-# The local demo: a real control plane on this machine, QScaler installed with install.sh, and a queue of
-# tasks that scales workers up and back down without interrupting one of them.
+# The local demo: a real Kubernetes node on this machine (kubelet + Docker, in a network namespace of its own),
+# QScaler's images built FROM scratch, QScaler installed with install.sh, and a queue of tasks that scales
+# real worker containers up and back down without interrupting one of them.
 #
-#   ./demo.sh            run it all, then tear the cluster down
-#   ./demo.sh --keep     leave the cluster running at the end (tests/cluster.sh down to stop it)
+#   ./demo.sh               run it all on the real node, then tear it down
+#   ./demo.sh --keep        leave the cluster running at the end (tests/node.sh down to stop it)
+#   ./demo.sh --stand-in    the same on the stand-in kubelet (processes instead of containers; faster)
 #
-# Run as root (the local cluster uses PID namespaces and cgroups). First run: ~10 min to build the control
-# plane from Debian's source package (cached afterwards) plus the cargo build.
+# Run as root. First run on a fresh machine: ~15 min to build Kubernetes from Debian's source package (cached
+# afterwards) plus the cargo builds.
 set -euo pipefail
 cd "$(dirname "$0")"
 KEEP=0
-[ "${1:-}" = "--keep" ] && KEEP=1
+MODE=real
+for a in "$@"; do
+  case "$a" in
+    --keep) KEEP=1 ;;
+    --stand-in) MODE=stand-in ;;
+    *) echo "usage: $0 [--keep] [--stand-in]" >&2; exit 2 ;;
+  esac
+done
 NS=demo
 QUEUE=demo-tasks
 TASKS=${DEMO_TASKS:-30}
+TAG=dev
 
-step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
+bold() { if [ -t 1 ]; then printf '\033[1m%s\033[0m' "$*"; else printf '%s' "$*"; fi; }
+step() { printf '\n==> %s\n' "$(bold "$*")"; }
 
 step "building the binaries"
 cargo build --workspace --bins -q
-
-step "bringing up the local cluster (tests/cluster.sh up)"
-tests/cluster.sh up
-eval "$(tests/cluster.sh env)"
-[ "$KEEP" = 1 ] || trap 'step "tearing down"; tests/cluster.sh down' EXIT
 export PATH="$PWD/target/debug:$PATH" # kubectl finds the kubectl-qworker plugin here
-redis_port=${REDIS_URL##*:}
-redis_port=${redis_port%/}
 
-step "installing QScaler with install.sh (the operator runs as a pod under the stand-in kubelet)"
-./install.sh --image qscaler/operator --tag dev --timeout 180
+if [ "$MODE" = real ]; then
+  CLUSTER=tests/node.sh
+  step "bringing up the real node (tests/node.sh up)"
+else
+  CLUSTER=tests/cluster.sh
+  step "bringing up the local cluster with the stand-in kubelet (tests/cluster.sh up)"
+fi
+$CLUSTER up
+eval "$($CLUSTER env)"
+[ "$KEEP" = 1 ] || trap 'step "tearing down"; $CLUSTER down' EXIT
+redis_host=${REDIS_URL#redis://}
+redis_host=${redis_host%/}
+redis_port=${redis_host##*:}
+redis_host=${redis_host%:*}
+rcli() { redis-cli -h "$redis_host" -p "$redis_port" "$@"; }
+
+if [ "$MODE" = real ]; then
+  step "building the images FROM scratch into the node's Docker (docker/build.sh --tag $TAG)"
+  docker/build.sh --tag "$TAG"
+  WORKER_IMAGE=qscaler/worker:$TAG
+else
+  WORKER_IMAGE=qscaler/qsupervisor:$TAG # the stand-in maps it to the local qsupervisor binary
+fi
+
+step "installing QScaler with install.sh (the operator runs as a pod)"
+./install.sh --image qscaler/operator --tag "$TAG" --timeout 180
 
 step "a namespace for workers, with the RBAC they need"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
@@ -37,7 +65,7 @@ kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f - >/d
 
 step "a Redis user for the workers, its password in a Secret"
 password=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
-redis-cli -p "$redis_port" ACL SETUSER demo on ">$password" '~*' '+@all' >/dev/null
+rcli ACL SETUSER demo on ">$password" '~*' '+@all' >/dev/null
 kubectl -n "$NS" create secret generic redis --from-literal=password="$password" --dry-run=client -o yaml |
   kubectl apply -f - >/dev/null
 
@@ -51,7 +79,7 @@ metadata:
 spec:
   type: redis
   config:
-    host: 127.0.0.1
+    host: $redis_host
     port: "$redis_port"
     username: demo
     password:
@@ -68,9 +96,9 @@ spec:
     serviceAccountName: qscaler-worker
     containers:
     - name: worker
-      image: qscaler/qsupervisor:dev
+      image: $WORKER_IMAGE
       # Task mode: qsupervisor takes one task at a time from the queue and runs this with it on stdin.
-      args: ["--task", "--", "sh", "-c", "read -r task; echo \"working on \$task\"; sleep 3"]
+      args: ["--task", "--", "sh", "-c", "read -r task; echo \"working on \$task\"; sleep 3; echo \"done with \$task\""]
       resources:
         requests: {cpu: 50m, memory: 32Mi}
   scaleConfig:
@@ -83,22 +111,31 @@ spec:
 EOF
 
 show() {
-  echo "--- $(date +%T)  queue: $(redis-cli -p "$redis_port" LLEN "$QUEUE") tasks"
+  echo "--- $(date +%T)  queue: $(rcli LLEN "$QUEUE") tasks"
   kubectl -n "$NS" get qworkers 2>/dev/null
   kubectl qworker top -n "$NS" 2>/dev/null || true
 }
 
 step "pushing $TASKS tasks"
-for i in $(seq 1 "$TASKS"); do redis-cli -p "$redis_port" LPUSH "$QUEUE" "task-$i" >/dev/null; done
+for i in $(seq 1 "$TASKS"); do rcli LPUSH "$QUEUE" "task-$i" >/dev/null; done
 
 step "watching the workers scale up, drain the queue, and scale back down"
-deadline=$((SECONDS + 240))
+deadline=$((SECONDS + 300))
 scaled_up=0
+last_worker=""
+last_log=""
 while [ $SECONDS -lt $deadline ]; do
   show
+  # Keep the log of a worker while it exists: workers are deleted once they have exited.
+  pod=$(kubectl -n "$NS" get pods -l quickube.com/qworker=demo-worker \
+    -o jsonpath='{range .items[?(@.status.phase=="Running")]}{.metadata.name}{"\n"}{end}' 2>/dev/null | head -n 1)
+  if [ -n "$pod" ]; then
+    log=$(kubectl -n "$NS" logs "$pod" -c worker 2>/dev/null || true)
+    [ -z "$log" ] || { last_worker=$pod; last_log=$log; }
+  fi
   current=$(kubectl -n "$NS" get qworker demo-worker -o jsonpath='{.status.currentReplicas}' 2>/dev/null || echo 0)
   [ "${current:-0}" -gt 0 ] && scaled_up=1
-  if [ "$scaled_up" = 1 ] && [ "${current:-0}" = 0 ] && [ "$(redis-cli -p "$redis_port" LLEN "$QUEUE")" = 0 ]; then
+  if [ "$scaled_up" = 1 ] && [ "${current:-0}" = 0 ] && [ "$(rcli LLEN "$QUEUE")" = 0 ]; then
     break
   fi
   sleep 2
@@ -107,11 +144,15 @@ show
 
 step "what happened"
 kubectl -n "$NS" get events --sort-by=.lastTimestamp 2>/dev/null | tail -n 20 || true
-dead=$(redis-cli -p "$redis_port" LLEN "$QUEUE:dead")
-echo "queue left: $(redis-cli -p "$redis_port" LLEN "$QUEUE"), dead-lettered: $dead"
+if [ -n "$last_worker" ]; then
+  step "kubectl logs $last_worker (the last worker seen running)"
+  printf '%s\n' "$last_log" | tail -n 25
+fi
+dead=$(rcli LLEN "$QUEUE:dead")
+echo "queue left: $(rcli LLEN "$QUEUE"), dead-lettered: $dead"
 if [ "$scaled_up" = 1 ] && [ "${current:-0}" = 0 ]; then
   echo "demo: scaled up, worked off $TASKS tasks, scaled back to 0"
 else
-  echo "demo: did not finish within 240 s (see the output above)" >&2
+  echo "demo: did not finish within 300 s (see the output above)" >&2
   exit 1
 fi

@@ -31,7 +31,7 @@ fi
 echo "building: cargo build --release -p qsupervisor" >&2
 (cd "$REPO" && cargo build --release -q -p qsupervisor)
 echo "building: tests/static-build.sh --release (musl, as in worker images)" >&2
-QS_STATIC=$(cd "$REPO" && tests/static-build.sh --release)
+QS_STATIC=$(cd "$REPO" && tests/static-build.sh --release)/qsupervisor
 case $QS_STATIC in /*) ;; *) QS_STATIC="$REPO/$QS_STATIC" ;; esac
 export RUST_LOG=warn
 

@@ -25,8 +25,9 @@ BIN_CACHE="$CACHE_ROOT/kubernetes-v$K8S_VERSION"
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ADMIN_TOKEN_FILE="$STATE/admin.token"
 
-log() { printf '[cluster] %s\n' "$*" >&2; }
-die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
+LOG_TAG=${LOG_TAG:-cluster}
+log() { printf '[%s] %s\n' "$LOG_TAG" "$*" >&2; }
+die() { printf '[%s] error: %s\n' "$LOG_TAG" "$*" >&2; exit 1; }
 
 need_root() { [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and uses PID namespaces and cgroups)"; }
 
@@ -41,16 +42,47 @@ apt_update_once() {
   fi
 }
 
+# The machine's own Debian mirror, "URI|keyring": the first binary entry for this release (deb822 `.sources`
+# files first, then one-line `sources.list` entries). No mirror host is written into the repo.
+debian_mirror() {
+  local codename f
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk -v want="$codename" '
+      function flush() {
+        if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " want " ") && uris != "") { print uris "|" key; done = 1; exit }
+        types = suites = uris = key = ""
+      }
+      /^[[:space:]]*$/ { flush(); next }
+      /^#/ { next }
+      /^Types:/ { sub(/^Types:[[:space:]]*/, ""); types = $0 }
+      /^Suites:/ { sub(/^Suites:[[:space:]]*/, ""); suites = $0 }
+      /^URIs:/ { sub(/^URIs:[[:space:]]*/, ""); uris = $1 }
+      /^Signed-By:/ { sub(/^Signed-By:[[:space:]]*/, ""); key = $1 }
+      END { if (!done) flush() }' "$f" | grep . && return 0
+  done
+  grep -hsE "^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?[a-z]+://[^[:space:]]+[[:space:]]+${codename}[[:space:]]" \
+    /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+    sed -E 's/^deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+).*/\2|/' | head -n 1 | grep .
+}
+
 ensure_deb_src() {
   local f=/etc/apt/sources.list.d/qscaler-deb-src.sources
   [ -f "$f" ] && return 0
-  log "adding a deb-src entry for Debian's source archive ($f)"
-  cat >"$f" <<'EOF'
+  local mirror uri key codename
+  mirror=$(debian_mirror) || die "no Debian binary entry for this release in /etc/apt: cannot derive a deb-src entry"
+  uri=${mirror%%|*}
+  key=${mirror#*|}
+  [ -n "$key" ] || key=/usr/share/keyrings/debian-archive-keyring.gpg
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+  log "adding a deb-src entry from the machine's own Debian mirror ($f)"
+  cat >"$f" <<EOF
 Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
+URIs: $uri
+Suites: $codename $codename-updates
 Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+Signed-By: $key
 EOF
   APT_UPDATED=0
 }
@@ -73,9 +105,18 @@ runtime_packages() {
 
 # --- control-plane binaries ----------------------------------------------------------------------
 
+# The control plane and the real node's binaries, built together (one make shares the common packages).
+K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+
+k8s_cached() {
+  local b
+  for b in "${K8S_BINARIES[@]}"; do [ -x "$BIN_CACHE/$b" ] || return 1; done
+  [ -f "$BIN_CACHE/pause.c" ]
+}
+
 build_k8s() {
-  if [ -x "$BIN_CACHE/kube-apiserver" ] && [ -x "$BIN_CACHE/kube-controller-manager" ]; then
-    log "using cached kube-apiserver and kube-controller-manager v$K8S_VERSION from $BIN_CACHE"
+  if k8s_cached; then
+    log "using cached Kubernetes v$K8S_VERSION binaries from $BIN_CACHE"
     return 0
   fi
   need_root
@@ -109,13 +150,15 @@ KUBE_GIT_TREE_STATE='clean'
 KUBE_GIT_COMMIT='faecb196815e248d3ecfb03c680a4507229c2a56'
 EOF
   mkdir -p "$work/home"
-  log "building kube-apiserver and kube-controller-manager (about 10 minutes on 2 cores; log: $work/build.log)"
+  local what b
+  what=$(for b in "${K8S_BINARIES[@]}"; do printf 'cmd/%s ' "$b"; done)
+  log "building ${K8S_BINARIES[*]} (about 15 minutes on 2 cores; log: $work/build.log)"
   local start=$SECONDS
   (
     cd "$work/src"
     unset GOFLAGS GOPATH GOCACHE GO111MODULE
     export HOME="$work/home" KUBE_GIT_VERSION_FILE="$work/version.env"
-    make WHAT="cmd/kube-apiserver cmd/kube-controller-manager" KUBE_BUILD_PLATFORMS=linux/amd64
+    make WHAT="$what" KUBE_BUILD_PLATFORMS=linux/amd64
   ) >"$work/build.log" 2>&1 &
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do
@@ -127,8 +170,9 @@ EOF
   local out
   out=$(find "$work/src/_output" -type f -name kube-apiserver -path '*bin*' | head -n 1)
   [ -n "$out" ] || die "build finished but no kube-apiserver under $work/src/_output"
-  install -m 0755 "$out" "$BIN_CACHE/kube-apiserver"
-  install -m 0755 "$(dirname "$out")/kube-controller-manager" "$BIN_CACHE/kube-controller-manager"
+  for b in "${K8S_BINARIES[@]}"; do install -m 0755 "$(dirname "$out")/$b" "$BIN_CACHE/$b"; done
+  # The real node's pause container is built from the same source (tests/node.sh).
+  install -m 0644 "$work/src/build/pause/linux/pause.c" "$BIN_CACHE/pause.c"
   log "built in $((SECONDS - start)) s; cached in $BIN_CACHE"
   rm -rf "$work"
 }
@@ -164,14 +208,16 @@ wait_for() { # description, timeout seconds, command...
   log "  $what: ready after $(( $(now_ms) - t0 )) ms"
 }
 
-make_certs() {
+# shellcheck disable=SC2120 # tests/node.sh passes the extra names
+make_certs() { # extra subjectAltName entries for the apiserver, e.g. "IP:10.96.0.1,IP:10.251.0.2"
+  local extra_san=${1:+,$1}
   local d="$STATE/pki"
   mkdir -p "$d"
   (
     cd "$d"
     openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 30 -subj "/CN=qscaler-test-ca" 2>/dev/null
     openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr -subj "/CN=kube-apiserver" 2>/dev/null
-    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes.default.svc\n' >san.ext
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc%s\n' "$extra_san" >san.ext
     openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt -days 30 \
       -extfile san.ext 2>/dev/null
     openssl genrsa -out sa.key 2048 2>/dev/null
@@ -186,7 +232,7 @@ kind: Config
 clusters:
 - name: qscaler-local
   cluster:
-    server: https://127.0.0.1:$(cat "$STATE/apiserver.port")
+    server: https://${API_HOST:-127.0.0.1}:$(cat "$STATE/apiserver.port")
     certificate-authority: $STATE/pki/ca.crt
 users:
 - name: admin
@@ -355,6 +401,9 @@ env_lines() {
   echo "export REDIS_URL=redis://127.0.0.1:$(cat "$STATE/redis.port")/"
   echo "export QSCALER_CLUSTER_DIR=$STATE"
 }
+
+# Sourced by tests/node.sh for the shared helpers: run the command only when executed.
+[ "${BASH_SOURCE[0]}" = "$0" ] || return 0
 
 case "${1:-}" in
   up) up ;;

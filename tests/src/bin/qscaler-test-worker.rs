@@ -5,6 +5,10 @@
 //!
 //! A payload that is a number is the task's duration in milliseconds; otherwise `--task-ms`.
 //!
+//! With `--stdin-task` it is a task-mode command instead (`qsupervisor --task -- qscaler-test-worker
+//! --stdin-task`): it reads one payload from stdin, records its start and end the same way, and exits 0.
+//! Real containers have no redis-cli, so this is how a task marks itself there.
+//!
 //! Like a real worker, it rides out a Redis restart: every command is retried (reconnecting) for up
 //! to a minute, so a task it took still gets its end event.
 
@@ -39,6 +43,9 @@ struct Args {
     /// Do not handle SIGTERM (the default disposition kills the worker mid-task).
     #[arg(long)]
     no_warm_shutdown: bool,
+    /// Run the one task given on stdin (task mode), then exit.
+    #[arg(long)]
+    stdin_task: bool,
 }
 
 fn redis_url(a: &Args) -> Result<String> {
@@ -67,6 +74,12 @@ async fn main() -> Result<()> {
     let client = redis::Client::open(redis_url(&args)?)?;
     let cfg = ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(5)));
     let mut conn = ConnectionManager::new_with_config(client, cfg).await?;
+
+    if args.stdin_task {
+        let mut payload = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut payload).context("stdin")?;
+        return run_task(&mut conn, &events, payload.trim(), &pod, args.task_ms).await;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     if !args.no_warm_shutdown {
@@ -104,25 +117,37 @@ async fn main() -> Result<()> {
                 .context("BRPOP")?;
         let Some((_, payload)) = popped else { continue };
         let payload = String::from_utf8_lossy(&payload).into_owned();
-        let ms = payload.trim().parse::<u64>().unwrap_or(args.task_ms);
-        let _: () = retried(
-            &mut conn,
-            redis::cmd("RPUSH")
-                .arg(&events)
-                .arg(format!("start {payload} {pod}")),
-        )
-        .await?;
-        tokio::time::sleep(Duration::from_millis(ms)).await;
-        let _: () = retried(
-            &mut conn,
-            redis::cmd("RPUSH")
-                .arg(&events)
-                .arg(format!("end {payload} {pod}")),
-        )
-        .await?;
-        eprintln!("test-worker: task {payload:?} done");
+        run_task(&mut conn, &events, &payload, &pod, args.task_ms).await?;
     }
     eprintln!("test-worker: warm shutdown complete");
+    Ok(())
+}
+
+/// One task: `start` event, the work (a numeric payload is its duration in ms), `end` event.
+async fn run_task(
+    conn: &mut ConnectionManager,
+    events: &str,
+    payload: &str,
+    pod: &str,
+    default_ms: u64,
+) -> Result<()> {
+    let ms = payload.trim().parse::<u64>().unwrap_or(default_ms);
+    let _: () = retried(
+        conn,
+        redis::cmd("RPUSH")
+            .arg(events)
+            .arg(format!("start {payload} {pod}")),
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    let _: () = retried(
+        conn,
+        redis::cmd("RPUSH")
+            .arg(events)
+            .arg(format!("end {payload} {pod}")),
+    )
+    .await?;
+    eprintln!("test-worker: task {payload:?} done");
     Ok(())
 }
 
