@@ -24,6 +24,34 @@ pub const ANNOTATION_RESTARTED_AT: &str = "quickube.com/restartedAt";
 /// Annotation on a ControllerRevision: the full pod-spec hash it records.
 pub const ANNOTATION_REVISION_HASH: &str = "quickube.com/pod-spec-hash";
 
+/// Pod labels the operator sets itself; a QWorker's `podMetadata.labels` may not hold them (the
+/// operator's value would silently win, and the pod's identity is what planning reads).
+pub const RESERVED_LABELS: [&str; 3] = [LABEL_QWORKER, LABEL_POD_SPEC_HASH, LABEL_MANAGED_BY];
+
+/// Pod annotations of the protocol, written by the operator or the supervisor; a QWorker's
+/// `podMetadata.annotations` may not hold them (a drain in the template makes every new pod exit at
+/// once, a made-up activity or usage report misleads planning and sizing).
+pub const RESERVED_ANNOTATIONS: [&str; 4] = [
+    ANNOTATION_DRAIN,
+    ANNOTATION_ACTIVITY,
+    ANNOTATION_USAGE,
+    ANNOTATION_VPA_REQUESTS,
+];
+
+/// Whether `key` is a pod label only the operator may set.
+pub fn is_reserved_label(key: &str) -> bool {
+    RESERVED_LABELS.contains(&key)
+}
+
+/// Whether `key` is a pod annotation of the protocol: one of [`RESERVED_ANNOTATIONS`] or a
+/// per-container usage report (`quickube.com/usage-<container>`).
+pub fn is_reserved_annotation(key: &str) -> bool {
+    RESERVED_ANNOTATIONS.contains(&key)
+        || key
+            .strip_prefix(ANNOTATION_USAGE)
+            .is_some_and(|rest| rest.starts_with('-'))
+}
+
 /// Why a pod is drained; the value of [`ANNOTATION_DRAIN`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum DrainReason {
@@ -125,6 +153,35 @@ mod tests {
             assert_eq!(DrainReason::parse(r.as_str()), Some(r));
         }
         assert_eq!(DrainReason::parse("whatever"), None);
+    }
+
+    #[test]
+    fn reserved_pod_labels_and_annotations() {
+        for k in [LABEL_QWORKER, LABEL_POD_SPEC_HASH, LABEL_MANAGED_BY] {
+            assert!(is_reserved_label(k), "{k}");
+        }
+        for k in ["team", "app.kubernetes.io/name", "quickube.com/qworker-x"] {
+            assert!(!is_reserved_label(k), "{k}");
+        }
+        for k in [
+            ANNOTATION_DRAIN,
+            ANNOTATION_ACTIVITY,
+            ANNOTATION_USAGE,
+            "quickube.com/usage-worker",
+            "quickube.com/usage-",
+            ANNOTATION_VPA_REQUESTS,
+        ] {
+            assert!(is_reserved_annotation(k), "{k}");
+        }
+        // restartedAt is the plugin's way to roll out: it belongs in podMetadata.
+        for k in [
+            ANNOTATION_RESTARTED_AT,
+            "quickube.com/usages",
+            "note",
+            "drain",
+        ] {
+            assert!(!is_reserved_annotation(k), "{k}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::names;
 use crate::qworker::{QWorkerSpec, RolloutStrategy, VpaPolicy};
 use crate::scalerconfig::{ScalerConfigSpec, SecretKeyRef, SUPPORTED_TYPES};
 
@@ -72,6 +73,7 @@ pub fn validate_qworker(spec: &QWorkerSpec) -> Vec<Problem> {
         return p.0;
     }
     validate_containers(spec, &mut p);
+    validate_pod_metadata(spec, &mut p);
     validate_scale_config(spec, &mut p);
     if let Some(rollout) = &spec.rollout {
         validate_rollout(rollout, &mut p);
@@ -136,6 +138,37 @@ fn validate_containers(spec: &QWorkerSpec, p: &mut Problems) {
                 format!("{policy:?} is not Never or OnFailure"),
             );
         }
+    }
+}
+
+/// The protocol's own labels and annotations cannot come from the template: the operator and the
+/// supervisor write them, and a drain annotation in the template would make every pod exit at once.
+fn validate_pod_metadata(spec: &QWorkerSpec, p: &mut Problems) {
+    let Some(meta) = &spec.pod_metadata else {
+        return;
+    };
+    for key in meta.labels.keys().filter(|k| names::is_reserved_label(k)) {
+        p.push(
+            format!("spec.podMetadata.labels[{key}]"),
+            ProblemKind::Invalid,
+            format!(
+                "{key:?} is set by the operator on every worker pod; remove it from podMetadata"
+            ),
+        );
+    }
+    for key in meta
+        .annotations
+        .keys()
+        .filter(|k| names::is_reserved_annotation(k))
+    {
+        p.push(
+            format!("spec.podMetadata.annotations[{key}]"),
+            ProblemKind::Invalid,
+            format!(
+                "{key:?} is part of the operator/supervisor protocol (written on each pod, never \
+                 in the template); remove it from podMetadata"
+            ),
+        );
     }
 }
 
@@ -509,6 +542,58 @@ mod tests {
             (
                 Box::new(|v| v["vpa"] = json!({"minAllowed": {"gpu": "1"}})),
                 vec![("spec.vpa.minAllowed.gpu", Unsupported)],
+            ),
+            (
+                Box::new(|v| {
+                    v["podMetadata"] = json!({"annotations": {"quickube.com/drain": "scale-down"}})
+                }),
+                vec![("spec.podMetadata.annotations[quickube.com/drain]", Invalid)],
+            ),
+            (
+                Box::new(|v| {
+                    v["podMetadata"] = json!({"annotations": {
+                        "quickube.com/activity": "idle",
+                        "quickube.com/usage-worker": "{}",
+                        "quickube.com/vpa-requests": "{}",
+                        "quickube.com/restartedAt": "2024-01-01T00:00:00Z",
+                        "note": "fine"
+                    }})
+                }),
+                vec![
+                    (
+                        "spec.podMetadata.annotations[quickube.com/activity]",
+                        Invalid,
+                    ),
+                    (
+                        "spec.podMetadata.annotations[quickube.com/usage-worker]",
+                        Invalid,
+                    ),
+                    (
+                        "spec.podMetadata.annotations[quickube.com/vpa-requests]",
+                        Invalid,
+                    ),
+                ],
+            ),
+            (
+                Box::new(|v| {
+                    v["podMetadata"] = json!({"labels": {
+                        "quickube.com/qworker": "other",
+                        "quickube.com/pod-spec-hash": "0123456789",
+                        "app.kubernetes.io/managed-by": "me",
+                        "team": "a"
+                    }})
+                }),
+                vec![
+                    (
+                        "spec.podMetadata.labels[app.kubernetes.io/managed-by]",
+                        Invalid,
+                    ),
+                    (
+                        "spec.podMetadata.labels[quickube.com/pod-spec-hash]",
+                        Invalid,
+                    ),
+                    ("spec.podMetadata.labels[quickube.com/qworker]", Invalid),
+                ],
             ),
         ];
         for (patch, expected) in cases {

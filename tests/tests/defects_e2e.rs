@@ -1,0 +1,155 @@
+//! Issue 18, "eight ways the promises break": each test reproduces one defect on the local cluster
+//! (real kube-apiserver and controller-manager, real Redis, the stand-in kubelet running qsupervisor)
+//! and failed before its fix.
+//!
+//! Needs the local cluster: `tests/cluster.sh up && eval "$(tests/cluster.sh env)"`, and the binaries
+//! built: `cargo build --workspace --bins`.
+
+mod common;
+
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy};
+use kube::Api;
+use qscaler_crds::names::{self, keys};
+use qscaler_crds::{QWorker, ScalerConfig};
+use qscaler_tests::{wait_for, Cluster};
+use redis::AsyncCommands;
+use serde_json::{json, Value};
+
+use common::*;
+
+/// A task-mode QWorker: qsupervisor takes each task; the task records `start <payload> <pod>`, runs
+/// `secs` seconds, then records `end <payload> <pod>` on `<queue>:events` (always in db 0, wherever
+/// the queue is). No `>` or `&` in it: those are the subject of their own test.
+fn task_qworker(name: &str, queue: &str, secs: f64, scale: Value) -> Value {
+    let mut qw = qworker(name, queue, &[], scale);
+    let script = format!(
+        "t=$(cat); P=$QSCALER_REDIS_PORT; \
+         redis-cli -p $P -n 0 rpush \"$QSCALER_QUEUE:events\" \"start $t $POD_NAME\"; \
+         sleep {secs}; \
+         redis-cli -p $P -n 0 rpush \"$QSCALER_QUEUE:events\" \"end $t $POD_NAME\""
+    );
+    qw["spec"]["podSpec"]["containers"][0]["args"] = json!(["--task", "--", "sh", "-c", script]);
+    qw
+}
+
+/// The events lines of `queue` (`start t0 w-abc`, `end t0 w-abc`), oldest first.
+async fn event_lines(conn: &mut redis::aio::MultiplexedConnection, queue: &str) -> Vec<String> {
+    conn.lrange(format!("{queue}:events"), 0, -1)
+        .await
+        .expect("LRANGE events")
+}
+
+/// The pod that started task `id` (from its start event).
+async fn started_on(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+    id: &str,
+) -> Option<String> {
+    event_lines(conn, queue).await.into_iter().find_map(|l| {
+        let mut p = l.split_whitespace();
+        (p.next() == Some("start") && p.next() == Some(id)).then(|| p.next().map(str::to_string))?
+    })
+}
+
+fn count(lines: &[String], what: &str, id: &str) -> usize {
+    lines
+        .iter()
+        .filter(|l| {
+            let mut p = l.split_whitespace();
+            p.next() == Some(what) && p.next() == Some(id)
+        })
+        .count()
+}
+
+async fn alive_pods(cluster: &Cluster, ns: &str, qw: &str) -> Vec<Pod> {
+    worker_pods(cluster, ns, qw)
+        .await
+        .into_iter()
+        .filter(alive)
+        .collect()
+}
+
+fn name_of(p: &Pod) -> String {
+    p.metadata.name.clone().unwrap_or_default()
+}
+
+async fn patch_qworker(cluster: &Cluster, ns: &str, name: &str, patch: Value) {
+    Api::<QWorker>::namespaced(cluster.client.clone(), ns)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patching the QWorker");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Reserved names in podMetadata
+
+/// `quickube.com/drain` (and the hash label) in podMetadata made every pod drain at birth: hundreds
+/// of pods created and deleted while SpecValid said True. Now it is an invalid spec: SpecValid False
+/// naming each reserved key, an InvalidSpec Event, and no pod; once the keys are removed, it scales.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_pod_metadata_is_an_invalid_spec_and_creates_no_pod() {
+    let (cluster, ns, op, _guard) = setup("def-reserved", None, &[]).await;
+    let queue = format!("{ns}-jobs");
+    let mut qw = idle_qworker("w", &queue, json!({"minReplicas": 2, "maxReplicas": 3}));
+    qw["spec"]["podMetadata"] = json!({
+        "annotations": {"quickube.com/drain": "scale-down", "note": "kept"},
+        "labels": {"quickube.com/pod-spec-hash": "0000000000", "team": "a"}
+    });
+    let (samples, sampler) = sample(&cluster, &ns, "w");
+    create_qworker(&cluster, &ns, qw).await;
+    let (status, reason, message) = wait_for("a SpecValid condition on w", T, || async {
+        let qw = get_qworker(&cluster, &ns, "w").await;
+        condition(&qw, "SpecValid").map(|(s, r, m)| (s.to_string(), r.to_string(), m.to_string()))
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "InvalidSpec"),
+        "{message}\n{}",
+        op.log()
+    );
+    assert!(
+        message.contains("quickube.com/drain") && message.contains("quickube.com/pod-spec-hash"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("note") && !message.contains("team"),
+        "{message}"
+    );
+    wait_for("an InvalidSpec Event on w", T, || async {
+        (!events_with_reason(&cluster, &ns, "w", "InvalidSpec")
+            .await
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+    {
+        let s = samples.lock().unwrap_or_else(|e| e.into_inner());
+        assert!(s.names.is_empty(), "pods of an invalid spec: {:?}", s.names);
+    }
+    // Without the reserved keys the same QWorker scales to its minimum and stays there.
+    patch_qworker(
+        &cluster,
+        &ns,
+        "w",
+        json!({"spec": {"podMetadata": {
+            "annotations": {"quickube.com/drain": null},
+            "labels": {"quickube.com/pod-spec-hash": null}
+        }}}),
+    )
+    .await;
+    wait_for("2 running workers", T, || async {
+        let pods = alive_pods(&cluster, &ns, "w").await;
+        (pods.len() == 2 && pods.iter().all(|p| phase(p) == "Running")).then_some(())
+    })
+    .await;
+    let qw = get_qworker(&cluster, &ns, "w").await;
+    assert_eq!(condition(&qw, "SpecValid").map(|c| c.0), Some("True"));
+    sampler.abort();
+    let s = samples.lock().unwrap_or_else(|e| e.into_inner());
+    assert!(s.names.len() <= 3, "churn: {:?}\n{}", s.names, op.log());
+}
+
