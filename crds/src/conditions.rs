@@ -18,6 +18,8 @@ pub mod reason {
     pub const SCALER_CONFIG_NOT_FOUND: &str = "ScalerConfigNotFound";
     pub const BROKER_UNREACHABLE: &str = "BrokerUnreachable";
     pub const QUEUE_READ: &str = "QueueRead";
+    /// The broker answered but this QWorker's queue could not be read (e.g. its key is not a list).
+    pub const QUEUE_UNREADABLE: &str = "QueueUnreadable";
     pub const ROLLING_OUT: &str = "RollingOut";
     pub const ROLLOUT_COMPLETE: &str = "RolloutComplete";
     pub const CRASH_LOOP: &str = "CrashLoop";

@@ -26,6 +26,28 @@ impl Depth {
     }
 }
 
+/// Why one queue could not be read while the broker itself answered (e.g. its key holds a string):
+/// that QWorker's problem alone; the other queues of the same broker are read as usual.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct QueueError(pub String);
+
+impl QueueError {
+    /// "queue key jobs is a string, not a list": `what` names the key's role, `type_` is what
+    /// Redis `TYPE` says the key holds.
+    pub fn wrong_type(what: &str, key: &str, type_: &str) -> QueueError {
+        let held = match type_ {
+            "string" => "a string",
+            "set" => "a set",
+            "zset" => "a sorted set",
+            "hash" => "a hash",
+            "stream" => "a stream",
+            other => return QueueError(format!("{what} {key} holds {other:?}, not a list")),
+        };
+        QueueError(format!("{what} {key} is {held}, not a list"))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("broker unreachable: {0}")]
@@ -41,11 +63,12 @@ pub trait Broker: Send {
     /// Checks the connection (connecting if needed).
     fn ping(&mut self) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
-    /// The depth of every queue, in one round trip where the broker allows it.
+    /// The depth of every queue, in one round trip where the broker allows it. The outer error is
+    /// the broker's (nothing was read); an inner error is one queue's own (the others were read).
     fn depths(
         &mut self,
         queries: &[QueueQuery],
-    ) -> impl Future<Output = Result<Vec<Depth>, BrokerError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Result<Depth, QueueError>>, BrokerError>> + Send;
 
     /// Moves the tasks a consumer (a pod) took but never finished back to its queue (each move
     /// atomic); returns how many moved. Used for pods that failed or vanished.
@@ -62,4 +85,25 @@ pub trait Broker: Send {
         queue: &str,
         namespace: &str,
     ) -> impl Future<Output = Result<Vec<String>, BrokerError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_type_messages_say_what_the_key_holds() {
+        assert_eq!(
+            QueueError::wrong_type("queue key", "q", "string").to_string(),
+            "queue key q is a string, not a list"
+        );
+        assert_eq!(
+            QueueError::wrong_type("in-flight list", "q:processing:ns/p", "zset").to_string(),
+            "in-flight list q:processing:ns/p is a sorted set, not a list"
+        );
+        assert_eq!(
+            QueueError::wrong_type("queue key", "q", "weird").to_string(),
+            "queue key q holds \"weird\", not a list"
+        );
+    }
 }

@@ -44,8 +44,17 @@ pub type Key = (String, String);
 /// The last queue reading of one QWorker, written by its ScalerConfig's poller.
 #[derive(Clone, Debug)]
 pub struct Reading {
-    pub result: Result<Depth, String>,
+    pub result: Result<Depth, ReadError>,
     pub at: Instant,
+}
+
+/// Why a QWorker's queue has no reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// The broker did not answer (every QWorker of the ScalerConfig is affected).
+    Broker(String),
+    /// The broker answered, but this queue's keys could not be read (e.g. a key of the wrong type).
+    Queue(String),
 }
 
 /// What the operator remembers about one QWorker between reconciles.

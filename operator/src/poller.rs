@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::broker::{Broker, BrokerError, Depth, QueueQuery};
-use crate::context::{lock, Context, Key, Reading};
+use crate::context::{lock, Context, Key, ReadError, Reading};
 use crate::observe::owned_by;
 use crate::redis_broker::{RedisBroker, RedisParams};
 use crate::scaling::raw_desired;
@@ -218,18 +218,25 @@ async fn run<B: Broker>(
 
         for (i, (v, qw)) in views.iter().zip(&qworkers).enumerate() {
             let (desired, depth, reading) = match &result {
-                Ok(depths) => {
-                    let d = depths.get(i).copied().unwrap_or_default();
-                    let sc = &qw.spec.scale_config;
-                    let desired = raw_desired(
-                        d.backlog(),
-                        sc.scaling_factor,
-                        sc.min_replicas,
-                        sc.max_replicas,
-                    );
-                    (Some(desired), Some(d), Ok(d))
-                }
-                Err(e) => (None, None, Err(e.to_string())),
+                Ok(depths) => match depths.get(i).cloned().unwrap_or(Ok(Depth::default())) {
+                    Ok(d) => {
+                        let sc = &qw.spec.scale_config;
+                        let desired = raw_desired(
+                            d.backlog(),
+                            sc.scaling_factor,
+                            sc.min_replicas,
+                            sc.max_replicas,
+                        );
+                        (Some(desired), Some(d), Ok(d))
+                    }
+                    Err(e) => {
+                        if told.get(&v.qw).is_none_or(|t| t.desired.is_some()) {
+                            tracing::warn!(namespace = %v.qw.0, qworker = %v.qw.1, error = %e, "queue unreadable; its replicas are held");
+                        }
+                        (None, None, Err(ReadError::Queue(e.to_string())))
+                    }
+                },
+                Err(e) => (None, None, Err(ReadError::Broker(e.to_string()))),
             };
             lock(&ctx.readings).insert(
                 v.qw.clone(),

@@ -13,7 +13,7 @@ use redis::{
     TlsCertificates,
 };
 
-use crate::broker::{Broker, BrokerError, Depth, QueueQuery};
+use crate::broker::{Broker, BrokerError, Depth, QueueError, QueueQuery};
 
 /// Where and how to connect. The password and the CA bundle are resolved (from Secrets or inline)
 /// by the caller. Equality covers every field, so a rotated password or CA restarts the poller.
@@ -181,6 +181,65 @@ impl RedisBroker {
     }
 }
 
+/// A key of a queue that Redis refused to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FailedKey {
+    /// "queue key" or "in-flight list".
+    role: &'static str,
+    key: String,
+    error: String,
+}
+
+/// The `LLEN` answers of a pipeline, in query order (each queue's own key, then each consumer's
+/// processing list), folded into one depth per queue; the first key of a queue that failed makes
+/// that queue's answer. Pure.
+fn fold_lengths(
+    queries: &[QueueQuery],
+    lens: impl IntoIterator<Item = Result<u64, String>>,
+) -> Vec<Result<Depth, FailedKey>> {
+    let mut it = lens.into_iter();
+    let mut out = Vec::with_capacity(queries.len());
+    for q in queries {
+        let mut failed = None;
+        let mut note = |role: &'static str, key: String, r: Option<Result<u64, String>>| match r {
+            Some(Ok(n)) => n,
+            Some(Err(error)) => {
+                failed.get_or_insert(FailedKey { role, key, error });
+                0
+            }
+            None => 0,
+        };
+        let queued = note("queue key", q.queue.clone(), it.next());
+        let mut in_flight = 0u64;
+        for consumer in &q.consumers {
+            let key = keys::processing(&q.queue, consumer);
+            in_flight = in_flight.saturating_add(note("in-flight list", key, it.next()));
+        }
+        out.push(match failed {
+            Some(f) => Err(f),
+            None => Ok(Depth { queued, in_flight }),
+        });
+    }
+    out
+}
+
+impl RedisBroker {
+    /// A readable reason for a key that failed: what it holds when it is not a list.
+    async fn explain(&mut self, failed: FailedKey) -> Result<QueueError, BrokerError> {
+        if !failed.error.contains("WRONGTYPE") {
+            return Ok(QueueError(format!(
+                "{} {}: {}",
+                failed.role, failed.key, failed.error
+            )));
+        }
+        let key = failed.key.clone();
+        let type_: String = self
+            .with(async move |mut c| redis::cmd("TYPE").arg(&key).query_async(&mut c).await)
+            .await?;
+        Ok(QueueError::wrong_type(failed.role, &failed.key, &type_))
+    }
+}
+
 impl Broker for RedisBroker {
     async fn ping(&mut self) -> Result<(), BrokerError> {
         self.with(async |mut c| redis::cmd("PING").query_async::<String>(&mut c).await)
@@ -188,26 +247,35 @@ impl Broker for RedisBroker {
             .map(|_| ())
     }
 
-    async fn depths(&mut self, queries: &[QueueQuery]) -> Result<Vec<Depth>, BrokerError> {
+    async fn depths(
+        &mut self,
+        queries: &[QueueQuery],
+    ) -> Result<Vec<Result<Depth, QueueError>>, BrokerError> {
         if queries.is_empty() {
             return Ok(vec![]);
         }
         let mut pipe = redis::pipe();
+        // One key's error (WRONGTYPE) is that key's answer, not the whole pipeline's.
+        pipe.ignore_errors();
         for q in queries {
             pipe.cmd("LLEN").arg(&q.queue);
             for consumer in &q.consumers {
                 pipe.cmd("LLEN").arg(keys::processing(&q.queue, consumer));
             }
         }
-        let lens: Vec<u64> = self
+        let lens: Vec<redis::RedisResult<u64>> = self
             .with(async |mut c| pipe.query_async(&mut c).await)
             .await?;
-        let mut it = lens.into_iter();
-        let mut out = Vec::with_capacity(queries.len());
-        for q in queries {
-            let queued = it.next().unwrap_or(0);
-            let in_flight = (&mut it).take(q.consumers.len()).sum();
-            out.push(Depth { queued, in_flight });
+        let folded = fold_lengths(
+            queries,
+            lens.into_iter().map(|r| r.map_err(|e| e.to_string())),
+        );
+        let mut out = Vec::with_capacity(folded.len());
+        for r in folded {
+            out.push(match r {
+                Ok(d) => Ok(d),
+                Err(failed) => Err(self.explain(failed).await?),
+            });
         }
         Ok(out)
     }
@@ -290,6 +358,47 @@ fn glob_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_failed_key_fails_only_its_queue() {
+        let q = |name: &str, consumers: &[&str]| QueueQuery {
+            queue: name.into(),
+            consumers: consumers.iter().map(|c| c.to_string()).collect(),
+        };
+        let queries = [
+            q("a", &["ns/a-1", "ns/a-2"]),
+            q("bad", &["ns/b-1"]),
+            q("c", &[]),
+        ];
+        let wrong = || Err("WRONGTYPE Operation against a key".to_string());
+        let folded = fold_lengths(&queries, [Ok(3), Ok(1), Ok(2), wrong(), Ok(5), Ok(7)]);
+        assert_eq!(
+            folded[0],
+            Ok(Depth {
+                queued: 3,
+                in_flight: 3
+            })
+        );
+        assert_eq!(
+            folded[1].as_ref().map_err(|f| (f.role, f.key.as_str())),
+            Err(("queue key", "bad"))
+        );
+        assert_eq!(
+            folded[2],
+            Ok(Depth {
+                queued: 7,
+                in_flight: 0
+            })
+        );
+        // A processing list of the wrong type is named as such.
+        let folded = fold_lengths(&queries[..1], [Ok(3), wrong(), Ok(1)]);
+        assert_eq!(
+            folded[0].as_ref().map_err(|f| (f.role, f.key.as_str())),
+            Err(("in-flight list", "a:processing:ns/a-1"))
+        );
+        // Fewer answers than keys (cannot happen with Redis) read as empty, not as a panic.
+        assert_eq!(fold_lengths(&queries[2..], []), vec![Ok(Depth::default())]);
+    }
 
     #[test]
     fn glob_escape_makes_names_literal() {

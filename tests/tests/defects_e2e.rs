@@ -153,3 +153,64 @@ async fn reserved_pod_metadata_is_an_invalid_spec_and_creates_no_pod() {
     assert!(s.names.len() <= 3, "churn: {:?}\n{}", s.names, op.log());
 }
 
+// ---------------------------------------------------------------------------------------------
+// 7. One bad key
+
+/// `SET q x` on one queue failed the poller's whole pipeline: every QWorker of the ScalerConfig
+/// showed BrokerUnreachable and none scaled. Now the bad queue is its own QWorker's condition
+/// (ScalerHealthy False, QueueUnreadable, "queue key ... is a string, not a list") while a
+/// neighbour on the same ScalerConfig scales to its backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_type_key_stops_only_its_own_qworker() {
+    let (cluster, ns, op, _guard) = setup("def-wrongtype", None, &[]).await;
+    let mut conn = cluster.redis().await;
+    let (bad_q, good_q) = (format!("{ns}-bad"), format!("{ns}-good"));
+    let _: () = conn.set(&bad_q, "x").await.expect("SET");
+    create_qworker(&cluster, &ns, idle_qworker("bad", &bad_q, json!({}))).await;
+    create_qworker(&cluster, &ns, idle_qworker("good", &good_q, json!({}))).await;
+    // Idle workers take nothing: the backlog stays 3, so the neighbour wants 3 workers.
+    push_tasks(&mut conn, &good_q, 0..3).await;
+    wait_for("the neighbour scaled to 3 running workers", T, || async {
+        let pods = alive_pods(&cluster, &ns, "good").await;
+        (pods.len() == 3 && pods.iter().all(|p| phase(p) == "Running")).then_some(())
+    })
+    .await;
+    let (status, reason, message) = wait_for("ScalerHealthy on bad", T, || async {
+        let qw = get_qworker(&cluster, &ns, "bad").await;
+        condition(&qw, "ScalerHealthy")
+            .filter(|c| c.0 == "False")
+            .map(|(s, r, m)| (s.to_string(), r.to_string(), m.to_string()))
+    })
+    .await;
+    assert_eq!(
+        reason,
+        "QueueUnreadable",
+        "{status} {message}\n{}",
+        op.log()
+    );
+    assert_eq!(
+        message,
+        format!("queue key {bad_q} is a string, not a list")
+    );
+    let good = get_qworker(&cluster, &ns, "good").await;
+    assert_eq!(
+        condition(&good, "ScalerHealthy").map(|c| (c.0, c.1)),
+        Some(("True", "QueueRead"))
+    );
+    assert_eq!(good.status.as_ref().map(|s| s.desired_replicas), Some(3));
+    // The broker itself is fine.
+    let sc = Api::<ScalerConfig>::namespaced(cluster.client.clone(), &ns)
+        .get("redis")
+        .await
+        .expect("ScalerConfig");
+    assert!(sc.status.map(|s| s.healthy).unwrap_or(false));
+    assert!(alive_pods(&cluster, &ns, "bad").await.is_empty());
+    // Fixed: the bad queue is read again.
+    let _: () = conn.del(&bad_q).await.expect("DEL");
+    wait_for("ScalerHealthy True on bad", T, || async {
+        let qw = get_qworker(&cluster, &ns, "bad").await;
+        (condition(&qw, "ScalerHealthy").map(|c| c.0) == Some("True")).then_some(())
+    })
+    .await;
+}
+

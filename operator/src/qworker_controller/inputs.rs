@@ -11,7 +11,7 @@ use qscaler_crds::qworker::ContainerUsage;
 use qscaler_crds::{QWorker, QWorkerStatus, ScalerConfig};
 
 use crate::broker::Depth;
-use crate::context::{lock, Context, Key};
+use crate::context::{lock, Context, Key, ReadError};
 use crate::observe::{fold_usage, oom_killed};
 use crate::sizing::{self, Requests};
 
@@ -48,7 +48,9 @@ pub(super) fn scaler_view(
                 format!("reading queue {}", qw.spec.scale_config.queue),
             )),
         ),
-        Some(Err(e)) => (None, Some((false, reason::BROKER_UNREACHABLE, e))),
+        Some(Err(ReadError::Broker(e))) => (None, Some((false, reason::BROKER_UNREACHABLE, e))),
+        // This queue alone: replicas are held as on missing data, the others keep scaling.
+        Some(Err(ReadError::Queue(e))) => (None, Some((false, reason::QUEUE_UNREADABLE, e))),
         None => match sc
             .status
             .as_ref()
