@@ -4,10 +4,14 @@
 //! changed), so a busy queue does not mean a busy API server.
 //!
 //! The poller also returns the in-flight tasks of task-mode pods that died: a pod that turned
-//! Succeeded/Failed, or vanished since the last tick, gets its processing list moved back to the
-//! queue. A slower sweep finds lists whose pod is unknown (it vanished while no operator ran) and
-//! returns them when two sweeps in a row found the pod gone (a pod just created may not be in the
-//! cache yet, and returning a live pod's task would run it twice). The sweep only looks at lists
+//! Succeeded/Failed gets its processing list moved back to the queue. A pod that left the QWorker's
+//! view (the cache no longer shows it as the QWorker's: deleted, or its label or owner reference
+//! removed, as `kubectl delete qworker --cascade=orphan` does) is looked up with a GET: only when the
+//! API says it is gone (404) or terminal is its list returned. A live pod that left is still working
+//! on its tasks (returning them would run them twice); it is looked up again every
+//! [`SWEEP_EVERY`] until it ends. A slower sweep finds lists whose pod is unknown (it vanished while
+//! no operator ran) and returns them when two sweeps in a row found the pod missing from the cache
+//! and a GET confirms it is gone or terminal. The sweep only looks at lists
 //! of this QWorker's pods (`<queue>:processing:<namespace>/<qworker>-...`), so a Redis shared with
 //! other namespaces' workers, even of a QWorker of the same name on the same queue, is left alone.
 
@@ -104,6 +108,57 @@ fn is_terminal(p: &Pod) -> bool {
     )
 }
 
+/// What the API says of a pod whose tasks might be returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// No such pod (404): no process of it can still hold a task.
+    Gone,
+    /// Succeeded or Failed: its containers have stopped.
+    Ended,
+    /// Still Pending/Running/Unknown, whatever its labels and owners say now.
+    Alive,
+}
+
+impl Fate {
+    /// From a GET of the pod (`None`: 404).
+    pub fn of(pod: Option<&Pod>) -> Fate {
+        match pod {
+            None => Fate::Gone,
+            Some(p) if is_terminal(p) => Fate::Ended,
+            Some(_) => Fate::Alive,
+        }
+    }
+
+    /// Whether the pod's processing list may go back to the queue: only when nothing of it runs.
+    pub fn may_return(self) -> bool {
+        self != Fate::Alive
+    }
+}
+
+/// A pod that left a QWorker's view and whose processing list is not returned yet.
+#[derive(Clone, Debug)]
+struct Departed {
+    qw: Key,
+    queue: String,
+    /// When to look it up (again).
+    check_at: Instant,
+    /// Whether "it still runs" was logged.
+    told: bool,
+}
+
+/// Pods of `before` that are not in `now`: they left the view since the last tick.
+fn left_view<'a>(before: &'a HashSet<String>, now: &HashSet<String>) -> Vec<&'a String> {
+    let mut out: Vec<&String> = before.iter().filter(|p| !now.contains(*p)).collect();
+    out.sort();
+    out
+}
+
+/// One GET of `pod`: what became of it.
+async fn look_up(ctx: &Context, ns: &str, pod: &str) -> kube::Result<Fate> {
+    let api: kube::Api<Pod> = kube::Api::namespaced(ctx.client.clone(), ns);
+    Ok(Fate::of(api.get_opt(pod).await?.as_ref()))
+}
+
 struct QueueView {
     qw: Key,
     queue: String,
@@ -159,6 +214,7 @@ async fn run<B: Broker>(
     // Pods seen (alive or terminal) per QWorker at the last tick, and lists already returned.
     let mut seen: HashMap<Key, (String, HashSet<String>)> = HashMap::new();
     let mut returned: HashSet<String> = HashSet::new();
+    let mut departed: HashMap<String, Departed> = HashMap::new();
     let mut orphans: HashSet<(String, String)> = HashSet::new();
     let mut last_sweep = Instant::now();
     let sc_ref = ObjectRef::new(&name).within(&ns);
@@ -259,7 +315,15 @@ async fn run<B: Broker>(
         }
 
         if result.is_ok() {
-            return_dead_pods_tasks(&ctx, &mut broker, &views, &mut seen, &mut returned).await;
+            return_dead_pods_tasks(
+                &ctx,
+                &mut broker,
+                &views,
+                &mut seen,
+                &mut returned,
+                &mut departed,
+            )
+            .await;
             if now.saturating_duration_since(last_sweep) >= SWEEP_EVERY {
                 last_sweep = now;
                 let ns_pods: Vec<Arc<Pod>> = pods.values().flatten().cloned().collect();
@@ -313,7 +377,9 @@ async fn return_dead_pods_tasks<B: Broker>(
     views: &[QueueView],
     seen: &mut HashMap<Key, (String, HashSet<String>)>,
     returned: &mut HashSet<String>,
+    departed: &mut HashMap<String, Departed>,
 ) {
+    let now = Instant::now();
     let mut now_seen: HashMap<Key, (String, HashSet<String>)> = HashMap::new();
     for v in views {
         for pod in &v.terminal {
@@ -322,15 +388,56 @@ async fn return_dead_pods_tasks<B: Broker>(
             }
         }
         if let Some((queue, before)) = seen.get(&v.qw) {
-            for pod in before.difference(&v.present) {
+            for pod in left_view(before, &v.present) {
                 if !returned.contains(pod) {
-                    give_back(ctx, broker, &v.qw, queue, pod).await;
+                    departed.entry(pod.clone()).or_insert_with(|| Departed {
+                        qw: v.qw.clone(),
+                        queue: queue.clone(),
+                        check_at: now,
+                        told: false,
+                    });
                 }
             }
         }
         now_seen.insert(v.qw.clone(), (v.queue.clone(), v.present.clone()));
     }
     let present: HashSet<&String> = views.iter().flat_map(|v| v.present.iter()).collect();
+    // Back in a view (its label put back): the terminal rule above covers it again.
+    departed.retain(|pod, _| !present.contains(pod));
+    let mut due: Vec<String> = departed
+        .iter()
+        .filter(|(_, d)| d.check_at <= now)
+        .map(|(pod, _)| pod.clone())
+        .collect();
+    due.sort();
+    for pod in due {
+        let Some(d) = departed.get(&pod).cloned() else {
+            continue;
+        };
+        // The cache only says the pod is no longer this QWorker's; the API says whether it runs.
+        match look_up(ctx, &d.qw.0, &pod).await {
+            Ok(fate) if fate.may_return() => {
+                if give_back(ctx, broker, &d.qw, &d.queue, &pod).await {
+                    departed.remove(&pod);
+                }
+            }
+            Ok(_) => {
+                if !d.told {
+                    tracing::info!(namespace = %d.qw.0, qworker = %d.qw.1, pod, "pod left the QWorker but still runs: its in-flight tasks stay with it until it ends");
+                }
+                if let Some(e) = departed.get_mut(&pod) {
+                    e.told = true;
+                    e.check_at = now + SWEEP_EVERY;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %d.qw.0, pod, error = %e, "could not look up a pod that left its QWorker; will retry");
+                if let Some(e) = departed.get_mut(&pod) {
+                    e.check_at = now + Duration::from_secs(1);
+                }
+            }
+        }
+    }
     returned.retain(|p| present.contains(p));
     *seen = now_seen;
 }
@@ -366,10 +473,20 @@ async fn sweep_orphans<B: Broker>(
                 continue;
             }
             let k = (v.queue.clone(), pod.clone());
-            if candidates.contains(&k) {
-                give_back(ctx, broker, &v.qw, &v.queue, &pod).await;
-            } else {
+            if !candidates.contains(&k) {
                 next.insert(k);
+                continue;
+            }
+            // Missing from the cache twice; the API decides (a pod without its label still runs).
+            match look_up(ctx, &v.qw.0, &pod).await {
+                Ok(fate) if fate.may_return() => {
+                    give_back(ctx, broker, &v.qw, &v.queue, &pod).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(namespace = %v.qw.0, pod, error = %e, "could not look up the owner of an in-flight list");
+                    next.insert(k);
+                }
             }
         }
     }
@@ -379,6 +496,36 @@ async fn sweep_orphans<B: Broker>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pod(phase: Option<&str>) -> Pod {
+        Pod {
+            status: Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: phase.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_a_gone_or_ended_pod_gives_its_tasks_back() {
+        assert_eq!(Fate::of(None), Fate::Gone);
+        assert_eq!(Fate::of(Some(&pod(Some("Succeeded")))), Fate::Ended);
+        assert_eq!(Fate::of(Some(&pod(Some("Failed")))), Fate::Ended);
+        for alive in [Some("Running"), Some("Pending"), Some("Unknown"), None] {
+            assert_eq!(Fate::of(Some(&pod(alive))), Fate::Alive, "{alive:?}");
+        }
+        assert!(Fate::Gone.may_return() && Fate::Ended.may_return());
+        assert!(!Fate::Alive.may_return());
+    }
+
+    #[test]
+    fn pods_that_left_the_view() {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<HashSet<String>>();
+        let before = set(&["a", "b", "c"]);
+        assert_eq!(left_view(&before, &set(&["b", "d"])), vec!["a", "c"]);
+        assert!(left_view(&before, &before).is_empty());
+    }
 
     #[test]
     fn triggers_on_desired_change_only_or_slow_depth_refresh() {

@@ -214,3 +214,158 @@ async fn a_wrong_type_key_stops_only_its_own_qworker() {
     .await;
 }
 
+// ---------------------------------------------------------------------------------------------
+// 5. A live pod that leaves the QWorker's view
+
+/// Waits until a task-mode worker has started task `id`; returns its pod.
+async fn busy_with(conn: &redis::aio::MultiplexedConnection, queue: &str, id: &str) -> String {
+    wait_for(&format!("a worker started {id}"), T, || {
+        let mut conn = conn.clone();
+        async move { started_on(&mut conn, queue, id).await }
+    })
+    .await
+}
+
+/// A busy worker whose `quickube.com/qworker` label is removed still runs its task: its processing
+/// list must not go back to the queue (the neighbour would run the task a second time). The pod's
+/// own supervisor finishes and acknowledges it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_that_loses_its_label_keeps_its_task() {
+    let (cluster, ns, op, _guard) = setup("def-unlabel", None, &[]).await;
+    let queue = format!("{ns}-jobs");
+    let mut conn = cluster.redis().await;
+    create_qworker(
+        &cluster,
+        &ns,
+        task_qworker(
+            "w",
+            &queue,
+            6.0,
+            json!({"minReplicas": 2, "maxReplicas": 2}),
+        ),
+    )
+    .await;
+    wait_for("2 running workers", T, || async {
+        let pods = alive_pods(&cluster, &ns, "w").await;
+        (pods.len() == 2 && pods.iter().all(|p| phase(p) == "Running")).then_some(())
+    })
+    .await;
+    push_tasks(&mut conn, &queue, 0..1).await;
+    let busy = busy_with(&conn, &queue, "t0").await;
+    Api::<Pod>::namespaced(cluster.client.clone(), &ns)
+        .patch(
+            &busy,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {names::LABEL_QWORKER: null}}})),
+        )
+        .await
+        .expect("removing the label");
+    // The operator saw it leave: it replaced it.
+    wait_for("a replacement for the unlabelled pod", T, || async {
+        let pods = alive_pods(&cluster, &ns, "w").await;
+        (pods.len() == 2 && pods.iter().all(|p| name_of(p) != busy)).then_some(())
+    })
+    .await;
+    wait_for("t0 finished on the unlabelled pod", T, || {
+        let (mut conn, queue, busy) = (conn.clone(), queue.clone(), busy.clone());
+        async move {
+            event_lines(&mut conn, &queue)
+                .await
+                .contains(&format!("end t0 {busy}"))
+                .then_some(())
+        }
+    })
+    .await;
+    let lines = event_lines(&mut conn, &queue).await;
+    assert_eq!(
+        count(&lines, "start", "t0"),
+        1,
+        "t0 ran twice: {lines:?}\n{}",
+        op.log()
+    );
+    assert!(
+        !op.log().contains("returned in-flight tasks"),
+        "{}",
+        op.log()
+    );
+    let processing = keys::processing(&queue, &keys::consumer(Some(&ns), &busy));
+    wait_for("the unlabelled pod acknowledged t0", T, || {
+        let (mut conn, processing) = (conn.clone(), processing.clone());
+        async move { (conn.llen::<_, i64>(&processing).await.ok()? == 0).then_some(()) }
+    })
+    .await;
+    let queued: i64 = conn.llen(&queue).await.expect("LLEN");
+    assert_eq!(queued, 0);
+}
+
+/// `delete qworker --cascade=orphan` with a task in flight: the garbage collector removes the owner
+/// references first, so the pods leave the QWorker's view while they run. Their tasks stay with
+/// them (not run twice), and the orphaning delete completes although the pod spec holds `>`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphaning_delete_leaves_running_tasks_alone() {
+    let (cluster, ns, op, _guard) = setup("def-orphan", None, &[]).await;
+    let queue = format!("{ns}-jobs");
+    let mut conn = cluster.redis().await;
+    create_qworker(
+        &cluster,
+        &ns,
+        task_qworker(
+            "w",
+            &queue,
+            6.0,
+            json!({"minReplicas": 2, "maxReplicas": 2}),
+        ),
+    )
+    .await;
+    let pods = wait_for("2 running workers", T, || async {
+        let pods = alive_pods(&cluster, &ns, "w").await;
+        (pods.len() == 2 && pods.iter().all(|p| phase(p) == "Running")).then_some(pods)
+    })
+    .await;
+    push_tasks(&mut conn, &queue, 0..1).await;
+    let busy = busy_with(&conn, &queue, "t0").await;
+    Api::<QWorker>::namespaced(cluster.client.clone(), &ns)
+        .delete(
+            "w",
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Orphan),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("deleting the QWorker with --cascade=orphan");
+    wait_for("the QWorker gone (orphan finalizer done)", T, || async {
+        Api::<QWorker>::namespaced(cluster.client.clone(), &ns)
+            .get_opt("w")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    wait_for("t0 finished on its orphaned pod", T, || {
+        let (mut conn, queue, busy) = (conn.clone(), queue.clone(), busy.clone());
+        async move {
+            event_lines(&mut conn, &queue)
+                .await
+                .contains(&format!("end t0 {busy}"))
+                .then_some(())
+        }
+    })
+    .await;
+    let lines = event_lines(&mut conn, &queue).await;
+    assert_eq!(
+        count(&lines, "start", "t0"),
+        1,
+        "t0 ran twice: {lines:?}\n{}",
+        op.log()
+    );
+    // The orphans run on, without owner.
+    let api = Api::<Pod>::namespaced(cluster.client.clone(), &ns);
+    for p in pods {
+        let now = api.get(&name_of(&p)).await.expect("orphaned pod");
+        assert!(alive(&now), "{} ended", name_of(&p));
+        assert!(now.metadata.owner_references.unwrap_or_default().is_empty());
+    }
+}
+
