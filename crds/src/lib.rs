@@ -4,6 +4,7 @@
 //! - [`scalerconfig`]: the `ScalerConfig` custom resource (where the queue broker is).
 //! - [`names`]: labels, annotations, env vars and Redis key names: the operator/supervisor contract.
 //! - [`hash`]: the canonical pod-spec hash that identifies a rollout revision.
+//! - [`gojson`]: JSON as the API server re-encodes it (ControllerRevision data).
 //! - [`validation`]: every problem of an object, as structured errors for conditions and Events.
 //! - [`conditions`]: the condition types and reasons in status, shared by the operator and the plugin.
 //! - [`ownership`]: which pods and revisions belong to a QWorker.
@@ -15,6 +16,7 @@
 
 pub mod conditions;
 pub mod crdgen;
+pub mod gojson;
 pub mod hash;
 pub mod names;
 pub mod ownership;

@@ -7,12 +7,20 @@
 //! - `data` = [`hash::template_value`] (`{"podSpec":..,"podMetadata":..}`), `revision` = 1 + the
 //!   highest existing; going back to a recorded template (undo) bumps that revision to the top;
 //! - the oldest beyond `revisionHistoryLimit` (default 10) old revisions are pruned, never the current.
+//!
+//! A revision is created with its bytes in the form the API server's Go code re-encodes them
+//! ([`qscaler_crds::gojson`]): the API server keeps `data` as the bytes it was sent and compares
+//! them after any later patch, so a `>` or `&` written plainly would make every patch of the
+//! revision (the garbage collector's owner-reference removal, the renumbering of an undo) fail with
+//! `data: field is immutable`. A revision recorded before this (plain bytes) that cannot be
+//! renumbered is replaced by a fresh one with the new number.
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
+use qscaler_crds::gojson::{self, GoStyle};
 use qscaler_crds::hash::{self, PodSpecHash};
 use qscaler_crds::names;
 use qscaler_crds::ownership::controlled_by;
@@ -113,6 +121,36 @@ pub fn build(qw: &QWorker, hash: &PodSpecHash, revision: i64) -> ControllerRevis
     }
 }
 
+/// The request body that creates `rev`: the whole object in Go's encoding (see the module doc).
+pub fn create_body(rev: &ControllerRevision, style: GoStyle) -> serde_json::Result<Vec<u8>> {
+    Ok(gojson::to_string(&serde_json::to_value(rev)?, style).into_bytes())
+}
+
+/// Creates `rev` with the body of [`create_body`] (kube's `Api::create` would write `>` plainly).
+async fn create(
+    client: &Client,
+    ns: &str,
+    rev: &ControllerRevision,
+    style: GoStyle,
+) -> kube::Result<ControllerRevision> {
+    let body = create_body(rev, style).map_err(kube::Error::SerdeError)?;
+    let request = kube::core::Request::new(ControllerRevision::url_path(&(), Some(ns)))
+        .create(&PostParams::default(), body)
+        .map_err(kube::Error::BuildRequest)?;
+    client.request(request).await
+}
+
+/// Which Go writes the API server's JSON (its `/version`); modern when it cannot be read.
+async fn go_style(client: &Client) -> GoStyle {
+    match client.apiserver_version().await {
+        Ok(info) => GoStyle::from_go_version(&info.go_version),
+        Err(e) => {
+            tracing::debug!(error = %e, "API server version unknown; assuming Go 1.22 or later");
+            GoStyle::Modern
+        }
+    }
+}
+
 /// Brings the history of `qw` in line with its current template. Returns the revision number of the
 /// current template when it was created or bumped (for an Event).
 pub async fn sync(client: &Client, qw: &QWorker, hash: &PodSpecHash) -> kube::Result<Option<i64>> {
@@ -136,26 +174,45 @@ pub async fn sync(client: &Client, qw: &QWorker, hash: &PodSpecHash) -> kube::Re
     let p = plan(&mine, hash.full(), limit);
     let mut changed = None;
     if let Some(revision) = p.create {
+        let style = go_style(client).await;
         let rev = build(qw, hash, revision);
-        match api.create(&PostParams::default(), &rev).await {
+        match create(client, &ns, &rev, style).await {
             Ok(_) => changed = Some(revision),
             // A leftover of an earlier QWorker of the same name (not yet garbage-collected): replace.
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 let rev_name = rev.metadata.name.clone().unwrap_or_default();
                 api.delete(&rev_name, &Default::default()).await?;
-                api.create(&PostParams::default(), &rev).await?;
+                create(client, &ns, &rev, style).await?;
                 changed = Some(revision);
             }
             Err(e) => return Err(e),
         }
     }
     if let Some((rev_name, revision)) = &p.bump {
-        api.patch(
-            rev_name,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({ "revision": revision })),
-        )
-        .await?;
+        match api
+            .patch(
+                rev_name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({ "revision": revision })),
+            )
+            .await
+        {
+            Ok(_) => {}
+            // Recorded in plain bytes by an earlier operator: the API server refuses any patch of
+            // it. The current template is recorded afresh under the new number.
+            Err(kube::Error::Api(e)) if e.code == 422 => {
+                tracing::info!(revision = %rev_name, error = %e.message, "revision cannot be renumbered; recording it again");
+                api.delete(rev_name, &Default::default()).await?;
+                create(
+                    client,
+                    &ns,
+                    &build(qw, hash, *revision),
+                    go_style(client).await,
+                )
+                .await?;
+            }
+            Err(e) => return Err(e),
+        }
         changed = Some(*revision);
     }
     for rev_name in &p.delete {
@@ -252,6 +309,33 @@ mod tests {
         );
         assert_eq!(rev.data.0, hash::template_value(&qw.spec));
         assert_eq!(hash::hash_value(&hash::template_value(&qw.spec)), h);
+    }
+
+    #[test]
+    fn created_bytes_are_what_the_api_server_would_write_again() {
+        let mut qw = QWorker::new(
+            "w",
+            serde_json::from_value(serde_json::json!({
+                "podSpec": {"containers": [{"name": "c", "image": "i",
+                    "args": ["sh", "-c", "sleep 1 >/dev/null && echo <done>"]}]},
+                "scaleConfig": {"scalerConfigRef": "s", "queue": "q", "maxReplicas": 3}
+            }))
+            .unwrap(),
+        );
+        qw.metadata.namespace = Some("ns".into());
+        qw.metadata.uid = Some("u".into());
+        let h = hash::pod_spec_hash(&qw.spec);
+        let rev = build(&qw, &h, 1);
+        let body = String::from_utf8(create_body(&rev, GoStyle::Before122).unwrap()).unwrap();
+        assert!(
+            body.contains(r#""sleep 1 \u003e/dev/null \u0026\u0026 echo \u003cdone\u003e""#),
+            "{body}"
+        );
+        assert!(!body.contains('>') && !body.contains('&') && !body.contains('<'));
+        // The same object, and the template still hashes to the revision's hash.
+        let back: ControllerRevision = serde_json::from_str(&body).unwrap();
+        assert_eq!(back, rev);
+        assert_eq!(hash::hash_value(&back.data.0), h);
     }
 
     proptest! {

@@ -369,3 +369,140 @@ async fn an_orphaning_delete_leaves_running_tasks_alone() {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// 6. ControllerRevisions of specs with `>` or `&`
+
+async fn revision_of(cluster: &Cluster, ns: &str, full_hash: &str) -> Option<ControllerRevision> {
+    Api::<ControllerRevision>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .ok()?
+        .items
+        .into_iter()
+        .find(|r| {
+            r.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(names::ANNOTATION_REVISION_HASH))
+                .map(String::as_str)
+                == Some(full_hash)
+        })
+}
+
+async fn current_hash(cluster: &Cluster, ns: &str, name: &str, not: &str) -> String {
+    wait_for("status.currentPodSpecHash", T, || async {
+        let st = get_qworker(cluster, ns, name).await.status?;
+        (!st.current_pod_spec_hash.is_empty() && st.current_pod_spec_hash != not)
+            .then_some(st.current_pod_spec_hash)
+    })
+    .await
+}
+
+/// A pod spec holding `>` and `&` (`sleep 1 >/dev/null && ...`): going back to it (what `rollout
+/// undo` does) renumbers its revision to the top, and `delete --cascade=orphan` completes. Both are
+/// patches of the revision, which the API server refused when the stored bytes were not the ones
+/// it re-encodes (`data: field is immutable`). A revision recorded in plain bytes by an earlier
+/// operator is replaced when it must be renumbered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revisions_of_specs_with_html_characters_can_be_patched() {
+    let (cluster, ns, op, _guard) = setup("def-revisions", None, &[]).await;
+    let queue = format!("{ns}-jobs");
+    let mut qw = idle_qworker("w", &queue, json!({"maxReplicas": 2}));
+    qw["spec"]["podSpec"]["containers"][0]["args"] = json!([
+        "--",
+        "sh",
+        "-c",
+        "trap 'exit 0' TERM; while :; do sleep 0.2 >/dev/null && true; done <&-"
+    ]);
+    create_qworker(&cluster, &ns, qw).await;
+    let a = current_hash(&cluster, &ns, "w", "").await;
+    wait_for("revision 1 of template A", T, || async {
+        (revision_of(&cluster, &ns, &a).await?.revision == Some(1)).then_some(())
+    })
+    .await;
+    patch_qworker(&cluster, &ns, "w", json!({"spec": {"podSpec": {"containers": [
+        {"name": "worker", "image": "qscaler/qsupervisor", "env": [{"name": "B", "value": "1"}],
+         "args": ["--", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2 >/dev/null && true; done <&-"]}
+    ]}}}))
+    .await;
+    let b = current_hash(&cluster, &ns, "w", &a).await;
+    wait_for("revision 2 of template B", T, || async {
+        (revision_of(&cluster, &ns, &b).await?.revision == Some(2)).then_some(())
+    })
+    .await;
+    // Back to A, as `kubectl qworker rollout undo` does: A's revision goes to the top.
+    patch_qworker(&cluster, &ns, "w", json!({"spec": {"podSpec": {"containers": [
+        {"name": "worker", "image": "qscaler/qsupervisor", "env": null,
+         "args": ["--", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2 >/dev/null && true; done <&-"]}
+    ]}}}))
+    .await;
+    assert_eq!(current_hash(&cluster, &ns, "w", &b).await, a);
+    wait_for("template A renumbered to revision 3", T, || async {
+        (revision_of(&cluster, &ns, &a).await?.revision == Some(3)).then_some(())
+    })
+    .await;
+
+    // A revision written in plain bytes (as operators before this fix did): its renumbering is
+    // refused by the API server, so the operator records it again under the new number.
+    let api = Api::<ControllerRevision>::namespaced(cluster.client.clone(), &ns);
+    let mut plain = revision_of(&cluster, &ns, &b).await.expect("revision of B");
+    let name = plain.metadata.name.clone().expect("name");
+    api.delete(&name, &Default::default())
+        .await
+        .expect("delete B");
+    wait_for("B's revision deleted", T, || async {
+        api.get_opt(&name).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    plain.metadata = ObjectMeta {
+        name: plain.metadata.name.clone(),
+        labels: plain.metadata.labels.clone(),
+        annotations: plain.metadata.annotations.clone(),
+        owner_references: plain.metadata.owner_references.clone(),
+        ..Default::default()
+    };
+    plain.revision = Some(2);
+    api.create(&Default::default(), &plain)
+        .await
+        .expect("B recorded in plain bytes");
+    patch_qworker(&cluster, &ns, "w", json!({"spec": {"podSpec": {"containers": [
+        {"name": "worker", "image": "qscaler/qsupervisor", "env": [{"name": "B", "value": "1"}],
+         "args": ["--", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2 >/dev/null && true; done <&-"]}
+    ]}}}))
+    .await;
+    assert_eq!(current_hash(&cluster, &ns, "w", &a).await, b);
+    wait_for("template B renumbered to revision 4", T, || async {
+        (revision_of(&cluster, &ns, &b).await?.revision == Some(4)).then_some(())
+    })
+    .await;
+
+    // An orphaning delete patches every revision (owner reference removed) and completes.
+    Api::<QWorker>::namespaced(cluster.client.clone(), &ns)
+        .delete(
+            "w",
+            &DeleteParams {
+                propagation_policy: Some(PropagationPolicy::Orphan),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("delete --cascade=orphan");
+    wait_for("the QWorker gone (orphan finalizer done)", T, || async {
+        Api::<QWorker>::namespaced(cluster.client.clone(), &ns)
+            .get_opt("w")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for h in [&a, &b] {
+        let rev = revision_of(&cluster, &ns, h).await.expect("revision kept");
+        assert!(
+            rev.metadata.owner_references.unwrap_or_default().is_empty(),
+            "{}",
+            op.log()
+        );
+    }
+}
+
