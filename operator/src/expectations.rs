@@ -73,6 +73,8 @@ impl Expectations {
                         idle: false,
                         deleting: false,
                         created: now_ms,
+                        started: false,
+                        stopped: false,
                     });
                     true
                 }
@@ -114,6 +116,8 @@ mod tests {
             idle: false,
             deleting: false,
             created: 0,
+            started: true,
+            stopped: false,
         }
     }
 

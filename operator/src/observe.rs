@@ -54,7 +54,42 @@ pub fn observe_pod(pod: &Pod, current_short: &str) -> ObservedPod {
             .as_ref()
             .map(|t| t.0.as_millisecond())
             .unwrap_or(i64::MAX),
+        started: started(pod),
+        stopped: stopped(pod),
     }
+}
+
+/// Whether work may have been taken in `pod`: a container runs or has run (its state or last
+/// state running or terminated), or the supervisor reported activity. The pod phase is no guide:
+/// a pod is Pending while any container waits, even with the worker's container at work.
+pub fn started(pod: &Pod) -> bool {
+    let ran = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .any(|cs| {
+            let state_ran = |st: Option<&k8s_openapi::api::core::v1::ContainerState>| {
+                st.is_some_and(|s| s.running.is_some() || s.terminated.is_some())
+            };
+            state_ran(cs.state.as_ref()) || state_ran(cs.last_state.as_ref())
+        });
+    let reported = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(names::ANNOTATION_ACTIVITY));
+    ran || reported
+}
+
+/// Whether what ran in `pod` has stopped: no container runs now and one has terminated.
+pub fn stopped(pod: &Pod) -> bool {
+    let states: Vec<&k8s_openapi::api::core::v1::ContainerState> = pod
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .filter_map(|cs| cs.state.as_ref())
+        .collect();
+    !states.iter().any(|s| s.running.is_some()) && states.iter().any(|s| s.terminated.is_some())
 }
 
 /// The replica counts of status, from the planning view.
@@ -290,6 +325,64 @@ mod tests {
                 draining: 1
             }
         );
+    }
+
+    fn with_containers(phase: &str, states: &[&str]) -> Pod {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+            ContainerStatus,
+        };
+        let statuses = states
+            .iter()
+            .enumerate()
+            .map(|(i, st)| ContainerStatus {
+                name: format!("c{i}"),
+                state: Some(match *st {
+                    "running" => ContainerState {
+                        running: Some(ContainerStateRunning::default()),
+                        ..Default::default()
+                    },
+                    "terminated" => ContainerState {
+                        terminated: Some(ContainerStateTerminated::default()),
+                        ..Default::default()
+                    },
+                    _ => ContainerState {
+                        waiting: Some(ContainerStateWaiting {
+                            reason: Some("CreateContainerConfigError".into()),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let mut pod = pod_with(&[]);
+        pod.status = Some(PodStatus {
+            phase: Some(phase.into()),
+            container_statuses: Some(statuses),
+            ..Default::default()
+        });
+        pod
+    }
+
+    #[test]
+    fn a_pending_pod_with_a_running_container_has_started() {
+        // The worker runs, a sidecar waits for its ConfigMap: Pending, but at work.
+        let o = observe_pod(&with_containers("Pending", &["running", "waiting"]), "h");
+        assert_eq!(o.phase, Phase::Pending);
+        assert!(o.started && !o.stopped && !o.nothing_runs());
+        // Nothing ran yet.
+        let o = observe_pod(&with_containers("Pending", &["waiting", "waiting"]), "h");
+        assert!(!o.started && o.nothing_runs());
+        let o = observe_pod(&pod_with(&[]), "h");
+        assert!(!o.started && o.nothing_runs());
+        // The supervisor reported, the status lags.
+        let o = observe_pod(&pod_with(&[(names::ANNOTATION_ACTIVITY, "busy")]), "h");
+        assert!(o.started && !o.nothing_runs());
+        // The worker exited (after a drain), the sidecar still waits: nothing runs.
+        let o = observe_pod(&with_containers("Pending", &["terminated", "waiting"]), "h");
+        assert!(o.started && o.stopped && o.nothing_runs());
     }
 
     proptest! {

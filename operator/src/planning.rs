@@ -7,7 +7,13 @@
 //!   against `maxReplicas`, so the operator never runs more than `maxReplicas` processes.
 //! - Scale-down removes exactly the excess of active (alive, not draining) pods over desired, in this
 //!   order: pods not yet running (deleted outright: no work is lost), then pods reported idle, then pods
-//!   of an old hash, then the newest. Already-draining pods are not active, so they count toward the
+//!   of an old hash, then the newest. "Not yet running" is read from the containers, not the pod
+//!   phase: a pod stays Pending while any container waits (a sidecar whose ConfigMap is missing)
+//!   although the worker's container runs and holds a task. A Pending pod counts as not started
+//!   only when none of its containers ever ran and the supervisor never reported activity, or when
+//!   what ran has stopped and nothing runs now; any other Pending pod is drained like a running one.
+//!   A draining Pending pod in which nothing runs any more (its worker exited after the drain, a
+//!   sidecar still waits) is deleted: it would otherwise never end. Already-draining pods are not active, so they count toward the
 //!   reduction. Old-hash pods are all leaving anyway: they go by the rollout rule (first, as far as
 //!   capacity allows); the excess of new-hash pods over desired goes in the order above. While a
 //!   rollout is under way new-hash pods not yet running are kept (they are the replacements).
@@ -29,8 +35,9 @@ use qscaler_crds::qworker::RolloutStrategy;
 use qscaler_crds::validation::parse_percent;
 
 /// A pod's lifecycle phase as far as planning cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum Phase {
+    #[default]
     Pending,
     Running,
     Succeeded,
@@ -55,7 +62,7 @@ impl Phase {
 }
 
 /// What planning needs to know about one worker pod.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ObservedPod {
     pub name: String,
     pub phase: Phase,
@@ -69,11 +76,22 @@ pub struct ObservedPod {
     pub deleting: bool,
     /// Creation time in milliseconds (any monotone unit): "newest" means the largest.
     pub created: i64,
+    /// A container runs or has run (running or terminated, now or before a restart), or the
+    /// supervisor reported activity: work may have been taken, whatever the pod phase says.
+    pub started: bool,
+    /// What ran has stopped: no container runs now and one has terminated.
+    pub stopped: bool,
 }
 
 impl ObservedPod {
     fn active(&self) -> bool {
         self.phase.is_alive() && self.draining.is_none() && !self.deleting
+    }
+
+    /// No process of this pod can hold a task: Pending and never started, or what ran has stopped.
+    /// Deleting it outright loses nothing.
+    pub fn nothing_runs(&self) -> bool {
+        self.phase == Phase::Pending && (!self.started || self.stopped)
     }
 }
 
@@ -88,6 +106,9 @@ pub enum DeleteReason {
     NotStarted,
     /// An old-hash pod that never ran, replaced by a new-hash one.
     Outdated,
+    /// A drained pod whose worker has exited although the pod never ended (a container that
+    /// never started keeps it Pending).
+    Exited,
 }
 
 /// Rollout pacing resolved against the desired count.
@@ -164,7 +185,7 @@ impl Plan {
 
 /// The scale-down order: not running, idle, old hash, the rest; newest first within a class.
 fn victim_key(p: &ObservedPod) -> (u8, std::cmp::Reverse<i64>, &str) {
-    let class = if p.phase == Phase::Pending {
+    let class = if p.nothing_runs() {
         0
     } else if p.idle {
         1
@@ -186,9 +207,18 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
         match p.phase {
             Phase::Succeeded => out.delete.push((p.name.clone(), DeleteReason::Succeeded)),
             Phase::Failed => out.delete.push((p.name.clone(), DeleteReason::Failed)),
+            _ if p.draining.is_some() && p.started && p.nothing_runs() => {
+                out.delete.push((p.name.clone(), DeleteReason::Exited))
+            }
             _ => {}
         }
     }
+    let exited: Vec<String> = out
+        .delete
+        .iter()
+        .filter(|(_, r)| *r == DeleteReason::Exited)
+        .map(|(n, _)| n.clone())
+        .collect();
     // A deleted pod stays alive until it is gone (its process may already run): it holds its slot,
     // so a replacement comes on a later pass, never above maxReplicas.
     let alive = input.pods.iter().filter(|p| p.phase.is_alive()).count() as i32;
@@ -205,7 +235,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     new.sort_by(|a, b| victim_key(a).cmp(&victim_key(b)));
     let excess = (new.len() as i32 - desired).max(0) as usize;
     for victim in new.drain(..excess) {
-        if victim.phase == Phase::Pending {
+        if victim.nothing_runs() {
             out.delete
                 .push((victim.name.clone(), DeleteReason::NotStarted));
         } else {
@@ -225,6 +255,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                     && p.current
                     && !p.deleting
                     && p.draining == Some(DrainReason::ScaleDown)
+                    && !exited.contains(&p.name)
             })
             .collect();
         drained.sort_by_key(|p| (p.phase != Phase::Running, std::cmp::Reverse(p.created)));
@@ -257,7 +288,7 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
     let mut room = (running - (desired - unavailable)).max(0);
     for p in old {
         match p.phase {
-            Phase::Pending => {
+            Phase::Pending if p.nothing_runs() => {
                 out.delete.push((p.name.clone(), DeleteReason::Outdated));
             }
             Phase::Running if room > 0 => {
@@ -265,7 +296,8 @@ pub fn plan(input: &PlanInput<'_>) -> Plan {
                 room -= 1;
             }
             Phase::Running => {}
-            // Unknown: not available anyway, so draining it costs no capacity.
+            // Unknown, or Pending with a container at work: not available anyway, so draining it
+            // costs no capacity (and deleting it would cut its task).
             _ => out.drain.push((p.name.clone(), DrainReason::Rollout)),
         }
     }
@@ -308,6 +340,8 @@ pub fn apply(pods: &[ObservedPod], plan: &Plan, now: i64, name_prefix: &str) -> 
             idle: false,
             deleting: false,
             created: now,
+            started: false,
+            stopped: false,
         });
     }
     out
@@ -327,6 +361,9 @@ mod tests {
             idle: false,
             deleting: false,
             created,
+            // A Running pod's containers run; a Pending one's have not started.
+            started: phase != Phase::Pending,
+            stopped: matches!(phase, Phase::Succeeded | Phase::Failed),
         }
     }
 
@@ -485,6 +522,59 @@ mod tests {
         assert_eq!(p.drain, vec![("o1".into(), DrainReason::Rollout)]);
     }
 
+    /// A Pending pod whose worker container runs (a second container waits for a missing
+    /// ConfigMap) may hold a task: scale-down and rollout drain it, never delete it.
+    #[test]
+    fn pending_pods_with_a_running_container_are_drained_not_deleted() {
+        let mut busy = pod("busy", Phase::Pending, true, 5);
+        busy.started = true;
+        let pods = vec![pod("run", Phase::Running, true, 1), busy.clone()];
+        let p = plan(&input(&pods, 1, 10));
+        assert!(p.delete.is_empty(), "{p:?}");
+        // The newest goes first among pods at work.
+        assert_eq!(p.drain, vec![("busy".into(), DrainReason::ScaleDown)]);
+        let p = plan(&input(&pods, 0, 10));
+        assert!(p.delete.is_empty(), "{p:?}");
+        assert_eq!(p.drain.len(), 2);
+        // Activity reported, no container status yet: the same.
+        let mut reported = pod("reported", Phase::Pending, true, 5);
+        reported.started = true;
+        let p = plan(&input(&[reported], 0, 10));
+        assert!(p.delete.is_empty() && p.drain.len() == 1, "{p:?}");
+        // A rollout drains an old one at work (it is not Running, so this costs no capacity).
+        busy.current = false;
+        let p = plan(&input(&[busy.clone()], 1, 10));
+        assert_eq!(p.drain, vec![("busy".into(), DrainReason::Rollout)]);
+        assert!(p.delete.is_empty());
+        assert_eq!(p.create, 1);
+    }
+
+    #[test]
+    fn pending_pods_in_which_nothing_runs_any_more_are_deleted() {
+        // Never started: deleted outright, as before.
+        let fresh = pod("fresh", Phase::Pending, true, 5);
+        assert_eq!(
+            plan(&input(&[fresh], 0, 10)).delete,
+            vec![("fresh".into(), DeleteReason::NotStarted)]
+        );
+        // The worker ran and exited, a sidecar still waits: nothing to cut.
+        let mut done = pod("done", Phase::Pending, true, 5);
+        done.started = true;
+        done.stopped = true;
+        assert_eq!(
+            plan(&input(&[done.clone()], 0, 10)).delete,
+            vec![("done".into(), DeleteReason::NotStarted)]
+        );
+        // Drained earlier, exited since: deleted, and never un-drained.
+        done.draining = Some(DrainReason::ScaleDown);
+        let p = plan(&input(&[done.clone()], 1, 10));
+        assert_eq!(p.delete, vec![("done".into(), DeleteReason::Exited)]);
+        assert!(p.undrain.is_empty());
+        // Drained and still at work: left to finish.
+        done.stopped = false;
+        assert!(plan(&input(&[done], 0, 10)).is_empty());
+    }
+
     #[test]
     fn old_pending_pods_are_replaced_at_once() {
         let pods = vec![pod("o1", Phase::Pending, false, 1)];
@@ -548,16 +638,23 @@ mod tests {
             any::<bool>(),
             prop::bool::weighted(0.1),
             0i64..100,
+            any::<bool>(),
+            prop::bool::weighted(0.2),
         )
             .prop_map(
-                |(phase, current, draining, idle, deleting, created)| ObservedPod {
-                    name: String::new(),
-                    phase,
-                    current,
-                    draining,
-                    idle,
-                    deleting,
-                    created,
+                |(phase, current, draining, idle, deleting, created, started, stopped)| {
+                    ObservedPod {
+                        name: String::new(),
+                        phase,
+                        current,
+                        draining,
+                        idle,
+                        deleting,
+                        created,
+                        // Running/Unknown pods have started; a Pending one may have (a sidecar waits).
+                        started: started || !matches!(phase, Phase::Pending),
+                        stopped: stopped && started,
+                    }
                 },
             )
     }
@@ -599,7 +696,11 @@ mod tests {
                 continue;
             }
             match (p.phase, p.draining.is_some() || p.deleting) {
-                (Phase::Pending | Phase::Unknown, false) => p.phase = Phase::Running,
+                (Phase::Pending | Phase::Unknown, false) => {
+                    p.phase = Phase::Running;
+                    p.started = true;
+                    p.stopped = false;
+                }
                 (Phase::Pending | Phase::Running | Phase::Unknown, true) => {
                     p.phase = Phase::Succeeded
                 }

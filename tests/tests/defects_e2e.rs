@@ -506,3 +506,66 @@ async fn revisions_of_specs_with_html_characters_can_be_patched() {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// 2. "Pending" pods at work
+
+/// A pod whose second container cannot start (env from a missing ConfigMap) stays Pending while
+/// qsupervisor's container runs and holds a task. Scaling to zero must drain it (the task ends),
+/// not delete it as "not started" (the task was cut); once its worker has exited, the pod, which
+/// would stay Pending for good, is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_pod_at_work_is_drained_not_deleted() {
+    let (cluster, ns, op, _guard) = setup("def-pending", None, &[]).await;
+    let queue = format!("{ns}-jobs");
+    let mut conn = cluster.redis().await;
+    let mut qw = task_qworker(
+        "w",
+        &queue,
+        5.0,
+        json!({"minReplicas": 1, "maxReplicas": 1}),
+    );
+    qw["spec"]["podSpec"]["containers"]
+        .as_array_mut()
+        .expect("containers")
+        .push(json!({
+            "name": "side", "image": "debian", "command": ["sh", "-c", "sleep 3600"],
+            "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "missing", "key": "k"}}}]
+        }));
+    create_qworker(&cluster, &ns, qw).await;
+    let pod = wait_for("a Pending pod whose worker container runs", T, || async {
+        let pods = alive_pods(&cluster, &ns, "w").await;
+        let p = pods.first()?;
+        let running = p
+            .status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .iter()
+            .any(|c| c.name == "worker" && c.state.as_ref().is_some_and(|s| s.running.is_some()));
+        (phase(p) == "Pending" && running).then(|| name_of(p))
+    })
+    .await;
+    push_tasks(&mut conn, &queue, 0..1).await;
+    assert_eq!(busy_with(&conn, &queue, "t0").await, pod);
+    patch_qworker(
+        &cluster,
+        &ns,
+        "w",
+        json!({"spec": {"scaleConfig": {"minReplicas": 0, "maxReplicas": 0}}}),
+    )
+    .await;
+    wait_for("the pod gone", T, || async {
+        worker_pods(&cluster, &ns, "w")
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let lines = event_lines(&mut conn, &queue).await;
+    assert_eq!(
+        (count(&lines, "start", "t0"), count(&lines, "end", "t0")),
+        (1, 1),
+        "t0 cut: {lines:?}\n{}",
+        op.log()
+    );
+}

@@ -65,6 +65,7 @@ pub(super) async fn apply_plan(
             DeleteReason::Failed => "failed",
             DeleteReason::NotStarted => "not-started",
             DeleteReason::Outdated => "outdated",
+            DeleteReason::Exited => "exited",
         };
         tracing::debug!(pod, reason = why, "deleted pod");
         ctx.metrics.inc(
