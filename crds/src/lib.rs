@@ -10,6 +10,7 @@
 //! - [`ownership`]: which pods and revisions belong to a QWorker.
 //! - [`quantity`]: resource quantities as millicores and bytes.
 //! - [`sizing`]: vertical sizing, peaks to requests (activateVPA).
+//! - [`task`]: task-mode settings read from a pod spec (the retry limit).
 //! - [`usage`]: the usage report a supervisor writes on its pod.
 //! - [`crdgen`]: the CRD manifests generated from the types.
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod quantity;
 pub mod qworker;
 pub mod scalerconfig;
 pub mod sizing;
+pub mod task;
 pub mod usage;
 pub mod validation;
 

@@ -104,6 +104,11 @@ pub mod env {
     pub const REDIS_TLS: &str = "QSCALER_REDIS_TLS";
     /// `true` to accept any server certificate (the ScalerConfig's `tls.insecureSkipVerify`).
     pub const REDIS_TLS_INSECURE: &str = "QSCALER_REDIS_TLS_INSECURE";
+    /// Read by qsupervisor (not injected): task mode on.
+    pub const TASK: &str = "QSCALER_TASK";
+    /// Read by qsupervisor (not injected): reruns of a failed task before it is dead-lettered. The
+    /// operator reads it too ([`crate::task::max_retries`]) to count a dead pod's tasks.
+    pub const MAX_RETRIES: &str = "QSCALER_MAX_RETRIES";
     /// The PEM CA bundle that verifies the broker's certificate: always injected through a
     /// secretKeyRef (the ScalerConfig's `tls.caSecretRef`), never inline. Unset: the system roots.
     pub const REDIS_TLS_CA: &str = "QSCALER_REDIS_TLS_CA";

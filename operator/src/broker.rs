@@ -26,6 +26,15 @@ impl Depth {
     }
 }
 
+/// What returning a dead consumer's tasks did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Returned {
+    /// Back in the queue, to be taken next.
+    pub requeued: u64,
+    /// Past the retry limit: on the dead-letter list.
+    pub dead_lettered: u64,
+}
+
 /// Why one queue could not be read while the broker itself answered (e.g. its key holds a string):
 /// that QWorker's problem alone; the other queues of the same broker are read as usual.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -70,13 +79,17 @@ pub trait Broker: Send {
         queries: &[QueueQuery],
     ) -> impl Future<Output = Result<Vec<Result<Depth, QueueError>>, BrokerError>> + Send;
 
-    /// Moves the tasks a consumer (a pod) took but never finished back to its queue (each move
-    /// atomic); returns how many moved. Used for pods that failed or vanished.
+    /// Moves the tasks a consumer (a pod) took but never finished back to its queue, each in one
+    /// atomic step. The pod died holding them, so each counts as a failed run (the retry count the
+    /// supervisor keeps per payload): past `max_retries` the task goes to the dead-letter list
+    /// instead (a task that kills its container would otherwise run forever). Used for pods that
+    /// failed or vanished.
     fn return_in_flight(
         &mut self,
         queue: &str,
         consumer: &str,
-    ) -> impl Future<Output = Result<u64, BrokerError>> + Send;
+        max_retries: u32,
+    ) -> impl Future<Output = Result<Returned, BrokerError>> + Send;
 
     /// The names of the pods of `namespace` that have an in-flight list on `queue` (to find lists
     /// of pods that vanished while the operator was not looking).

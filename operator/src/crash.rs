@@ -3,8 +3,10 @@
 //!
 //! Every Failed pod counts once (by name). The delay before the next creation after `n` failures in a
 //! row is `base × 2^(n-1)`, capped at `max`. The streak ends (and the condition clears) when a pod
-//! succeeds or has run for the healthy period, or when no pod has failed for that long. Pure: time is
-//! passed in.
+//! that did not exist at the last failure succeeds or has run for the healthy period, or when no pod
+//! has failed for that long. A pod that was already there when another one crashed proves nothing
+//! about the crash: a drained old pod succeeding while replacements keep dying (a task that kills
+//! its container) must not reset the backoff. Pure: time is passed in.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -25,15 +27,18 @@ pub struct CrashTracker {
     counted: HashSet<String>,
     streak: u32,
     last_failure: Option<Instant>,
+    /// The pods that existed at the last failure: their health does not end the streak.
+    witnesses: HashSet<String>,
 }
 
 impl CrashTracker {
-    /// Counts the pods seen Failed (each once); `healthy` says a pod succeeded or has run for the
-    /// healthy period. Returns how many new failures were counted.
+    /// Counts the pods seen Failed (each once); `healthy` names the pods that succeeded or have run
+    /// for the healthy period, `pods` every pod seen now. Returns how many new failures were counted.
     pub fn observe<'a>(
         &mut self,
         failed: impl IntoIterator<Item = &'a str>,
-        healthy: bool,
+        healthy: impl IntoIterator<Item = &'a str>,
+        pods: impl IntoIterator<Item = &'a str>,
         now: Instant,
         s: &BackoffSettings,
     ) -> u32 {
@@ -46,12 +51,14 @@ impl CrashTracker {
         if new > 0 {
             self.streak = self.streak.saturating_add(new);
             self.last_failure = Some(now);
-        } else if healthy
+            self.witnesses = pods.into_iter().map(str::to_string).collect();
+        } else if healthy.into_iter().any(|p| !self.witnesses.contains(p))
             || self
                 .last_failure
                 .is_some_and(|t| now.saturating_duration_since(t) >= s.healthy_after)
         {
             self.streak = 0;
+            self.witnesses.clear();
         }
         if self.counted.len() > 1000 {
             // Names of long-deleted pods; the streak keeps the count.
@@ -101,7 +108,7 @@ mod tests {
         assert_eq!(c.wait(t0, &S), Duration::ZERO);
         let mut waits = vec![];
         for i in 0..9 {
-            c.observe([format!("p{i}").as_str()], false, t0, &S);
+            c.observe([format!("p{i}").as_str()], [], [], t0, &S);
             waits.push(c.wait(t0, &S).as_secs());
         }
         assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
@@ -112,8 +119,8 @@ mod tests {
     fn each_pod_counts_once() {
         let t0 = Instant::now();
         let mut c = CrashTracker::default();
-        assert_eq!(c.observe(["a"], false, t0, &S), 1);
-        assert_eq!(c.observe(["a"], false, t0, &S), 0);
+        assert_eq!(c.observe(["a"], [], [], t0, &S), 1);
+        assert_eq!(c.observe(["a"], [], [], t0, &S), 0);
         assert_eq!(c.streak(), 1);
         assert!(!c.crashing());
     }
@@ -122,15 +129,36 @@ mod tests {
     fn streak_ends_on_health_or_quiet() {
         let t0 = Instant::now();
         let mut c = CrashTracker::default();
-        c.observe(["a", "b", "c"], false, t0, &S);
+        c.observe(["a", "b", "c"], [], ["a", "b", "c"], t0, &S);
         assert!(c.crashing());
-        c.observe([], false, t0 + Duration::from_secs(10), &S);
+        c.observe([], [], [], t0 + Duration::from_secs(10), &S);
         assert!(c.crashing(), "still within the healthy period");
-        c.observe([], true, t0 + Duration::from_secs(11), &S);
+        c.observe([], ["new"], ["new"], t0 + Duration::from_secs(11), &S);
         assert!(!c.crashing());
         assert_eq!(c.wait(t0 + Duration::from_secs(11), &S), Duration::ZERO);
-        c.observe(["d"], false, t0, &S);
-        c.observe([], false, t0 + Duration::from_secs(121), &S);
+        c.observe(["d"], [], [], t0, &S);
+        c.observe([], [], [], t0 + Duration::from_secs(121), &S);
+        assert_eq!(c.streak(), 0);
+    }
+
+    #[test]
+    fn a_pod_older_than_the_last_failure_does_not_end_the_streak() {
+        let t0 = Instant::now();
+        let mut c = CrashTracker::default();
+        // "old" was running when a, b and c crashed (a task that kills its container).
+        c.observe(["a", "b", "c"], [], ["old", "a", "b", "c"], t0, &S);
+        assert!(c.crashing());
+        let t1 = t0 + Duration::from_secs(5);
+        c.observe([], ["old"], ["old"], t1, &S);
+        assert!(c.crashing(), "the old pod succeeding proves nothing");
+        assert!(c.wait(t0, &S) > Duration::ZERO);
+        // Another failure: "r1", created after c's failure, was there for it, so it is a witness too.
+        c.observe(["d"], [], ["old", "r1", "d"], t1, &S);
+        assert_eq!(c.streak(), 4);
+        c.observe([], ["r1"], ["r1"], t1, &S);
+        assert_eq!(c.streak(), 4);
+        // A replacement created after the last failure that proves healthy ends it.
+        c.observe([], ["r2"], ["r1", "r2"], t1 + Duration::from_secs(1), &S);
         assert_eq!(c.streak(), 0);
     }
 
@@ -138,7 +166,7 @@ mod tests {
     fn wait_counts_from_the_last_failure() {
         let t0 = Instant::now();
         let mut c = CrashTracker::default();
-        c.observe(["a", "b"], false, t0, &S);
+        c.observe(["a", "b"], [], [], t0, &S);
         assert_eq!(
             c.wait(t0 + Duration::from_millis(500), &S),
             Duration::from_millis(1500)

@@ -119,6 +119,13 @@ const FAMILIES: &[(&str, Family)] = &[
         },
     ),
     (
+        "qscaler_tasks_dead_lettered_total",
+        Family {
+            help: "In-flight tasks of dead pods moved to the dead-letter list: their pods died more often than the retry limit allows.",
+            kind: "counter",
+        },
+    ),
+    (
         "qscaler_reconcile_duration_seconds",
         Family {
             help: "Time spent in one reconcile, by controller.",

@@ -14,6 +14,11 @@
 //! and a GET confirms it is gone or terminal. The sweep only looks at lists
 //! of this QWorker's pods (`<queue>:processing:<namespace>/<qworker>-...`), so a Redis shared with
 //! other namespaces' workers, even of a QWorker of the same name on the same queue, is left alone.
+//!
+//! Each returned task counts as a failed run in the retry count qsupervisor keeps per payload
+//! (`<queue>:retries`): a pod that died holding it is what a task that kills its container looks
+//! like. Past the pod's own `--max-retries` (read from its spec, default 3) the task is moved to
+//! `<queue>:dead`, as qsupervisor dead-letters.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,7 +27,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
 use qscaler_crds::names::keys;
-use qscaler_crds::QWorker;
+use qscaler_crds::{task, QWorker};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -135,11 +140,39 @@ impl Fate {
     }
 }
 
+/// What the poller keeps of a pod to return its tasks once it is gone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodInfo {
+    /// The supervisor's retry limit in this pod: a task whose pod died more often than this is
+    /// dead-lettered instead of returned.
+    pub max_retries: u32,
+}
+
+impl PodInfo {
+    pub fn of(pod: &Pod) -> PodInfo {
+        PodInfo {
+            max_retries: pod
+                .spec
+                .as_ref()
+                .map(task::max_retries)
+                .unwrap_or(task::DEFAULT_MAX_RETRIES),
+        }
+    }
+
+    /// For a list whose pod the poller never saw: as the QWorker's current template says.
+    pub fn of_template(qw: &QWorker) -> PodInfo {
+        PodInfo {
+            max_retries: task::max_retries(&qw.spec.pod_spec),
+        }
+    }
+}
+
 /// A pod that left a QWorker's view and whose processing list is not returned yet.
 #[derive(Clone, Debug)]
 struct Departed {
     qw: Key,
     queue: String,
+    info: PodInfo,
     /// When to look it up (again).
     check_at: Instant,
     /// Whether "it still runs" was logged.
@@ -147,8 +180,11 @@ struct Departed {
 }
 
 /// Pods of `before` that are not in `now`: they left the view since the last tick.
-fn left_view<'a>(before: &'a HashSet<String>, now: &HashSet<String>) -> Vec<&'a String> {
-    let mut out: Vec<&String> = before.iter().filter(|p| !now.contains(*p)).collect();
+fn left_view<'a>(
+    before: impl IntoIterator<Item = &'a String>,
+    now: &HashSet<String>,
+) -> Vec<&'a String> {
+    let mut out: Vec<&String> = before.into_iter().filter(|p| !now.contains(*p)).collect();
     out.sort();
     out
 }
@@ -166,6 +202,10 @@ struct QueueView {
     query: QueueQuery,
     terminal: Vec<String>,
     present: HashSet<String>,
+    /// Of every present pod.
+    info: HashMap<String, PodInfo>,
+    /// For lists of pods never seen (the sweep).
+    template: PodInfo,
 }
 
 /// What the poller needs of one QWorker; `pods` are those labelled as its (ownership is checked here).
@@ -173,9 +213,11 @@ fn view(qw: &QWorker, pods: &[Arc<Pod>]) -> QueueView {
     let mut alive = vec![];
     let mut terminal = vec![];
     let mut present = HashSet::new();
+    let mut info = HashMap::new();
     for p in pods.iter().filter(|p| owned_by(p, qw)) {
         let name = p.metadata.name.clone().unwrap_or_default();
         present.insert(name.clone());
+        info.insert(name.clone(), PodInfo::of(p));
         if is_terminal(p) {
             terminal.push(name);
         } else {
@@ -197,6 +239,8 @@ fn view(qw: &QWorker, pods: &[Arc<Pod>]) -> QueueView {
         queue,
         terminal,
         present,
+        info,
+        template: PodInfo::of_template(qw),
     }
 }
 
@@ -212,7 +256,7 @@ async fn run<B: Broker>(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut told: HashMap<Key, Told> = HashMap::new();
     // Pods seen (alive or terminal) per QWorker at the last tick, and lists already returned.
-    let mut seen: HashMap<Key, (String, HashSet<String>)> = HashMap::new();
+    let mut seen: HashMap<Key, (String, HashMap<String, PodInfo>)> = HashMap::new();
     let mut returned: HashSet<String> = HashSet::new();
     let mut departed: HashMap<String, Departed> = HashMap::new();
     let mut orphans: HashSet<(String, String)> = HashSet::new();
@@ -349,19 +393,27 @@ async fn give_back<B: Broker>(
     qw: &Key,
     queue: &str,
     pod: &str,
+    info: &PodInfo,
 ) -> bool {
+    let labels = [("namespace", qw.0.as_str()), ("qworker", qw.1.as_str())];
     match broker
-        .return_in_flight(queue, &keys::consumer(Some(&qw.0), pod))
+        .return_in_flight(queue, &keys::consumer(Some(&qw.0), pod), info.max_retries)
         .await
     {
-        Ok(0) => true,
-        Ok(n) => {
-            tracing::info!(namespace = %qw.0, qworker = %qw.1, pod, tasks = n, "returned in-flight tasks of a dead pod to the queue");
-            ctx.metrics.inc(
-                "qscaler_tasks_returned_total",
-                &[("namespace", &qw.0), ("qworker", &qw.1)],
-                n as f64,
-            );
+        Ok(r) => {
+            if r.requeued > 0 {
+                tracing::info!(namespace = %qw.0, qworker = %qw.1, pod, tasks = r.requeued, "returned in-flight tasks of a dead pod to the queue (each counted as a retry)");
+                ctx.metrics
+                    .inc("qscaler_tasks_returned_total", &labels, r.requeued as f64);
+            }
+            if r.dead_lettered > 0 {
+                tracing::warn!(namespace = %qw.0, qworker = %qw.1, pod, tasks = r.dead_lettered, max_retries = info.max_retries, dead_letter = %keys::dead_letter(queue), "tasks whose pods kept dying moved to the dead-letter list");
+                ctx.metrics.inc(
+                    "qscaler_tasks_dead_lettered_total",
+                    &labels,
+                    r.dead_lettered as f64,
+                );
+            }
             true
         }
         Err(e) => {
@@ -375,31 +427,33 @@ async fn return_dead_pods_tasks<B: Broker>(
     ctx: &Context,
     broker: &mut B,
     views: &[QueueView],
-    seen: &mut HashMap<Key, (String, HashSet<String>)>,
+    seen: &mut HashMap<Key, (String, HashMap<String, PodInfo>)>,
     returned: &mut HashSet<String>,
     departed: &mut HashMap<String, Departed>,
 ) {
     let now = Instant::now();
-    let mut now_seen: HashMap<Key, (String, HashSet<String>)> = HashMap::new();
+    let mut now_seen: HashMap<Key, (String, HashMap<String, PodInfo>)> = HashMap::new();
     for v in views {
         for pod in &v.terminal {
-            if !returned.contains(pod) && give_back(ctx, broker, &v.qw, &v.queue, pod).await {
+            let info = v.info.get(pod).unwrap_or(&v.template);
+            if !returned.contains(pod) && give_back(ctx, broker, &v.qw, &v.queue, pod, info).await {
                 returned.insert(pod.clone());
             }
         }
         if let Some((queue, before)) = seen.get(&v.qw) {
-            for pod in left_view(before, &v.present) {
+            for pod in left_view(before.keys(), &v.present) {
                 if !returned.contains(pod) {
                     departed.entry(pod.clone()).or_insert_with(|| Departed {
                         qw: v.qw.clone(),
                         queue: queue.clone(),
+                        info: before.get(pod).cloned().unwrap_or(v.template.clone()),
                         check_at: now,
                         told: false,
                     });
                 }
             }
         }
-        now_seen.insert(v.qw.clone(), (v.queue.clone(), v.present.clone()));
+        now_seen.insert(v.qw.clone(), (v.queue.clone(), v.info.clone()));
     }
     let present: HashSet<&String> = views.iter().flat_map(|v| v.present.iter()).collect();
     // Back in a view (its label put back): the terminal rule above covers it again.
@@ -417,7 +471,7 @@ async fn return_dead_pods_tasks<B: Broker>(
         // The cache only says the pod is no longer this QWorker's; the API says whether it runs.
         match look_up(ctx, &d.qw.0, &pod).await {
             Ok(fate) if fate.may_return() => {
-                if give_back(ctx, broker, &d.qw, &d.queue, &pod).await {
+                if give_back(ctx, broker, &d.qw, &d.queue, &pod, &d.info).await {
                     departed.remove(&pod);
                 }
             }
@@ -480,7 +534,7 @@ async fn sweep_orphans<B: Broker>(
             // Missing from the cache twice; the API decides (a pod without its label still runs).
             match look_up(ctx, &v.qw.0, &pod).await {
                 Ok(fate) if fate.may_return() => {
-                    give_back(ctx, broker, &v.qw, &v.queue, &pod).await;
+                    give_back(ctx, broker, &v.qw, &v.queue, &pod, &v.template).await;
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -525,6 +579,20 @@ mod tests {
         let before = set(&["a", "b", "c"]);
         assert_eq!(left_view(&before, &set(&["b", "d"])), vec!["a", "c"]);
         assert!(left_view(&before, &before).is_empty());
+    }
+
+    #[test]
+    fn a_pods_retry_limit_is_its_supervisors() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "w-1"},
+            "spec": {"containers": [{"name": "w", "args": ["--task", "--max-retries", "1", "--", "x"]}]}
+        }))
+        .unwrap();
+        assert_eq!(PodInfo::of(&pod).max_retries, 1);
+        assert_eq!(
+            PodInfo::of(&Pod::default()).max_retries,
+            task::DEFAULT_MAX_RETRIES
+        );
     }
 
     #[test]

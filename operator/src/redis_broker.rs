@@ -13,7 +13,7 @@ use redis::{
     TlsCertificates,
 };
 
-use crate::broker::{Broker, BrokerError, Depth, QueueError, QueueQuery};
+use crate::broker::{Broker, BrokerError, Depth, QueueError, QueueQuery, Returned};
 
 /// Where and how to connect. The password and the CA bundle are resolved (from Secrets or inline)
 /// by the caller. Equality covers every field, so a rotated password or CA restarts the poller.
@@ -181,6 +181,23 @@ impl RedisBroker {
     }
 }
 
+/// Returns the oldest task of a dead consumer's processing list (KEYS[1]) and counts the run it
+/// lost in the retry hash (KEYS[3], as qsupervisor counts a failed run): to the queue's consuming
+/// end (KEYS[2]) while the count is at most ARGV[1], else to the dead-letter list (KEYS[4]) with
+/// its count cleared, as qsupervisor dead-letters. 0: nothing left, 1: requeued, 2: dead-lettered.
+const RETURN_ONE: &str = r"
+local item = redis.call('LINDEX', KEYS[1], 0)
+if not item then return 0 end
+local n = redis.call('HINCRBY', KEYS[3], item, 1)
+if n > tonumber(ARGV[1]) then
+  redis.call('LMOVE', KEYS[1], KEYS[4], 'LEFT', 'LEFT')
+  redis.call('HDEL', KEYS[3], item)
+  return 2
+end
+redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
+return 1
+";
+
 /// A key of a queue that Redis refused to read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct FailedKey {
@@ -280,28 +297,41 @@ impl Broker for RedisBroker {
         Ok(out)
     }
 
-    async fn return_in_flight(&mut self, queue: &str, consumer: &str) -> Result<u64, BrokerError> {
+    async fn return_in_flight(
+        &mut self,
+        queue: &str,
+        consumer: &str,
+        max_retries: u32,
+    ) -> Result<Returned, BrokerError> {
         let list = keys::processing(queue, consumer);
-        let queue = queue.to_string();
+        let (queue, retries, dead) = (
+            queue.to_string(),
+            keys::retries(queue),
+            keys::dead_letter(queue),
+        );
         self.with(async move |mut c| {
-            let mut moved = 0u64;
-            // One atomic LMOVE per task: a crash half-way leaves every task in exactly one list.
-            // The returned task goes to the consuming end (workers BRPOP/BLMOVE from the right) so it
-            // is the next one taken: it has waited longest.
+            let mut out = Returned::default();
+            // One script run per task: atomic, so a crash half-way leaves every task in exactly one
+            // list with its count. A returned task goes to the consuming end (workers BRPOP/BLMOVE
+            // from the right) so it is the next one taken: it has waited longest.
             loop {
-                let item: Option<Vec<u8>> = redis::cmd("LMOVE")
+                let moved: i64 = redis::cmd("EVAL")
+                    .arg(RETURN_ONE)
+                    .arg(4)
                     .arg(&list)
                     .arg(&queue)
-                    .arg("LEFT")
-                    .arg("RIGHT")
+                    .arg(&retries)
+                    .arg(&dead)
+                    .arg(max_retries)
                     .query_async(&mut c)
                     .await?;
-                if item.is_none() {
-                    break;
+                match moved {
+                    1 => out.requeued += 1,
+                    2 => out.dead_lettered += 1,
+                    _ => break,
                 }
-                moved += 1;
             }
-            Ok(moved)
+            Ok(out)
         })
         .await
     }

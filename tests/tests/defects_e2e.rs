@@ -569,3 +569,118 @@ async fn a_pending_pod_at_work_is_drained_not_deleted() {
         op.log()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. A task that kills its container
+
+/// SIGKILLs qsupervisor, PID 1 of the worker container's PID namespace, from outside: the whole
+/// container dies at once, as on an OOM kill of the container. False when the pod has no running
+/// container process.
+fn kill_container(cluster: &Cluster, ns: &str, pod: &str) -> bool {
+    let init = || -> Option<i32> {
+        let launcher: i32 = std::fs::read_to_string(cluster.pod_dir(ns, pod).join("worker.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let children =
+            std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    };
+    init().is_some_and(|pid| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .is_ok()
+    })
+}
+
+/// A poison task kills its container every time it runs (the test plays the fatal bug: it
+/// SIGKILLs the container of any pod that holds the task). Its returns used to carry no count, so
+/// it ran forever. Each death now counts as a retry of the task; past the supervisor's limit
+/// (`--max-retries 1`, read from the pod spec: two runs) it goes to the dead-letter list, and the
+/// other tasks are done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_kills_its_container_is_dead_lettered() {
+    let (cluster, ns, op, _guard) = setup(
+        "def-poison",
+        None,
+        &["--crash-backoff-base", "200ms", "--crash-backoff-max", "2s"],
+    )
+    .await;
+    let queue = format!("{ns}-jobs");
+    let mut conn = cluster.redis().await;
+    let mut qw = task_qworker("w", &queue, 0.3, json!({"maxReplicas": 2}));
+    let args = qw["spec"]["podSpec"]["containers"][0]["args"]
+        .as_array()
+        .cloned()
+        .expect("args");
+    let mut with_limit = vec![json!("--task"), json!("--max-retries"), json!("1")];
+    with_limit.extend(args.into_iter().skip(1));
+    qw["spec"]["podSpec"]["containers"][0]["args"] = Value::Array(with_limit);
+    create_qworker(&cluster, &ns, qw).await;
+    let killer = {
+        let (cluster, ns, queue, mut conn) =
+            (cluster.clone(), ns.clone(), queue.clone(), conn.clone());
+        tokio::spawn(async move {
+            let mut killed = std::collections::BTreeSet::new();
+            loop {
+                for p in alive_pods(&cluster, &ns, "w").await {
+                    let name = name_of(&p);
+                    let list = keys::processing(&queue, &keys::consumer(Some(&ns), &name));
+                    let held: Vec<String> = conn.lrange(&list, 0, -1).await.unwrap_or_default();
+                    // Once the run has begun (its start event is written), like a real crash.
+                    let started = event_lines(&mut conn, &queue)
+                        .await
+                        .contains(&format!("start poison {name}"));
+                    if held.iter().any(|t| t == "poison")
+                        && started
+                        && !killed.contains(&name)
+                        && kill_container(&cluster, &ns, &name)
+                    {
+                        eprintln!("killed {name}: it held the poison task");
+                        killed.insert(name);
+                    }
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+    };
+    let _: () = conn.lpush(&queue, "poison").await.expect("LPUSH");
+    push_tasks(&mut conn, &queue, 0..4).await;
+    wait_for("the poison task dead-lettered", T, || {
+        let (mut conn, dead) = (conn.clone(), keys::dead_letter(&queue));
+        async move {
+            let dead: Vec<String> = conn.lrange(&dead, 0, -1).await.ok()?;
+            (dead == ["poison"]).then_some(())
+        }
+    })
+    .await;
+    wait_for("the other tasks done", T, || {
+        let (mut conn, queue) = (conn.clone(), queue.clone());
+        async move {
+            let lines = event_lines(&mut conn, &queue).await;
+            (0..4)
+                .all(|i| count(&lines, "end", &format!("t{i}")) >= 1)
+                .then_some(())
+        }
+    })
+    .await;
+    killer.abort();
+    let lines = event_lines(&mut conn, &queue).await;
+    assert_eq!(
+        count(&lines, "start", "poison"),
+        2,
+        "one run and one retry: {lines:?}\n{}",
+        op.log()
+    );
+    let count_left: Option<i64> = conn
+        .hget(keys::retries(&queue), "poison")
+        .await
+        .expect("HGET");
+    assert_eq!(count_left, None, "a dead-lettered task's count is cleared");
+    let queued: i64 = conn.llen(&queue).await.expect("LLEN");
+    assert_eq!(queued, 0);
+    assert!(op.log().contains("dead-letter"), "{}", op.log());
+}

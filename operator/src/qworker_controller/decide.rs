@@ -32,8 +32,8 @@ pub(super) struct Seen<'a> {
     pub old: &'a QWorkerStatus,
     pub observed: &'a [ObservedPod],
     pub depth: Option<Depth>,
-    /// Some worker ran long enough (or succeeded) to count as healthy.
-    pub healthy: bool,
+    /// The workers that ran long enough (or succeeded) to count as healthy.
+    pub healthy: &'a [String],
     pub now: &'a Time,
 }
 
@@ -90,7 +90,13 @@ pub(super) fn decide(ctx: &Context, qw: &QWorker, key: &Key, seen: &Seen<'_>) ->
             sc_cfg.max_replicas,
         ),
     };
-    let new_failures = m.crash.observe(failed, healthy, now, &ctx.settings.backoff);
+    let new_failures = m.crash.observe(
+        failed,
+        healthy.iter().map(String::as_str),
+        observed.iter().map(|p| p.name.as_str()),
+        now,
+        &ctx.settings.backoff,
+    );
     let backoff_wait = m.crash.wait(now, &ctx.settings.backoff);
     let now_ms = now_t.0.as_millisecond();
     let view = m

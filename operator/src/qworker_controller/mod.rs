@@ -121,10 +121,14 @@ async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Err
         .collect();
     let healthy_secs = ctx.settings.backoff.healthy_after.as_secs() as i64;
     let now_chrono = chrono::Utc::now();
-    let healthy = cached.iter().any(|p| {
-        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
-            || observe::running_for(p, now_chrono, healthy_secs)
-    });
+    let healthy: Vec<String> = cached
+        .iter()
+        .filter(|p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+                || observe::running_for(p, now_chrono, healthy_secs)
+        })
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
 
     // Decide, and size new pods (peaks are folded whether or not activateVPA is set).
     let d = decide(
@@ -135,7 +139,7 @@ async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Err
             old: &old,
             observed: &observed,
             depth,
-            healthy,
+            healthy: &healthy,
             now: &now_t,
         },
     );
