@@ -203,6 +203,64 @@ pub fn build_pod(
     }
 }
 
+/// The broker a worker pod consumes from, as its env says: the operator copied the ScalerConfig's
+/// settings into the pod when it created it, and a later ScalerConfig change does not reach a
+/// running pod. The tasks a dead pod held are in this broker, whatever the ScalerConfig says now.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PodBroker {
+    pub host: String,
+    pub port: u16,
+    pub db: i64,
+    pub username: Option<String>,
+    pub tls: bool,
+    pub tls_insecure: bool,
+    /// The password's Secret (in the pod's namespace), when the pod reads one.
+    pub password: Option<SecretKeyRef>,
+    /// The CA bundle's Secret, when the pod reads one.
+    pub ca: Option<SecretKeyRef>,
+}
+
+/// Where `pod` consumes from: the first container with a `QSCALER_REDIS_HOST` (the last definition
+/// of each variable wins, as in Kubernetes). `None` when no container says (not a task-mode pod of
+/// this operator) or one sets `QSCALER_REDIS_URL` (the URL overrides the variables).
+pub fn broker_of(pod: &Pod) -> Option<PodBroker> {
+    let containers = &pod.spec.as_ref()?.containers;
+    let c = containers.iter().find(|c| {
+        c.env
+            .iter()
+            .flatten()
+            .any(|e| e.name == env::REDIS_HOST && e.value.is_some())
+    })?;
+    let last = |name: &str| c.env.iter().flatten().rev().find(|e| e.name == name);
+    let value = |name: &str| last(name).and_then(|e| e.value.clone());
+    let secret = |name: &str| {
+        last(name)
+            .and_then(|e| e.value_from.as_ref())
+            .and_then(|f| f.secret_key_ref.as_ref())
+            .map(|r| SecretKeyRef {
+                name: r.name.clone(),
+                key: r.key.clone(),
+            })
+    };
+    if last("QSCALER_REDIS_URL").is_some() {
+        return None;
+    }
+    Some(PodBroker {
+        host: value(env::REDIS_HOST)?,
+        port: value(env::REDIS_PORT)
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(6379),
+        db: value(env::REDIS_DB)
+            .and_then(|d| d.trim().parse().ok())
+            .unwrap_or(0),
+        username: value(env::REDIS_USERNAME).filter(|u| !u.is_empty()),
+        tls: value(env::REDIS_TLS).is_some_and(|v| v == "true"),
+        tls_insecure: value(env::REDIS_TLS_INSECURE).is_some_and(|v| v == "true"),
+        password: secret(env::REDIS_PASSWORD),
+        ca: secret(env::REDIS_TLS_CA),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -412,6 +470,57 @@ mod tests {
             hash.short()
         );
         assert_eq!(pod_spec_hash(&qw.spec), hash);
+    }
+
+    #[test]
+    fn a_pod_says_which_broker_it_consumes_from() {
+        let qw = qworker(None);
+        let mut sc = scaler(json!({"valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}));
+        sc.spec.config.tls = Some(
+            serde_json::from_value(
+                json!({"enabled": true, "caSecretRef": {"name": "ca", "key": "ca.crt"}}),
+            )
+            .unwrap(),
+        );
+        let pod = build_pod(&qw, &pod_spec_hash(&qw.spec), Some(&sc), &BTreeMap::new()).pod;
+        let b = broker_of(&pod).expect("a broker");
+        assert_eq!(
+            b,
+            PodBroker {
+                host: "r.local".into(),
+                port: 6380,
+                db: 2,
+                username: Some("u".into()),
+                tls: true,
+                tls_insecure: false,
+                password: Some(SecretKeyRef {
+                    name: "s".into(),
+                    key: "k".into()
+                }),
+                ca: Some(SecretKeyRef {
+                    name: "ca".into(),
+                    key: "ca.crt".into()
+                }),
+            }
+        );
+        // No ScalerConfig, nothing injected: unknown.
+        let bare = build_pod(&qw, &pod_spec_hash(&qw.spec), None, &BTreeMap::new()).pod;
+        assert_eq!(broker_of(&bare), None);
+        // A user's own variable comes later and wins, as the supervisor sees it.
+        let mut own = pod.clone();
+        own.spec.as_mut().unwrap().containers[0]
+            .env
+            .as_mut()
+            .unwrap()
+            .push(var(env::REDIS_DB, "5"));
+        assert_eq!(broker_of(&own).unwrap().db, 5);
+        // A URL overrides the variables: not read here.
+        own.spec.as_mut().unwrap().containers[0]
+            .env
+            .as_mut()
+            .unwrap()
+            .push(var("QSCALER_REDIS_URL", "redis://elsewhere/1"));
+        assert_eq!(broker_of(&own), None);
     }
 
     #[test]

@@ -18,7 +18,8 @@
 //! Each returned task counts as a failed run in the retry count qsupervisor keeps per payload
 //! (`<queue>:retries`): a pod that died holding it is what a task that kills its container looks
 //! like. Past the pod's own `--max-retries` (read from its spec, default 3) the task is moved to
-//! `<queue>:dead`, as qsupervisor dead-letters.
+//! `<queue>:dead`, as qsupervisor dead-letters. A dead pod's list is returned on the broker the pod
+//! consumed from (its env): after a ScalerConfig change that is not the poller's own connection.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -26,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
+use k8s_openapi::api::core::v1::Secret;
 use qscaler_crds::names::keys;
+use qscaler_crds::scalerconfig::SecretKeyRef;
 use qscaler_crds::{task, QWorker};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -34,6 +37,7 @@ use tokio::task::JoinHandle;
 use crate::broker::{Broker, BrokerError, Depth, QueueQuery};
 use crate::context::{lock, Context, Key, ReadError, Reading};
 use crate::observe::owned_by;
+use crate::pods::{broker_of, PodBroker};
 use crate::redis_broker::{RedisBroker, RedisParams};
 use crate::scaling::raw_desired;
 
@@ -98,7 +102,7 @@ pub fn should_trigger(
 pub fn spawn(ctx: Arc<Context>, key: Key, params: RedisParams) -> PollerHandle {
     let (tx, rx) = watch::channel(None);
     let broker = RedisBroker::new(params.clone(), ctx.settings.broker_timeout);
-    let task = tokio::spawn(run(ctx, key, broker, tx));
+    let task = tokio::spawn(run(ctx, key, broker, params.clone(), tx));
     PollerHandle {
         params,
         health: rx,
@@ -146,6 +150,9 @@ pub struct PodInfo {
     /// The supervisor's retry limit in this pod: a task whose pod died more often than this is
     /// dead-lettered instead of returned.
     pub max_retries: u32,
+    /// The broker the pod consumes from (its env), where its processing list is; `None`: the
+    /// ScalerConfig's current one.
+    pub broker: Option<PodBroker>,
 }
 
 impl PodInfo {
@@ -156,6 +163,7 @@ impl PodInfo {
                 .as_ref()
                 .map(task::max_retries)
                 .unwrap_or(task::DEFAULT_MAX_RETRIES),
+            broker: broker_of(pod),
         }
     }
 
@@ -163,6 +171,50 @@ impl PodInfo {
     pub fn of_template(qw: &QWorker) -> PodInfo {
         PodInfo {
             max_retries: task::max_retries(&qw.spec.pod_spec),
+            broker: None,
+        }
+    }
+}
+
+/// Whether `pod` consumes from the broker `params` reach (the poller's own connection serves it).
+pub fn same_broker(pod: &PodBroker, params: &RedisParams) -> bool {
+    pod.host == params.host
+        && pod.port == params.port
+        && pod.db == params.db
+        && pod.tls == params.tls
+        && pod.username == params.username
+}
+
+/// The settings that reach a pod's broker, with the secrets the pod reads (resolved by the
+/// caller). On the same server as the current settings (a db switch), a password or CA the pod
+/// does not read from a Secret is the current one (an inline password is never in a pod).
+pub fn params_for(
+    pod: &PodBroker,
+    current: &RedisParams,
+    password: Option<String>,
+    ca: Option<Vec<u8>>,
+) -> RedisParams {
+    let same_server = pod.host == current.host && pod.port == current.port;
+    RedisParams {
+        host: pod.host.clone(),
+        port: pod.port,
+        db: pod.db,
+        username: pod.username.clone(),
+        password: password.or_else(|| current.password.clone().filter(|_| same_server)),
+        tls: pod.tls,
+        tls_insecure: pod.tls_insecure,
+        tls_ca: ca.or_else(|| current.tls_ca.clone().filter(|_| same_server)),
+    }
+}
+
+/// The bytes of a Secret key the pod reads (in its namespace); `None`, logged, when unreadable.
+async fn secret(ctx: &Context, ns: &str, r: &SecretKeyRef) -> Option<Vec<u8>> {
+    let api: kube::Api<Secret> = kube::Api::namespaced(ctx.client.clone(), ns);
+    match api.get_opt(&r.name).await {
+        Ok(s) => s.and_then(|s| s.data).and_then(|mut d| d.remove(&r.key)).map(|b| b.0),
+        Err(e) => {
+            tracing::warn!(namespace = ns, secret = %r.name, error = %e, "could not read a dead pod's broker secret");
+            None
         }
     }
 }
@@ -248,6 +300,7 @@ async fn run<B: Broker>(
     ctx: Arc<Context>,
     key: Key,
     mut broker: B,
+    params: RedisParams,
     health_tx: watch::Sender<Option<Health>>,
 ) {
     let (ns, name) = key.clone();
@@ -362,6 +415,7 @@ async fn run<B: Broker>(
             return_dead_pods_tasks(
                 &ctx,
                 &mut broker,
+                &params,
                 &views,
                 &mut seen,
                 &mut returned,
@@ -371,7 +425,7 @@ async fn run<B: Broker>(
             if now.saturating_duration_since(last_sweep) >= SWEEP_EVERY {
                 last_sweep = now;
                 let ns_pods: Vec<Arc<Pod>> = pods.values().flatten().cloned().collect();
-                sweep_orphans(&ctx, &mut broker, &views, &ns_pods, &mut orphans).await;
+                sweep_orphans(&ctx, &mut broker, &params, &views, &ns_pods, &mut orphans).await;
             }
         }
         let keys: HashSet<&Key> = views.iter().map(|v| &v.qw).collect();
@@ -390,16 +444,40 @@ async fn run<B: Broker>(
 async fn give_back<B: Broker>(
     ctx: &Context,
     broker: &mut B,
+    params: &RedisParams,
     qw: &Key,
     queue: &str,
     pod: &str,
     info: &PodInfo,
 ) -> bool {
     let labels = [("namespace", qw.0.as_str()), ("qworker", qw.1.as_str())];
-    match broker
-        .return_in_flight(queue, &keys::consumer(Some(&qw.0), pod), info.max_retries)
-        .await
-    {
+    let consumer = keys::consumer(Some(&qw.0), pod);
+    // The list is in the broker the pod used, which a ScalerConfig change may have left.
+    let result = match info.broker.as_ref().filter(|b| !same_broker(b, params)) {
+        None => {
+            broker
+                .return_in_flight(queue, &consumer, info.max_retries)
+                .await
+        }
+        Some(b) => {
+            let password = match &b.password {
+                Some(r) => secret(ctx, &qw.0, r)
+                    .await
+                    .map(|v| String::from_utf8_lossy(&v).trim_end_matches('\n').to_string()),
+                None => None,
+            };
+            let ca = match &b.ca {
+                Some(r) => secret(ctx, &qw.0, r).await,
+                None => None,
+            };
+            let theirs = params_for(b, params, password, ca);
+            tracing::info!(namespace = %qw.0, qworker = %qw.1, pod, broker = %theirs.display_url(), current = %params.display_url(), "returning a dead pod's tasks on the broker it used, not the ScalerConfig's current one");
+            RedisBroker::new(theirs, ctx.settings.broker_timeout)
+                .return_in_flight(queue, &consumer, info.max_retries)
+                .await
+        }
+    };
+    match result {
         Ok(r) => {
             if r.requeued > 0 {
                 tracing::info!(namespace = %qw.0, qworker = %qw.1, pod, tasks = r.requeued, "returned in-flight tasks of a dead pod to the queue (each counted as a retry)");
@@ -426,6 +504,7 @@ async fn give_back<B: Broker>(
 async fn return_dead_pods_tasks<B: Broker>(
     ctx: &Context,
     broker: &mut B,
+    params: &RedisParams,
     views: &[QueueView],
     seen: &mut HashMap<Key, (String, HashMap<String, PodInfo>)>,
     returned: &mut HashSet<String>,
@@ -436,7 +515,9 @@ async fn return_dead_pods_tasks<B: Broker>(
     for v in views {
         for pod in &v.terminal {
             let info = v.info.get(pod).unwrap_or(&v.template);
-            if !returned.contains(pod) && give_back(ctx, broker, &v.qw, &v.queue, pod, info).await {
+            if !returned.contains(pod)
+                && give_back(ctx, broker, params, &v.qw, &v.queue, pod, info).await
+            {
                 returned.insert(pod.clone());
             }
         }
@@ -471,7 +552,7 @@ async fn return_dead_pods_tasks<B: Broker>(
         // The cache only says the pod is no longer this QWorker's; the API says whether it runs.
         match look_up(ctx, &d.qw.0, &pod).await {
             Ok(fate) if fate.may_return() => {
-                if give_back(ctx, broker, &d.qw, &d.queue, &pod, &d.info).await {
+                if give_back(ctx, broker, params, &d.qw, &d.queue, &pod, &d.info).await {
                     departed.remove(&pod);
                 }
             }
@@ -499,6 +580,7 @@ async fn return_dead_pods_tasks<B: Broker>(
 async fn sweep_orphans<B: Broker>(
     ctx: &Context,
     broker: &mut B,
+    params: &RedisParams,
     views: &[QueueView],
     pods: &[Arc<Pod>],
     candidates: &mut HashSet<(String, String)>,
@@ -534,7 +616,7 @@ async fn sweep_orphans<B: Broker>(
             // Missing from the cache twice; the API decides (a pod without its label still runs).
             match look_up(ctx, &v.qw.0, &pod).await {
                 Ok(fate) if fate.may_return() => {
-                    give_back(ctx, broker, &v.qw, &v.queue, &pod, &v.template).await;
+                    give_back(ctx, broker, params, &v.qw, &v.queue, &pod, &v.template).await;
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -593,6 +675,54 @@ mod tests {
             PodInfo::of(&Pod::default()).max_retries,
             task::DEFAULT_MAX_RETRIES
         );
+    }
+
+    fn current() -> RedisParams {
+        RedisParams {
+            host: "redis".into(),
+            port: 6379,
+            db: 1,
+            username: None,
+            password: Some("pw".into()),
+            tls: false,
+            tls_insecure: false,
+            tls_ca: None,
+        }
+    }
+
+    fn pod_broker(host: &str, db: i64) -> PodBroker {
+        PodBroker {
+            host: host.into(),
+            port: 6379,
+            db,
+            username: None,
+            tls: false,
+            tls_insecure: false,
+            password: None,
+            ca: None,
+        }
+    }
+
+    #[test]
+    fn a_dead_pods_tasks_go_back_where_it_took_them() {
+        assert!(same_broker(&pod_broker("redis", 1), &current()));
+        // The ScalerConfig moved to db 1; the pod consumed db 0.
+        let old = pod_broker("redis", 0);
+        assert!(!same_broker(&old, &current()));
+        let p = params_for(&old, &current(), None, None);
+        assert_eq!((p.host.as_str(), p.db), ("redis", 0));
+        // Same server: its password (inline in the ScalerConfig, never in the pod) still applies.
+        assert_eq!(p.password.as_deref(), Some("pw"));
+        // Another server: only what the pod reads itself.
+        let p = params_for(&pod_broker("elsewhere", 0), &current(), None, None);
+        assert_eq!(p.password, None);
+        let p = params_for(
+            &pod_broker("elsewhere", 0),
+            &current(),
+            Some("theirs".into()),
+            None,
+        );
+        assert_eq!(p.password.as_deref(), Some("theirs"));
     }
 
     #[test]

@@ -684,3 +684,74 @@ async fn a_task_that_kills_its_container_is_dead_lettered() {
     assert_eq!(queued, 0);
     assert!(op.log().contains("dead-letter"), "{}", op.log());
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. A ScalerConfig change strands a dead worker's task
+
+/// The ScalerConfig moves to db 1 while a worker (which keeps db 0: broker settings are copied
+/// into pods when they are created) holds a task; then the worker's container is killed. Its
+/// processing list is in db 0, where the operator used to never look again; it now returns the
+/// list on the broker the pod used (from the pod's env).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_pods_tasks_go_back_on_the_broker_it_used() {
+    let (cluster, ns, op, _guard) = setup("def-switch", None, &[]).await;
+    let queue = format!("{ns}-jobs");
+    let mut conn = cluster.redis().await;
+    create_qworker(
+        &cluster,
+        &ns,
+        task_qworker(
+            "w",
+            &queue,
+            60.0,
+            json!({"minReplicas": 1, "maxReplicas": 1}),
+        ),
+    )
+    .await;
+    push_tasks(&mut conn, &queue, 0..1).await;
+    let busy = busy_with(&conn, &queue, "t0").await;
+    let scalers = Api::<ScalerConfig>::namespaced(cluster.client.clone(), &ns);
+    scalers
+        .patch(
+            "redis",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"config": {"db": 1}}})),
+        )
+        .await
+        .expect("switching the ScalerConfig to db 1");
+    wait_for("the operator on db 1", T, || async {
+        let sc = scalers.get("redis").await.ok()?;
+        let st = sc.status?;
+        (st.observed_generation == sc.metadata.generation && st.healthy).then_some(())
+    })
+    .await;
+    assert!(kill_container(&cluster, &ns, &busy), "no container to kill");
+    let processing = keys::processing(&queue, &keys::consumer(Some(&ns), &busy));
+    wait_for("t0 back in db 0's queue", T, || {
+        let (mut conn, queue, processing) = (conn.clone(), queue.clone(), processing.clone());
+        async move {
+            let queued: Vec<String> = conn.lrange(&queue, 0, -1).await.ok()?;
+            let held: i64 = conn.llen(&processing).await.ok()?;
+            (queued == ["t0"] && held == 0).then_some(())
+        }
+    })
+    .await;
+    assert!(op.log().contains("on the broker it used"), "{}", op.log());
+    // The replacement consumes db 1.
+    let pod = wait_for("a replacement", T, || async {
+        alive_pods(&cluster, &ns, "w")
+            .await
+            .into_iter()
+            .find(|p| name_of(p) != busy)
+    })
+    .await;
+    let env = pod.spec.expect("spec").containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        env.iter()
+            .any(|e| e.name == names::env::REDIS_DB && e.value.as_deref() == Some("1")),
+        "{env:?}"
+    );
+}
