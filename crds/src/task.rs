@@ -78,7 +78,9 @@ mod tests {
     #[test]
     fn the_default_is_the_supervisors() {
         assert_eq!(
-            max_retries(&spec(json!([{"name": "w", "args": ["--task", "--", "run"]}]))),
+            max_retries(&spec(
+                json!([{"name": "w", "args": ["--task", "--", "run"]}])
+            )),
             DEFAULT_MAX_RETRIES
         );
         assert_eq!(max_retries(&spec(json!([]))), DEFAULT_MAX_RETRIES);
@@ -92,7 +94,9 @@ mod tests {
             1
         );
         assert_eq!(
-            one(json!({"name": "w", "command": ["qsupervisor", "--max-retries=7"], "args": ["--task", "--", "x"]})),
+            one(
+                json!({"name": "w", "command": ["qsupervisor", "--max-retries=7"], "args": ["--task", "--", "x"]})
+            ),
             7
         );
         assert_eq!(
@@ -102,8 +106,10 @@ mod tests {
         );
         // The flag wins over the env, as in qsupervisor's command line.
         assert_eq!(
-            one(json!({"name": "w", "args": ["--task", "--max-retries", "0", "--", "x"],
-                       "env": [{"name": "QSCALER_MAX_RETRIES", "value": "5"}]})),
+            one(
+                json!({"name": "w", "args": ["--task", "--max-retries", "0", "--", "x"],
+                       "env": [{"name": "QSCALER_MAX_RETRIES", "value": "5"}]})
+            ),
             0
         );
         // After `--` it is the worker's own argument.

@@ -26,8 +26,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::reflector::ObjectRef;
 use k8s_openapi::api::core::v1::Secret;
+use kube::runtime::reflector::ObjectRef;
 use qscaler_crds::names::keys;
 use qscaler_crds::scalerconfig::SecretKeyRef;
 use qscaler_crds::{task, QWorker};
@@ -211,7 +211,10 @@ pub fn params_for(
 async fn secret(ctx: &Context, ns: &str, r: &SecretKeyRef) -> Option<Vec<u8>> {
     let api: kube::Api<Secret> = kube::Api::namespaced(ctx.client.clone(), ns);
     match api.get_opt(&r.name).await {
-        Ok(s) => s.and_then(|s| s.data).and_then(|mut d| d.remove(&r.key)).map(|b| b.0),
+        Ok(s) => s
+            .and_then(|s| s.data)
+            .and_then(|mut d| d.remove(&r.key))
+            .map(|b| b.0),
         Err(e) => {
             tracing::warn!(namespace = ns, secret = %r.name, error = %e, "could not read a dead pod's broker secret");
             None
@@ -461,9 +464,11 @@ async fn give_back<B: Broker>(
         }
         Some(b) => {
             let password = match &b.password {
-                Some(r) => secret(ctx, &qw.0, r)
-                    .await
-                    .map(|v| String::from_utf8_lossy(&v).trim_end_matches('\n').to_string()),
+                Some(r) => secret(ctx, &qw.0, r).await.map(|v| {
+                    String::from_utf8_lossy(&v)
+                        .trim_end_matches('\n')
+                        .to_string()
+                }),
                 None => None,
             };
             let ca = match &b.ca {
