@@ -34,7 +34,7 @@ use qscaler_crds::{task, QWorker};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::broker::{Broker, BrokerError, Depth, QueueQuery};
+use crate::broker::{Broker, BrokerError, Depth, QueueQuery, Returned};
 use crate::context::{lock, Context, Key, ReadError, Reading};
 use crate::observe::owned_by;
 use crate::pods::{broker_of, PodBroker};
@@ -444,8 +444,12 @@ async fn run<B: Broker>(
     });
 }
 
+/// Returns a dead pod's processing list (see the module doc); false when it must be tried again.
+/// A list in another broker than the poller's (the ScalerConfig changed since the pod was
+/// created) is returned by a task of its own, so an old broker that is slow or gone never stalls
+/// the poller: it retries with backoff for [`ELSEWHERE_FOR`], then says what it left behind.
 async fn give_back<B: Broker>(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     broker: &mut B,
     params: &RedisParams,
     qw: &Key,
@@ -453,50 +457,25 @@ async fn give_back<B: Broker>(
     pod: &str,
     info: &PodInfo,
 ) -> bool {
-    let labels = [("namespace", qw.0.as_str()), ("qworker", qw.1.as_str())];
+    if let Some(b) = info.broker.as_ref().filter(|b| !same_broker(b, params)) {
+        tokio::spawn(return_elsewhere(
+            ctx.clone(),
+            b.clone(),
+            params.clone(),
+            qw.clone(),
+            queue.to_string(),
+            pod.to_string(),
+            info.max_retries,
+        ));
+        return true;
+    }
     let consumer = keys::consumer(Some(&qw.0), pod);
-    // The list is in the broker the pod used, which a ScalerConfig change may have left.
-    let result = match info.broker.as_ref().filter(|b| !same_broker(b, params)) {
-        None => {
-            broker
-                .return_in_flight(queue, &consumer, info.max_retries)
-                .await
-        }
-        Some(b) => {
-            let password = match &b.password {
-                Some(r) => secret(ctx, &qw.0, r).await.map(|v| {
-                    String::from_utf8_lossy(&v)
-                        .trim_end_matches('\n')
-                        .to_string()
-                }),
-                None => None,
-            };
-            let ca = match &b.ca {
-                Some(r) => secret(ctx, &qw.0, r).await,
-                None => None,
-            };
-            let theirs = params_for(b, params, password, ca);
-            tracing::info!(namespace = %qw.0, qworker = %qw.1, pod, broker = %theirs.display_url(), current = %params.display_url(), "returning a dead pod's tasks on the broker it used, not the ScalerConfig's current one");
-            RedisBroker::new(theirs, ctx.settings.broker_timeout)
-                .return_in_flight(queue, &consumer, info.max_retries)
-                .await
-        }
-    };
-    match result {
+    match broker
+        .return_in_flight(queue, &consumer, info.max_retries)
+        .await
+    {
         Ok(r) => {
-            if r.requeued > 0 {
-                tracing::info!(namespace = %qw.0, qworker = %qw.1, pod, tasks = r.requeued, "returned in-flight tasks of a dead pod to the queue (each counted as a retry)");
-                ctx.metrics
-                    .inc("qscaler_tasks_returned_total", &labels, r.requeued as f64);
-            }
-            if r.dead_lettered > 0 {
-                tracing::warn!(namespace = %qw.0, qworker = %qw.1, pod, tasks = r.dead_lettered, max_retries = info.max_retries, dead_letter = %keys::dead_letter(queue), "tasks whose pods kept dying moved to the dead-letter list");
-                ctx.metrics.inc(
-                    "qscaler_tasks_dead_lettered_total",
-                    &labels,
-                    r.dead_lettered as f64,
-                );
-            }
+            report_returned(ctx, qw, queue, pod, info.max_retries, r);
             true
         }
         Err(e) => {
@@ -506,8 +485,80 @@ async fn give_back<B: Broker>(
     }
 }
 
+/// How long a list in another broker is retried.
+const ELSEWHERE_FOR: Duration = Duration::from_secs(30 * 60);
+
+/// Returns a dead pod's list on the broker the pod used (not the poller's), with the secrets the
+/// pod reads; retries with backoff (1 s doubling to 60 s) for [`ELSEWHERE_FOR`].
+async fn return_elsewhere(
+    ctx: Arc<Context>,
+    pod_broker: PodBroker,
+    current: RedisParams,
+    qw: Key,
+    queue: String,
+    pod: String,
+    max_retries: u32,
+) {
+    let consumer = keys::consumer(Some(&qw.0), &pod);
+    let started = Instant::now();
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let password = match &pod_broker.password {
+            Some(r) => secret(&ctx, &qw.0, r).await.map(|v| {
+                String::from_utf8_lossy(&v)
+                    .trim_end_matches('\n')
+                    .to_string()
+            }),
+            None => None,
+        };
+        let ca = match &pod_broker.ca {
+            Some(r) => secret(&ctx, &qw.0, r).await,
+            None => None,
+        };
+        let theirs = params_for(&pod_broker, &current, password, ca);
+        let url = theirs.display_url();
+        tracing::info!(namespace = %qw.0, qworker = %qw.1, pod, broker = %url, current = %current.display_url(), "returning a dead pod's tasks on the broker it used, not the ScalerConfig's current one");
+        match RedisBroker::new(theirs, ctx.settings.broker_timeout)
+            .return_in_flight(&queue, &consumer, max_retries)
+            .await
+        {
+            Ok(r) => {
+                report_returned(&ctx, &qw, &queue, &pod, max_retries, r);
+                return;
+            }
+            Err(e) if started.elapsed() + delay > ELSEWHERE_FOR => {
+                tracing::error!(namespace = %qw.0, qworker = %qw.1, pod, broker = %url, list = %keys::processing(&queue, &consumer), error = %e, "gave up returning a dead pod's tasks: they are still in its list on that broker");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(namespace = %qw.0, pod, broker = %url, error = %e, retry_in = ?delay, "could not return a dead pod's tasks on the broker it used; will retry");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Logs and counts what a return did.
+fn report_returned(ctx: &Context, qw: &Key, queue: &str, pod: &str, max_retries: u32, r: Returned) {
+    let labels = [("namespace", qw.0.as_str()), ("qworker", qw.1.as_str())];
+    if r.requeued > 0 {
+        tracing::info!(namespace = %qw.0, qworker = %qw.1, pod, tasks = r.requeued, "returned in-flight tasks of a dead pod to the queue (each counted as a retry)");
+        ctx.metrics
+            .inc("qscaler_tasks_returned_total", &labels, r.requeued as f64);
+    }
+    if r.dead_lettered > 0 {
+        tracing::warn!(namespace = %qw.0, qworker = %qw.1, pod, tasks = r.dead_lettered, max_retries, dead_letter = %keys::dead_letter(queue), "tasks whose pods kept dying moved to the dead-letter list");
+        ctx.metrics.inc(
+            "qscaler_tasks_dead_lettered_total",
+            &labels,
+            r.dead_lettered as f64,
+        );
+    }
+}
+
 async fn return_dead_pods_tasks<B: Broker>(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     broker: &mut B,
     params: &RedisParams,
     views: &[QueueView],
@@ -583,7 +634,7 @@ async fn return_dead_pods_tasks<B: Broker>(
 }
 
 async fn sweep_orphans<B: Broker>(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     broker: &mut B,
     params: &RedisParams,
     views: &[QueueView],
