@@ -312,6 +312,35 @@ mod tests {
         assert_eq!(p.as_array().map(Vec::len), Some(1));
     }
 
+    /// The operator writes a revision's data in the bytes the API server re-encodes (`>` as
+    /// `\u003e`, keys sorted): read back, it is the same template, current, and undoes to it.
+    #[test]
+    fn a_revision_stored_in_the_api_servers_form_reads_as_the_same_template() {
+        use qscaler_crds::gojson::{self, GoStyle};
+        let old = qworker("mail")
+            .annotation("cmd", "sleep 1 >/dev/null && echo <ok>")
+            .build();
+        let stored = gojson::to_string(
+            &serde_json::to_value(revision(&old, 1)).unwrap(),
+            GoStyle::Before122,
+        );
+        assert!(
+            stored.contains("\\u003e") && !stored.contains('>'),
+            "{stored}"
+        );
+        let read: ControllerRevision = serde_json::from_str(&stored).unwrap();
+        let h = history(&old, std::slice::from_ref(&read));
+        assert!(h[0].current);
+        assert_eq!(h[0].hash, pod_spec_hash(&old.spec).full());
+        let current = qworker("mail").build();
+        let h = history(&current, &[read]);
+        let patch = undo_patch("mail", &current, &h[0]).unwrap();
+        assert_eq!(
+            patch[1]["value"]["annotations"]["cmd"],
+            "sleep 1 >/dev/null && echo <ok>"
+        );
+    }
+
     #[test]
     fn a_malformed_revision_is_refused() {
         let qw = qworker("mail").build();
