@@ -14,7 +14,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PropagationPolicy}
 use kube::Api;
 use qscaler_crds::names::{self, keys};
 use qscaler_crds::{QWorker, ScalerConfig};
-use qscaler_tests::{wait_for, Cluster};
+use qscaler_tests::{wait_for, workspace_bin, Cluster};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
@@ -398,10 +398,10 @@ async fn current_hash(cluster: &Cluster, ns: &str, name: &str, not: &str) -> Str
     .await
 }
 
-/// A pod spec holding `>` and `&` (`sleep 1 >/dev/null && ...`): going back to it (what `rollout
-/// undo` does) renumbers its revision to the top, and `delete --cascade=orphan` completes. Both are
-/// patches of the revision, which the API server refused when the stored bytes were not the ones
-/// it re-encodes (`data: field is immutable`). A revision recorded in plain bytes by an earlier
+/// A pod spec holding `>` and `&` (`sleep 1 >/dev/null && ...`): going back to it with `kubectl
+/// qworker rollout undo` renumbers its revision to the top, and `delete --cascade=orphan`
+/// completes. Both are patches of the revision, which the API server refused when the stored bytes
+/// were not the ones it re-encodes (`data: field is immutable`). A revision recorded in plain bytes by an earlier
 /// operator is replaced when it must be renumbered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revisions_of_specs_with_html_characters_can_be_patched() {
@@ -430,12 +430,26 @@ async fn revisions_of_specs_with_html_characters_can_be_patched() {
         (revision_of(&cluster, &ns, &b).await?.revision == Some(2)).then_some(())
     })
     .await;
-    // Back to A, as `kubectl qworker rollout undo` does: A's revision goes to the top.
-    patch_qworker(&cluster, &ns, "w", json!({"spec": {"podSpec": {"containers": [
-        {"name": "worker", "image": "qscaler/qsupervisor", "env": null,
-         "args": ["--", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.2 >/dev/null && true; done <&-"]}
-    ]}}}))
-    .await;
+    // `kubectl qworker rollout undo` puts A back: A's revision goes to the top.
+    let kubeconfig = cluster.kubeconfig.display().to_string();
+    let undo = tokio::process::Command::new(workspace_bin("kubectl-qworker"))
+        .args([
+            "--kubeconfig",
+            &kubeconfig,
+            "-n",
+            &ns,
+            "rollout",
+            "undo",
+            "w",
+        ])
+        .output()
+        .await
+        .expect("kubectl-qworker (cargo build -p kubectl-qworker)");
+    assert!(
+        undo.status.success(),
+        "rollout undo: {}",
+        String::from_utf8_lossy(&undo.stderr)
+    );
     assert_eq!(current_hash(&cluster, &ns, "w", &b).await, a);
     wait_for("template A renumbered to revision 3", T, || async {
         (revision_of(&cluster, &ns, &a).await?.revision == Some(3)).then_some(())
