@@ -107,7 +107,7 @@ fn assert_each_ran_once_whole(events: &BTreeMap<String, Vec<(String, String)>>, 
 
 /// The short pod-spec hash in a worker pod's name (`<qworker>-<hash>-<suffix>`).
 fn hash_of(pod: &str) -> &str {
-    pod.rsplitn(3, '-').nth(1).unwrap_or("")
+    pod.rsplit('-').nth(1).unwrap_or("")
 }
 
 fn memory_request(p: &Pod) -> Option<u64> {
@@ -433,11 +433,10 @@ async fn wrap_mode_scales_and_rolls_out_finishing_every_task() {
         hashes.len() >= 2,
         "new-revision workers ran tasks after the rollout: {hashes:?}"
     );
-    let s = samples.lock().unwrap_or_else(|e| e.into_inner());
+    let max_alive = samples.lock().unwrap_or_else(|e| e.into_inner()).max_alive;
     assert!(
-        s.max_alive <= 3,
-        "never above maxReplicas (most alive: {})",
-        s.max_alive
+        max_alive <= 3,
+        "never above maxReplicas (most alive: {max_alive})"
     );
     let qw = get_qworker(&cluster, &ns, "wrap").await;
     let current = qw
