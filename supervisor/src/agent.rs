@@ -1,8 +1,9 @@
 //! The agent: everything asynchronous, on one thread with a current-thread tokio runtime.
 //!
-//! It connects to the Kubernetes API when the pod is known (and goes on without it otherwise),
-//! watches the pod for the drain annotation, runs the wrap-mode drain or the task loop, samples
-//! usage and reports it, mirrors the activity, and at exit writes the last usage report.
+//! It connects to the Kubernetes API when the pod is known, retrying for as long as it takes (and
+//! goes on without it when the pod is not known), watches the pod for the drain annotation, runs
+//! the wrap-mode drain or the task loop, samples usage and reports it (to the log until the API is
+//! reached), mirrors the activity, and at exit writes the last usage report.
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
@@ -113,37 +114,16 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
     let o = inputs.options;
     let requester = side.requester();
 
-    // The Kubernetes side, when the pod is known and the API answers.
     let (drain_tx, drain_rx) = watch::channel(false);
-    let pod = match o.pod() {
-        None => {
-            info!("POD_NAME/POD_NAMESPACE not set: plain init, usage goes to the log");
-            None
-        }
-        Some((ns, name)) => match PodApi::connect(&ns, &name).await {
-            Ok((api, draining)) => {
-                info!("watching pod {ns}/{name} for the drain annotation");
-                drain_tx.send_replace(draining);
-                tokio::spawn(api.clone().watch_drain(drain_tx.clone()));
-                Some(api)
-            }
-            Err(e) => {
-                warn!("no Kubernetes API ({e}): plain init, usage goes to the log");
-                None
-            }
-        },
-    };
-
-    // Activity: from the worker's socket (wrap) or the task loop (task), to the annotation.
+    // Whether our pod has been read once (always true without a pod to read): task mode takes no
+    // task before, since the pod may already be told to drain.
+    let (seen_tx, seen_rx) = watch::channel(o.pod().is_none());
     let (act_tx, act_rx) = watch::channel(None::<Activity>);
     if let Some(sock) = inputs.activity_socket {
         tokio::spawn(activity::listen(sock, act_tx.clone()));
     }
-    if let Some(api) = pod.clone() {
-        tokio::spawn(mirror_activity(api, act_rx));
-    }
 
-    // Usage.
+    // Usage; reports go to the log until the API is reached.
     let usage = Arc::new(Mutex::new(Usage {
         sampler: Sampler::new(sys::own_pid().as_raw(), !o.no_cgroup),
         meter: Meter::new(Sampler::ticks_per_sec()),
@@ -152,7 +132,7 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
             rise: o.report_rise,
         },
         last: None,
-        pod: pod.clone(),
+        pod: None,
         key: annotation_key(&o.container),
     }));
     if !o.sample_interval.is_zero() {
@@ -166,6 +146,21 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
                 usage.lock().await.tick(false).await;
             }
         });
+    }
+
+    // The Kubernetes side, when the pod is known: connect (for as long as it takes), then watch.
+    match o.pod() {
+        None => info!("POD_NAME/POD_NAMESPACE not set: plain init, usage goes to the log"),
+        Some((ns, name)) => {
+            tokio::spawn(kubernetes(
+                ns,
+                name,
+                drain_tx.clone(),
+                seen_tx,
+                usage.clone(),
+                act_rx,
+            ));
+        }
     }
 
     // Notices from the init loop.
@@ -201,6 +196,7 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
             requester.send(crate::bridge::Request::Exit(2));
             return;
         };
+        tokio::spawn(log_task_mode_drain(drain_rx.clone()));
         let tasks = TaskLoop {
             broker,
             queue: o.queue.clone().unwrap_or_default(),
@@ -209,6 +205,7 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
             requester: requester.clone(),
             notices: task_rx,
             drain: drain_rx,
+            pod_seen: seen_rx,
             shutdown: shutdown_rx,
             activity: act_tx,
         };
@@ -244,19 +241,61 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
     side.done();
 }
 
-/// Writes the activity annotation whenever it changes (the latest value wins).
-async fn mirror_activity(api: PodApi, mut rx: watch::Receiver<Option<Activity>>) {
-    let mut shown: Option<Activity> = None;
-    while rx.changed().await.is_ok() {
-        let Some(a) = *rx.borrow_and_update() else {
-            continue;
-        };
-        if shown == Some(a) {
+/// Connects to the API for as long as it takes (a supervisor that gave up would ignore a drain for
+/// life), publishes the pod's drain state and then that it was seen, hands the API to the usage
+/// reports and the activity mirror, and watches the pod.
+async fn kubernetes(
+    ns: String,
+    name: String,
+    drain_tx: watch::Sender<bool>,
+    seen_tx: watch::Sender<bool>,
+    usage: Arc<Mutex<Usage>>,
+    activity: watch::Receiver<Option<Activity>>,
+) {
+    let (api, draining) = PodApi::connect_until_up(&ns, &name).await;
+    // The drain state first: a task loop released by `seen` must already see it.
+    drain_tx.send_replace(draining);
+    seen_tx.send_replace(true);
+    {
+        // The next sample is reported to the pod, whatever went to the log before.
+        let mut usage = usage.lock().await;
+        usage.pod = Some(api.clone());
+        usage.last = None;
+    }
+    tokio::spawn(mirror_activity(api.clone(), activity));
+    api.watch_drain(drain_tx).await;
+}
+
+/// Task mode: says when a drain is requested or cancelled (wrap mode's drain logs its own steps).
+async fn log_task_mode_drain(mut drain: watch::Receiver<bool>) {
+    let mut shown = false;
+    while drain.changed().await.is_ok() {
+        let now = *drain.borrow_and_update();
+        if now == std::mem::replace(&mut shown, now) {
             continue;
         }
-        match api.annotate(ANNOTATION_ACTIVITY, a.as_str()).await {
-            Ok(()) => shown = Some(a),
-            Err(e) => warn!("could not write the activity annotation: {e}"),
+        if now {
+            info!("drain requested: the current task runs to its end and no new task is taken");
+        } else {
+            info!("drain annotation removed: taking tasks again");
+        }
+    }
+}
+
+/// Writes the activity annotation whenever it changes (the latest value wins), starting with the
+/// value at hand when the API was reached.
+async fn mirror_activity(api: PodApi, mut rx: watch::Receiver<Option<Activity>>) {
+    let mut shown: Option<Activity> = None;
+    loop {
+        let current = *rx.borrow_and_update();
+        if let Some(a) = current.filter(|a| shown != Some(*a)) {
+            match api.annotate(ANNOTATION_ACTIVITY, a.as_str()).await {
+                Ok(()) => shown = Some(a),
+                Err(e) => warn!("could not write the activity annotation: {e}"),
+            }
+        }
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Reconnect delays: exponential with a cap, and jitter so that many pods do not reconnect in step
 //! after a broker restart.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Delay before attempt `attempt` (0-based): `base * 2^attempt`, capped at `max`, then scaled by
 /// `jitter` in [0.5, 1.0] (pass a random-ish fraction in [0, 1]).
@@ -49,6 +49,53 @@ impl Backoff {
     }
 }
 
+/// Which failures of a long run get a log line: the first `first`, then one per `every` (saying
+/// how many went unlogged), so a component that retries for hours does not flood the log.
+#[derive(Clone, Copy, Debug)]
+pub struct LogThrottle {
+    first: u32,
+    every: Duration,
+    failures: u32,
+    unlogged: u32,
+    last: Option<Instant>,
+}
+
+impl LogThrottle {
+    pub fn new(first: u32, every: Duration) -> Self {
+        LogThrottle {
+            first,
+            every,
+            failures: 0,
+            unlogged: 0,
+            last: None,
+        }
+    }
+
+    /// Counts a failure at `now`. `Some(n)`: log this one; `n` failures went unlogged before it.
+    pub fn failure(&mut self, now: Instant) -> Option<u32> {
+        self.failures = self.failures.saturating_add(1);
+        let due = self.failures <= self.first
+            || self
+                .last
+                .is_none_or(|t| now.saturating_duration_since(t) >= self.every);
+        if !due {
+            self.unlogged = self.unlogged.saturating_add(1);
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.unlogged))
+    }
+
+    /// Failures since the last [`LogThrottle::reset`].
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    pub fn reset(&mut self) {
+        *self = LogThrottle::new(self.first, self.every);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,6 +124,56 @@ mod tests {
         assert!(b.next_delay() <= 1000 * MS);
         b.reset();
         assert!(b.next_delay() <= 100 * MS);
+    }
+
+    /// The Kubernetes API reconnect schedule (200 ms doubling to 10 s): the delays before each
+    /// attempt, at both ends of the jitter.
+    #[test]
+    fn api_reconnect_schedule() {
+        let (base, max) = (200 * MS, 10_000 * MS);
+        let top: Vec<_> = (0..9).map(|a| delay(a, base, max, 1.0)).collect();
+        assert_eq!(
+            top,
+            [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000].map(|ms| ms * MS)
+        );
+        let low: Vec<_> = (0..8).map(|a| delay(a, base, max, 0.0)).collect();
+        assert_eq!(
+            low,
+            [100, 200, 400, 800, 1600, 3200, 5000, 5000].map(|ms| ms * MS)
+        );
+    }
+
+    #[test]
+    fn the_log_throttle_logs_the_first_then_one_per_interval() {
+        let t0 = Instant::now();
+        let mut t = LogThrottle::new(3, Duration::from_secs(60));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert_eq!(t.failure(at(0)), Some(0));
+        assert_eq!(t.failure(at(1)), Some(0));
+        assert_eq!(t.failure(at(2)), Some(0));
+        // Every 10 s for a while: one line a minute, with the count of those not logged.
+        let logged: Vec<_> = (1..=12).map(|i| t.failure(at(2 + 10 * i))).collect();
+        assert_eq!(
+            logged,
+            [
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some(5),
+                None,
+                None,
+                None,
+                None,
+                None,
+                Some(5)
+            ]
+        );
+        assert_eq!(t.failures(), 15);
+        t.reset();
+        assert_eq!(t.failures(), 0);
+        assert_eq!(t.failure(at(123)), Some(0));
     }
 
     proptest! {

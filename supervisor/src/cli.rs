@@ -18,11 +18,13 @@ pub const ENV_REDIS_URL: &str = "QSCALER_REDIS_URL";
 
 const ENV_HELP: &str = "\
 ENVIRONMENT (set by the QScaler operator in worker pods):
-  POD_NAME, POD_NAMESPACE    the pod's own name and namespace (downward API). With both set and the
-                             Kubernetes API reachable (KUBECONFIG or the in-cluster service account),
-                             qsupervisor watches the pod for the drain annotation quickube.com/drain and
-                             writes usage to quickube.com/usage-<container> and, when known,
-                             quickube.com/activity. Without them it is a plain init that logs usage.
+  POD_NAME, POD_NAMESPACE    the pod's own name and namespace (downward API). With both set,
+                             qsupervisor reads the pod through the Kubernetes API (KUBECONFIG or the
+                             in-cluster service account), retrying until it can (200 ms doubling to
+                             10 s), watches it for the drain annotation quickube.com/drain and writes
+                             usage to quickube.com/usage-<container> and, when known,
+                             quickube.com/activity. Until the pod is read, usage goes to the log and
+                             task mode takes no task. Without them it is a plain init that logs usage.
                              The pod's service account needs get, watch and patch on its own pod.
   QSCALER_CONTAINER_NAME     the container name used in the usage annotation key (default: worker).
   QSCALER_QUEUE              task mode: the Redis list to consume.

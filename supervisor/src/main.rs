@@ -20,13 +20,20 @@ fn main() -> ExitCode {
     ExitCode::from((run(options) & 0xff) as u8)
 }
 
+/// The log filter without RUST_LOG. kube's HTTP layer logs every failed request at ERROR; each
+/// failure is logged here with what was being done (and throttled while the API is away), so its
+/// lines would only repeat ours, unthrottled.
+const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
+
 fn logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // Never coloured: its stderr is the container's log (`kubectl logs`), a terminal only
+        // under `docker run -t`, where the runtime stores the escape codes all the same.
         .with_ansi(false)
         .init();
 }

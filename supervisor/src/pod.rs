@@ -1,18 +1,42 @@
 //! Our own pod through the Kubernetes API: watching it for the drain annotation and patching our
 //! annotations (usage, activity) with merge patches. Needs get, watch and patch on pods.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams, WatchEvent, WatchParams};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
+use crate::backoff::{Backoff, LogThrottle};
 use crate::{drain, Error, Result};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reconnect delays to the API: jittered, 200 ms doubling to 10 s. An API that comes late (a
+/// certificate fixed, a network policy applied, an apiserver restarted) is found within 10 s.
+const RETRY_BASE: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// Failures logged in full before the log is throttled to one line per [`LOG_EVERY`].
+const LOG_FIRST: u32 = 5;
+const LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Logs a failure of the pod watch (throttled); true, for `failed`.
+fn watch_failed(doing: &str, e: &kube::Error, throttle: &mut LogThrottle) -> bool {
+    if let Some(n) = throttle.failure(Instant::now()) {
+        warn!("{doing} our pod: {e} (retrying){}", unlogged(n));
+    }
+    true
+}
+
+fn unlogged(n: u32) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(" ({n} similar failures not logged)")
+    }
+}
 
 /// Our pod.
 #[derive(Clone)]
@@ -47,11 +71,45 @@ impl PodApi {
         ))
     }
 
+    /// [`PodApi::connect`] until it succeeds, however long that takes: a supervisor that gave up
+    /// would ignore a later drain for its whole life. Each failure is logged at warn with the next
+    /// delay (throttled after the first few).
+    pub async fn connect_until_up(namespace: &str, name: &str) -> (PodApi, bool) {
+        let mut backoff = Backoff::new(RETRY_BASE, RETRY_MAX);
+        let mut throttle = LogThrottle::new(LOG_FIRST, LOG_EVERY);
+        loop {
+            match PodApi::connect(namespace, name).await {
+                Ok(connected) => {
+                    let failed = throttle.failures();
+                    let after = if failed == 0 {
+                        String::new()
+                    } else {
+                        format!(" (connected after {failed} failed attempts)")
+                    };
+                    info!("watching pod {namespace}/{name} for the drain annotation{after}");
+                    return connected;
+                }
+                Err(e) => {
+                    let next = backoff.next_delay();
+                    if let Some(n) = throttle.failure(Instant::now()) {
+                        warn!(
+                            "Kubernetes API not usable yet ({e}); retrying in {next:?}{}",
+                            unlogged(n)
+                        );
+                    }
+                    tokio::time::sleep(next).await;
+                }
+            }
+        }
+    }
+
     /// Watches the pod and publishes whether it is asked to drain.
     ///
     /// A plain get + watch (not kube-runtime's watcher, which lists): the worker Role grants only
     /// get, watch and patch on pods. After an expired resourceVersion (410) or a lost connection it
-    /// reads the pod again and watches from there, with capped backoff on errors.
+    /// reads the pod again and watches from there, retrying for as long as the process lives
+    /// (jittered backoff, 200 ms to 10 s, and a throttled log, both reset by the next event). Only
+    /// the pod's deletion ends it.
     pub async fn watch_drain(self, tx: watch::Sender<bool>) {
         let publish = |pod: &Pod| {
             let d = drain::requested(Some(pod.annotations()));
@@ -60,13 +118,20 @@ impl PodApi {
         let params = WatchParams::default()
             .fields(&format!("metadata.name={}", self.name))
             .timeout(290);
-        let mut failures = 0u32;
+        let mut backoff = Backoff::new(RETRY_BASE, RETRY_MAX);
+        let mut throttle = LogThrottle::new(LOG_FIRST, LOG_EVERY);
+        let mut failed = false;
+        // The last read failed: the next good read is worth a line.
+        let mut unreachable = false;
         'outer: loop {
-            if failures > 0 {
-                tokio::time::sleep(Duration::from_millis(250 << failures.min(7))).await;
+            if std::mem::take(&mut failed) {
+                tokio::time::sleep(backoff.next_delay()).await;
             }
             let mut version = match self.api.get(&self.name).await {
                 Ok(pod) => {
+                    if std::mem::take(&mut unreachable) {
+                        info!("our pod is reachable again; watching it");
+                    }
                     publish(&pod);
                     pod.resource_version().unwrap_or_default()
                 }
@@ -75,8 +140,8 @@ impl PodApi {
                     return;
                 }
                 Err(e) => {
-                    warn!("reading our pod: {e} (retrying)");
-                    failures += 1;
+                    failed = watch_failed("reading", &e, &mut throttle);
+                    unreachable = true;
                     continue;
                 }
             };
@@ -84,16 +149,19 @@ impl PodApi {
                 let stream = match self.api.watch(&params, &version).await {
                     Ok(stream) => stream,
                     Err(e) => {
-                        warn!("watching our pod: {e} (retrying)");
-                        failures += 1;
+                        failed = watch_failed("watching", &e, &mut throttle);
                         continue 'outer;
                     }
                 };
+                let opened = Instant::now();
                 let mut stream = stream.boxed();
                 while let Some(event) = stream.next().await {
                     match event {
                         Ok(WatchEvent::Added(pod)) | Ok(WatchEvent::Modified(pod)) => {
-                            failures = 0;
+                            // Reset here, not after the read: a watch refused right after every
+                            // read (a Role without `watch`) must not retry five times a second.
+                            backoff.reset();
+                            throttle.reset();
                             publish(&pod);
                             version = pod.resource_version().unwrap_or(version);
                         }
@@ -108,13 +176,16 @@ impl PodApi {
                             continue 'outer;
                         }
                         Err(e) => {
-                            warn!("watching our pod: {e} (retrying)");
-                            failures += 1;
+                            failed = watch_failed("watching", &e, &mut throttle);
                             continue 'outer;
                         }
                     }
                 }
-                // The server closed the watch (its timeout): watch on from where we are.
+                // The server closed the watch (its timeout): watch on from where we are. A watch
+                // that closes at once (a proxy in trouble) must not make this loop spin.
+                if opened.elapsed() < Duration::from_secs(1) {
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
             }
         }
     }

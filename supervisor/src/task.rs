@@ -18,6 +18,9 @@
 //! persistence) loses nothing; a task can run twice (at-least-once), never zero times. Retry counts
 //! are keyed by payload: identical payloads share a count.
 //!
+//! No task is taken before our pod has been read once from the Kubernetes API (when there is a
+//! pod to read): a pod told to drain while the API was unreachable must not start one.
+//!
 //! Drain and shutdown: a drain request (or SIGTERM/SIGINT/SIGQUIT) wakes a blocked `BLMOVE` at once
 //! with `CLIENT UNBLOCK`; the current task always runs to its end (signals are forwarded to it).
 
@@ -52,6 +55,8 @@ pub struct TaskLoop {
     /// `TaskStarted`/`TaskEnded` notices from the init loop.
     pub notices: mpsc::UnboundedReceiver<Notice>,
     pub drain: watch::Receiver<bool>,
+    /// True once our pod has been read: until then no task is taken (it may be told to drain).
+    pub pod_seen: watch::Receiver<bool>,
     pub shutdown: watch::Receiver<bool>,
     pub activity: watch::Sender<Option<Activity>>,
 }
@@ -91,7 +96,19 @@ enum Take {
 
 impl TaskLoop {
     /// Runs until drained or shut down; returns the exit code.
-    pub async fn run(self) -> i32 {
+    pub async fn run(mut self) -> i32 {
+        if !*self.pod_seen.borrow() {
+            info!(
+                "task mode: no task is taken before our pod has been read from the Kubernetes API"
+            );
+            tokio::select! {
+                _ = until_true(&mut self.pod_seen) => {}
+                _ = until_true(&mut self.shutdown) => {
+                    info!("shut down before our pod could be read: no task was taken");
+                    return 0;
+                }
+            }
+        }
         let processing = keys::processing(&self.queue, &self.pod);
         let retries = keys::retries(&self.queue);
         let dead = keys::dead_letter(&self.queue);
