@@ -12,6 +12,10 @@ pub const PROGRESSING: &str = "Progressing";
 /// Workers keep failing; replacements are created with backoff.
 pub const WORKERS_CRASHING: &str = "WorkersCrashing";
 
+/// ScalerConfig: deleted, but QWorkers still use it; it keeps working until they are gone
+/// (reason [`reason::QWORKERS_REMAIN`], the QWorkers named in the message).
+pub const DELETING: &str = "Deleting";
+
 pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     pub const VALID: &str = "Valid";
@@ -28,4 +32,5 @@ pub mod reason {
     pub const SCALING: &str = "Scaling";
     pub const CONNECTED: &str = "Connected";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
+    pub const QWORKERS_REMAIN: &str = "QWorkersRemain";
 }

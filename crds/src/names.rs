@@ -13,10 +13,22 @@ pub const MANAGED_BY_VALUE: &str = "qscaler-operator";
 /// Annotation the operator sets on a pod it wants gone; the value is the reason (see [`DrainReason`]).
 /// The supervisor finishes its current task and exits 0 when it sees it.
 pub const ANNOTATION_DRAIN: &str = "quickube.com/drain";
+/// Finalizer on every QWorker: its deletion waits until its workers have ended and their
+/// in-flight tasks are back in the queue. On a ScalerConfig: its deletion waits until no QWorker
+/// uses it (their tasks are returned through it). Without a running operator it blocks the
+/// deletion: `kubectl patch qworker NAME --type=merge -p '{"metadata":{"finalizers":null}}'`.
+pub const FINALIZER: &str = "quickube.com/return-tasks";
+
 /// Annotation the supervisor keeps on its own pod: its peak usage as JSON (see [`crate::usage`]).
 pub const ANNOTATION_USAGE: &str = "quickube.com/usage";
 /// Annotation the supervisor may set on its own pod: `idle` or `busy`, when the worker tells it.
 pub const ANNOTATION_ACTIVITY: &str = "quickube.com/activity";
+/// Annotation the supervisor keeps on its own pod for cluster-autoscaler, with the activity: `"false"`
+/// while a task runs (the node is not scaled down under it), `"true"` when idle.
+pub const ANNOTATION_SAFE_TO_EVICT: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
+/// Annotation the supervisor sets on its own pod for Karpenter, with the activity: `"true"` while a
+/// task runs (no voluntary disruption), removed when idle.
+pub const ANNOTATION_DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
 /// Annotation on a pod: the container requests the operator derived from observed usage (activateVPA).
 pub const ANNOTATION_VPA_REQUESTS: &str = "quickube.com/vpa-requests";
 /// Annotation on a QWorker's pod metadata that `kubectl qworker rollout restart` sets (new hash).
@@ -57,6 +69,8 @@ pub fn is_reserved_annotation(key: &str) -> bool {
 pub enum DrainReason {
     ScaleDown,
     Rollout,
+    /// The QWorker is being deleted (its finalizer drains every worker).
+    Deleted,
 }
 
 impl DrainReason {
@@ -64,6 +78,7 @@ impl DrainReason {
         match self {
             DrainReason::ScaleDown => "scale-down",
             DrainReason::Rollout => "rollout",
+            DrainReason::Deleted => "deleted",
         }
     }
 
@@ -71,6 +86,7 @@ impl DrainReason {
         match s {
             "scale-down" => Some(DrainReason::ScaleDown),
             "rollout" => Some(DrainReason::Rollout),
+            "deleted" => Some(DrainReason::Deleted),
             _ => None,
         }
     }
@@ -112,6 +128,9 @@ pub mod env {
     /// The PEM CA bundle that verifies the broker's certificate: always injected through a
     /// secretKeyRef (the ScalerConfig's `tls.caSecretRef`), never inline. Unset: the system roots.
     pub const REDIS_TLS_CA: &str = "QSCALER_REDIS_TLS_CA";
+    /// The QWorker's `scaleConfig.maxTaskSeconds` (whole seconds), injected only when set: the
+    /// longest a task may run, which qsupervisor uses for its drain deadline.
+    pub const MAX_TASK_SECONDS: &str = "QSCALER_MAX_TASK_SECONDS";
 }
 
 /// Redis key names of task mode: a documented contract between the supervisor (which moves tasks
@@ -154,7 +173,11 @@ mod tests {
 
     #[test]
     fn drain_reason_round_trips() {
-        for r in [DrainReason::ScaleDown, DrainReason::Rollout] {
+        for r in [
+            DrainReason::ScaleDown,
+            DrainReason::Rollout,
+            DrainReason::Deleted,
+        ] {
             assert_eq!(DrainReason::parse(r.as_str()), Some(r));
         }
         assert_eq!(DrainReason::parse("whatever"), None);

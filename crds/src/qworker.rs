@@ -26,6 +26,11 @@ use crate::crdgen::schema;
     shortname = "qw",
     namespaced,
     status = "QWorkerStatus",
+    scale(
+        spec_replicas_path = ".spec.scaleConfig.minReplicas",
+        status_replicas_path = ".status.currentReplicas",
+        label_selector_path = ".status.selector"
+    ),
     printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".status.desiredReplicas"}"#,
     printcolumn = r#"{"name":"Current","type":"integer","jsonPath":".status.currentReplicas"}"#,
     printcolumn = r#"{"name":"Queue","type":"integer","description":"Queued tasks","jsonPath":".status.queueDepth"}"#,
@@ -153,6 +158,27 @@ pub struct ScaleConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub scale_down_stabilization_seconds: Option<i32>,
+
+    /// The longest a task may run, in seconds. Pods created without their own
+    /// `terminationGracePeriodSeconds` get this plus [`GRACE_MARGIN_SECONDS`] as their grace, and
+    /// qsupervisor reads it (env `QSCALER_MAX_TASK_SECONDS`) as its drain deadline. A scale setting:
+    /// not part of the pod-spec hash, so changing it never rolls out (pods created afterwards get it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_task_seconds: Option<i64>,
+}
+
+/// Seconds of grace beyond `maxTaskSeconds` (signalling the task, returning it, exiting).
+pub const GRACE_MARGIN_SECONDS: i64 = 10;
+
+impl ScaleConfig {
+    /// The `terminationGracePeriodSeconds` of a new pod when its spec sets none: `maxTaskSeconds`
+    /// plus [`GRACE_MARGIN_SECONDS`]; `None` (the Kubernetes default, 30 s) without `maxTaskSeconds`.
+    pub fn grace_for_pods(&self) -> Option<i64> {
+        self.max_task_seconds
+            .filter(|s| *s >= 1)
+            .map(|s| s.saturating_add(GRACE_MARGIN_SECONDS))
+    }
 }
 
 fn default_scaling_factor() -> f64 {
@@ -249,6 +275,10 @@ pub struct QWorkerStatus {
     /// Requests given to new pods by vertical sizing, per container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recommended_requests: Vec<ContainerUsage>,
+    /// The label selector of the workers (`quickube.com/qworker=<name>`), for the `/scale`
+    /// subresource (PodDisruptionBudgets, `kubectl get --subresource=scale`, autoscalers).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub selector: String,
 }
 
 /// The typed reading of [`QWorkerStatus`] (serde's derive, as a remote definition).
@@ -283,6 +313,8 @@ struct QWorkerStatusWire {
     last_scale_time: Option<Time>,
     #[serde(default)]
     recommended_requests: Vec<ContainerUsage>,
+    #[serde(default)]
+    selector: String,
 }
 
 impl<'de> Deserialize<'de> for QWorkerStatus {

@@ -227,6 +227,13 @@ fn validate_scale_config(spec: &QWorkerSpec, p: &mut Problems) {
             format!("{secs} is negative"),
         );
     }
+    if let Some(secs) = s.max_task_seconds.filter(|s| *s < 1) {
+        p.push(
+            field("maxTaskSeconds"),
+            ProblemKind::OutOfRange,
+            format!("{secs} is not at least 1"),
+        );
+    }
 }
 
 fn validate_rollout(r: &RolloutStrategy, p: &mut Problems) {
@@ -518,6 +525,10 @@ mod tests {
             (
                 Box::new(|v| v["scaleConfig"]["scaleDownStabilizationSeconds"] = json!(-1)),
                 vec![("spec.scaleConfig.scaleDownStabilizationSeconds", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["maxTaskSeconds"] = json!(0)),
+                vec![("spec.scaleConfig.maxTaskSeconds", OutOfRange)],
             ),
             (
                 Box::new(|v| v["revisionHistoryLimit"] = json!(-1)),

@@ -40,6 +40,7 @@ pub fn qworker(name: &str) -> QWorkerBuilder {
             scaling_factor: 1.0,
             activate_vpa: false,
             scale_down_stabilization_seconds: None,
+            max_task_seconds: None,
         },
         pod_metadata: None,
         rollout: None,
