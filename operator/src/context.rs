@@ -69,6 +69,9 @@ pub struct Memory {
     pub crash_reported: bool,
     /// Containers seen OOM-killed (their memory request gets the OOM bump).
     pub oom_killed: std::collections::BTreeSet<String>,
+    /// The generation whose pod a server-side dry run (or a real create) has checked, and the
+    /// API server's refusal of it, if any (a refused generation creates no pod until the spec changes).
+    pub spec_check: Option<(Option<i64>, Option<String>)>,
 }
 
 pub struct Context {

@@ -103,6 +103,9 @@ pub fn injected_env(
         var(env::CONTAINER_NAME, container),
         var(env::QUEUE, qw.spec.scale_config.queue.clone()),
     ];
+    if let Some(secs) = qw.spec.scale_config.max_task_seconds.filter(|s| *s >= 1) {
+        vars.push(var(env::MAX_TASK_SECONDS, secs.to_string()));
+    }
     if let Some(sc) = scaler {
         let c = &sc.spec.config;
         vars.push(var(env::REDIS_HOST, c.host.clone()));
@@ -159,6 +162,10 @@ pub fn build_pod(
     let mut spec = qw.spec.pod_spec.clone();
     if spec.restart_policy.as_deref() != Some("OnFailure") {
         spec.restart_policy = Some("Never".into());
+    }
+    // The user's own grace wins; otherwise maxTaskSeconds + the margin (none: Kubernetes' 30 s).
+    if spec.termination_grace_period_seconds.is_none() {
+        spec.termination_grace_period_seconds = qw.spec.scale_config.grace_for_pods();
     }
     let mut warnings = vec![];
     let mut applied = serde_json::Map::new();
@@ -348,6 +355,41 @@ mod tests {
         // The user's own variable comes last and wins.
         assert_eq!(env.last().unwrap().value.as_deref(), Some("mine"));
         assert_eq!(env_of(&pod, 1)[4].value.as_deref(), Some("side"));
+    }
+
+    #[test]
+    fn max_task_seconds_sets_grace_and_env_but_not_the_hash() {
+        let plain = qworker(None);
+        let mut qw = plain.clone();
+        qw.spec.scale_config.max_task_seconds = Some(120);
+        // A scale setting: the template's identity does not change, so no rollout.
+        assert_eq!(pod_spec_hash(&qw.spec), pod_spec_hash(&plain.spec));
+        let hash = pod_spec_hash(&qw.spec);
+        let pod = build_pod(&qw, &hash, None, &BTreeMap::new()).pod;
+        assert_eq!(
+            pod.spec.as_ref().unwrap().termination_grace_period_seconds,
+            Some(120 + qscaler_crds::qworker::GRACE_MARGIN_SECONDS)
+        );
+        for c in 0..2 {
+            let env = env_of(&pod, c);
+            let v = find(&env, env::MAX_TASK_SECONDS).and_then(|e| e.value.as_deref());
+            assert_eq!(v, Some("120"));
+        }
+        // The user's own grace wins; the supervisor still learns the task limit.
+        qw.spec.pod_spec.termination_grace_period_seconds = Some(7);
+        let pod = build_pod(&qw, &hash, None, &BTreeMap::new()).pod;
+        assert_eq!(
+            pod.spec.as_ref().unwrap().termination_grace_period_seconds,
+            Some(7)
+        );
+        assert!(find(&env_of(&pod, 0), env::MAX_TASK_SECONDS).is_some());
+        // Unset: neither (the Kubernetes default grace applies).
+        let pod = build_pod(&plain, &hash, None, &BTreeMap::new()).pod;
+        assert_eq!(
+            pod.spec.as_ref().unwrap().termination_grace_period_seconds,
+            None
+        );
+        assert!(find(&env_of(&pod, 0), env::MAX_TASK_SECONDS).is_none());
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crate::context::{lock, Context};
 use crate::expectations::Expect;
 use crate::planning::{DeleteReason, Plan};
 use crate::pods::build_pod;
+use crate::rejection::{explain, is_spec_rejection};
 use crate::sizing::Requests;
 use crate::Error;
 
@@ -120,6 +121,7 @@ pub(super) async fn apply_plan(
             .buffer_unordered(8)
             .collect()
             .await;
+        let mut refused = false;
         for r in results {
             match r {
                 Ok(p) => {
@@ -127,6 +129,20 @@ pub(super) async fn apply_plan(
                     record(&name, Expect::Created);
                     out.created.push(name);
                     ctx.metrics.inc("qscaler_pods_created_total", &labels, 1.0);
+                }
+                Err(kube::Error::Api(e)) if is_spec_rejection(e.code) => {
+                    // Never tried again until the spec changes (see spec_check).
+                    if !refused {
+                        refused = true;
+                        super::spec_check::remember(
+                            ctx,
+                            &key,
+                            qw.metadata.generation,
+                            Some(explain(e.code, &e.message)),
+                        );
+                        ctx.trigger_qworker(&key.0, &key.1);
+                    }
+                    out.errors.push(kube::Error::Api(e).into());
                 }
                 Err(e) => out.errors.push(e.into()),
             }
