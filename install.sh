@@ -101,7 +101,7 @@ rules:
   verbs: [get]
 - apiGroups: [quickube.com]
   resources: [qworkers, scalerconfigs]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, patch, update]
 - apiGroups: [quickube.com]
   resources: [qworkers/status, scalerconfigs/status]
   verbs: [get, patch, update]

@@ -6,9 +6,11 @@
 //!   order, rollout pacing).
 //! - [`expectations`]: the operator's own writes overlaid on a lagging cache.
 //! - [`crash`]: crash-loop backoff and the WorkersCrashing streak.
+//! - [`deletion`]: what a QWorker's deletion (its finalizer) does to its pods.
 //! - [`observe`]: API objects → planning view, status counts, usage folding.
 //! - [`conditions`], [`status`]: the QWorker status (and its conditions) from one reconcile.
 //! - [`sizing`]: requests of new pods from observed peaks (activateVPA).
+//! - [`rejection`]: the API server's refusal of a worker pod as a readable SpecValid message.
 //! - [`pods`], [`revisions`]: the worker pod and the ControllerRevision the operator writes.
 //!
 //! Effects (thin):
@@ -22,6 +24,7 @@ pub mod broker;
 pub mod conditions;
 pub mod context;
 pub mod crash;
+pub mod deletion;
 pub mod error;
 pub mod expectations;
 pub mod leader;
@@ -33,6 +36,7 @@ pub mod pods;
 pub mod poller;
 pub mod qworker_controller;
 pub mod redis_broker;
+pub mod rejection;
 pub mod revisions;
 pub mod run;
 pub mod scalerconfig_controller;

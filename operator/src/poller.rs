@@ -539,6 +539,93 @@ async fn return_elsewhere(
     }
 }
 
+/// The settings that reach the broker `info` says a pod consumed from: the ScalerConfig's current
+/// ones (its poller's) when they are the same broker, else the pod's own with the secrets it reads.
+/// `None` when neither is known (no ScalerConfig and a pod without broker env: nothing to return).
+pub async fn params_of_pod(
+    ctx: &Context,
+    ns: &str,
+    current: Option<&RedisParams>,
+    info: &PodInfo,
+) -> Option<RedisParams> {
+    match (&info.broker, current) {
+        (Some(b), Some(c)) if same_broker(b, c) => Some(c.clone()),
+        (Some(b), current) => {
+            let password = match &b.password {
+                Some(r) => secret(ctx, ns, r).await.map(|v| {
+                    String::from_utf8_lossy(&v)
+                        .trim_end_matches('\n')
+                        .to_string()
+                }),
+                None => None,
+            };
+            let ca = match &b.ca {
+                Some(r) => secret(ctx, ns, r).await,
+                None => None,
+            };
+            let own = RedisParams {
+                host: b.host.clone(),
+                port: b.port,
+                db: b.db,
+                username: b.username.clone(),
+                password: None,
+                tls: b.tls,
+                tls_insecure: b.tls_insecure,
+                tls_ca: None,
+            };
+            Some(params_for(b, current.unwrap_or(&own), password, ca))
+        }
+        (None, Some(c)) => Some(c.clone()),
+        (None, None) => None,
+    }
+}
+
+/// The current settings of ScalerConfig `sc` in `ns` (its running poller's), if any.
+pub fn current_params(ctx: &Context, ns: &str, sc: &str) -> Option<RedisParams> {
+    lock(&ctx.pollers)
+        .get(&(ns.to_string(), sc.to_string()))
+        .map(|p| p.params.clone())
+}
+
+/// Returns `pod`'s processing list now, on the broker it consumed from (the QWorker deletion's
+/// path; the same atomic, retry-counting return as the poller's). `Ok(None)`: no broker known.
+pub async fn return_now(
+    ctx: &Context,
+    qw: &Key,
+    sc: &str,
+    queue: &str,
+    pod: &str,
+    info: &PodInfo,
+) -> Result<Option<Returned>, BrokerError> {
+    let current = current_params(ctx, &qw.0, sc);
+    let Some(params) = params_of_pod(ctx, &qw.0, current.as_ref(), info).await else {
+        return Ok(None);
+    };
+    let consumer = keys::consumer(Some(&qw.0), pod);
+    let r = RedisBroker::new(params, ctx.settings.broker_timeout)
+        .return_in_flight(queue, &consumer, info.max_retries)
+        .await?;
+    report_returned(ctx, qw, queue, pod, info.max_retries, r);
+    Ok(Some(r))
+}
+
+/// The pods of `ns` holding a processing list of `queue` on broker `params`.
+pub async fn list_owners(
+    ctx: &Context,
+    params: RedisParams,
+    queue: &str,
+    ns: &str,
+) -> Result<Vec<String>, BrokerError> {
+    RedisBroker::new(params, ctx.settings.broker_timeout)
+        .in_flight_owners(queue, ns)
+        .await
+}
+
+/// Whether the API says `pod` may give its tasks back (gone or ended).
+pub async fn may_return(ctx: &Context, ns: &str, pod: &str) -> kube::Result<bool> {
+    Ok(look_up(ctx, ns, pod).await?.may_return())
+}
+
 /// Logs and counts what a return did.
 fn report_returned(ctx: &Context, qw: &Key, queue: &str, pod: &str, max_retries: u32, r: Returned) {
     let labels = [("namespace", qw.0.as_str()), ("qworker", qw.1.as_str())];

@@ -11,14 +11,16 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as FinalizerEvent};
 use kube::{Api, Resource, ResourceExt};
 use qscaler_crds::conditions::{self as cond, reason};
+use qscaler_crds::names;
 use qscaler_crds::scalerconfig::SecretKeyRef;
 use qscaler_crds::validation::{summary, validate_scaler_config};
-use qscaler_crds::ScalerConfig;
+use qscaler_crds::{QWorker, ScalerConfig};
 
 use crate::conditions;
 use crate::context::{lock, Context};
@@ -111,11 +113,67 @@ async fn resolve(ctx: &Context, sc: &ScalerConfig) -> Result<Result<RedisParams,
 
 pub async fn reconcile(sc: Arc<ScalerConfig>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics
-        .reconcile("scalerconfig", reconcile_inner(&sc, &ctx))
+        .reconcile("scalerconfig", with_finalizer(sc, &ctx))
         .await
 }
 
-async fn reconcile_inner(sc: &ScalerConfig, ctx: &Arc<Context>) -> Result<Action, Error> {
+/// The finalizer ([`names::FINALIZER`], kube-runtime's helper): a ScalerConfig still used by
+/// QWorkers is not let go, because their deletion returns in-flight tasks through it. While it
+/// waits it keeps working (poller, status) and says so in the `Deleting` condition.
+async fn with_finalizer(sc: Arc<ScalerConfig>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let ns = sc.namespace().unwrap_or_default();
+    let name = sc.name_any();
+    let api: Api<ScalerConfig> = Api::namespaced(ctx.client.clone(), &ns);
+    let deleting = sc.metadata.deletion_timestamp.is_some();
+    let ours = sc.finalizers().iter().any(|f| f == names::FINALIZER);
+    if deleting && !ours {
+        return Ok(Action::await_change());
+    }
+    // Who still uses it, from the API (not the QWorker cache, which may not have listed yet).
+    let users: Vec<String> = if deleting {
+        let mut users: Vec<String> = Api::<QWorker>::namespaced(ctx.client.clone(), &ns)
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|q| q.spec.scale_config.scaler_config_ref == name)
+            .map(|q| q.name_any())
+            .collect();
+        users.sort();
+        users
+    } else {
+        vec![]
+    };
+    if deleting && !users.is_empty() {
+        reconcile_inner(&sc, ctx, Some(&users)).await?;
+        return Ok(Action::requeue(
+            std::time::Duration::from_secs(5).min(ctx.settings.health_interval),
+        ));
+    }
+    let action = finalizer(&api, names::FINALIZER, sc.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(sc) => reconcile_inner(&sc, ctx, None).await,
+            FinalizerEvent::Cleanup(_) => Ok(Action::await_change()),
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+        FinalizerError::AddFinalizer(e) | FinalizerError::RemoveFinalizer(e) => e.into(),
+        other => Error::Internal(other.to_string()),
+    })?;
+    if deleting {
+        tracing::info!(namespace = %ns, scalerconfig = %name, "ScalerConfig deleted: no QWorker uses it any more");
+        lock(&ctx.pollers).remove(&(ns, name));
+    }
+    Ok(action)
+}
+
+async fn reconcile_inner(
+    sc: &ScalerConfig,
+    ctx: &Arc<Context>,
+    deleting_users: Option<&[String]>,
+) -> Result<Action, Error> {
     let ns = sc.namespace().unwrap_or_default();
     let name = sc.name_any();
     let key = (ns.clone(), name.clone());
@@ -180,6 +238,17 @@ async fn reconcile_inner(sc: &ScalerConfig, ctx: &Arc<Context>) -> Result<Action
         generation,
         &now,
     );
+    if let Some(users) = deleting_users {
+        conditions::set(
+            &mut status.conditions,
+            cond::DELETING,
+            true,
+            reason::QWORKERS_REMAIN,
+            deletion_message(users),
+            generation,
+            &now,
+        );
+    }
 
     if status != old {
         let api: Api<ScalerConfig> = Api::namespaced(ctx.client.clone(), &ns);
@@ -214,6 +283,15 @@ async fn reconcile_inner(sc: &ScalerConfig, ctx: &Arc<Context>) -> Result<Action
         }
     }
     Ok(Action::requeue(ctx.settings.health_interval))
+}
+
+/// The `Deleting` condition's message while QWorkers still use a deleted ScalerConfig.
+pub fn deletion_message(users: &[String]) -> String {
+    format!(
+        "deletion waits until no QWorker uses this ScalerConfig (their in-flight tasks are \
+         returned through it); still used by: {}",
+        users.join(", ")
+    )
 }
 
 async fn publish(ctx: &Context, sc: &ScalerConfig, type_: EventType, reason: &str, note: &str) {

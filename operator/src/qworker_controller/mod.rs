@@ -8,8 +8,10 @@
 
 mod apply;
 mod decide;
+mod deletion;
 mod events;
 mod inputs;
+mod spec_check;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,10 +21,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as FinalizerEvent};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Api, ResourceExt};
 use qscaler_crds::conditions::{self as cond, reason};
 use qscaler_crds::hash::{pod_spec_hash, PodSpecHash};
+use qscaler_crds::names;
 use qscaler_crds::qworker::ContainerUsage;
 use qscaler_crds::validation::{summary, validate_qworker, Problem};
 use qscaler_crds::{QWorker, QWorkerStatus};
@@ -39,8 +43,52 @@ use events::publish;
 
 pub async fn reconcile(qw: Arc<QWorker>, ctx: Arc<Context>) -> Result<Action, Error> {
     ctx.metrics
-        .reconcile("qworker", reconcile_inner(&qw, &ctx))
+        .reconcile("qworker", with_finalizer(qw, &ctx))
         .await
+}
+
+/// The finalizer ([`names::FINALIZER`], kube-runtime's helper adds and removes it): a QWorker
+/// being deleted is cleaned up (see [`deletion`]) until nothing of it runs and its in-flight
+/// tasks are back in the queue; only then does the helper remove the finalizer.
+async fn with_finalizer(qw: Arc<QWorker>, ctx: &Arc<Context>) -> Result<Action, Error> {
+    let ns = qw.namespace().unwrap_or_default();
+    let name = qw.name_any();
+    let api: Api<QWorker> = Api::namespaced(ctx.client.clone(), &ns);
+    let ours = qw.finalizers().iter().any(|f| f == names::FINALIZER);
+    if qw.metadata.deletion_timestamp.is_some() {
+        if !ours {
+            forget(ctx, &ns, &name);
+            return Ok(Action::await_change());
+        }
+        if let Some(again) = deletion::clean_up(ctx, &qw).await? {
+            return Ok(Action::requeue(again));
+        }
+    }
+    let action = finalizer(&api, names::FINALIZER, qw.clone(), |event| async {
+        match event {
+            FinalizerEvent::Apply(qw) => reconcile_inner(&qw, ctx).await,
+            FinalizerEvent::Cleanup(_) => Ok(Action::await_change()),
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+        FinalizerError::AddFinalizer(e) | FinalizerError::RemoveFinalizer(e) => e.into(),
+        other => Error::Internal(other.to_string()),
+    })?;
+    if qw.metadata.deletion_timestamp.is_some() {
+        tracing::info!(qworker = %name, namespace = %ns, "QWorker deleted: its workers have ended and their in-flight tasks are back in the queue");
+        forget(ctx, &ns, &name);
+        // Its ScalerConfig may be waiting for its last QWorker to go.
+        ctx.trigger_scaler(&ns, &qw.spec.scale_config.scaler_config_ref);
+    }
+    Ok(action)
+}
+
+/// Forgets what the operator remembers of a QWorker that is going.
+fn forget(ctx: &Context, ns: &str, name: &str) {
+    lock(&ctx.memory).remove(&(ns.to_string(), name.to_string()));
+    ctx.metrics.forget(&[("namespace", ns), ("qworker", name)]);
 }
 
 pub fn error_policy(qw: Arc<QWorker>, err: &Error, ctx: Arc<Context>) -> Action {
@@ -77,12 +125,6 @@ async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Err
     let ns = qw.namespace().unwrap_or_default();
     let name = qw.name_any();
     let key = (ns.clone(), name.clone());
-    if qw.metadata.deletion_timestamp.is_some() {
-        lock(&ctx.memory).remove(&key);
-        ctx.metrics
-            .forget(&[("namespace", &ns), ("qworker", &name)]);
-        return Ok(Action::await_change());
-    }
     // Never plan from a cache that has not listed the pods yet (it would look like zero pods).
     ctx.caches_synced().await;
     let now_t = now_time();
@@ -90,6 +132,7 @@ async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Err
     let old = qw.status.clone().unwrap_or_default();
     let mut status = old.clone();
     status.observed_generation = generation;
+    status.selector = format!("{}={name}", names::LABEL_QWORKER);
 
     // Validate: an invalid spec is reported and the workers are left exactly as they are.
     let problems = validate_qworker(&qw.spec);
@@ -97,17 +140,27 @@ async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Err
         report_invalid(ctx, qw, &old, status, &problems, &now_t).await?;
         return Ok(Action::requeue(Duration::from_secs(300)));
     }
-    conditions::set_spec_valid(&mut status.conditions, None, generation, &now_t);
-
     // The template's identity and its revision history.
     let hash = pod_spec_hash(&qw.spec);
+    let sc = ctx
+        .scalers
+        .get(&ObjectRef::new(&qw.spec.scale_config.scaler_config_ref).within(&ns));
+
+    // A pod the API server refuses is an invalid spec too: checked once per generation.
+    if let Some(refusal) = spec_check::check(ctx, qw, &key, &hash, sc.as_deref()).await {
+        let problem = Problem {
+            field: "spec.podSpec".into(),
+            kind: qscaler_crds::validation::ProblemKind::Invalid,
+            message: refusal,
+        };
+        report_invalid(ctx, qw, &old, status, &[problem], &now_t).await?;
+        return Ok(Action::requeue(Duration::from_secs(300)));
+    }
+    conditions::set_spec_valid(&mut status.conditions, None, generation, &now_t);
     sync_revision(ctx, qw, &key, &hash, &old).await;
     status.current_pod_spec_hash = hash.full().to_string();
 
     // Observe.
-    let sc = ctx
-        .scalers
-        .get(&ObjectRef::new(&qw.spec.scale_config.scaler_config_ref).within(&ns));
     let (depth, scaler_condition) = inputs::scaler_view(ctx, qw, sc.as_deref());
     let cached: Vec<Arc<Pod>> = ctx
         .pods
