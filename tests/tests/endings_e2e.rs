@@ -127,6 +127,7 @@ fn env_value(p: &Pod, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_task_seconds_sets_the_grace_and_the_env_without_a_rollout() {
     let (cluster, ns, op, _guard) = setup("end-grace", None, &[]).await;
+    let _first = DeleteNamespaceFirst::new(&cluster, &ns);
     let queue = format!("{ns}-jobs");
     let mut qw = idle_qworker(
         "w",
@@ -216,6 +217,7 @@ async fn spec_valid(cluster: &Cluster, ns: &str, generation: Option<i64>) -> (St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_spec_the_api_server_refuses_is_spec_valid_false_and_never_retried() {
     let (cluster, ns, op, _guard) = setup("end-badspec", None, &[]).await;
+    let _first = DeleteNamespaceFirst::new(&cluster, &ns);
     let queue = format!("{ns}-jobs");
     let mut conn = cluster.redis().await;
     let mut qw = idle_qworker("w", &queue, json!({"minReplicas": 1, "maxReplicas": 3}));
@@ -294,6 +296,7 @@ async fn a_pod_spec_the_api_server_refuses_is_spec_valid_false_and_never_retried
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_qworker_returns_its_in_flight_tasks() {
     let (cluster, ns, op, _guard) = setup("end-delete", None, &[]).await;
+    let _first = DeleteNamespaceFirst::new(&cluster, &ns);
     let queue = format!("{ns}-jobs");
     let mut conn = cluster.redis().await;
     create_qworker(
@@ -390,6 +393,7 @@ async fn deleting_a_qworker_returns_its_in_flight_tasks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pdb_with_max_unavailable_lets_evictions_through_the_scale_subresource() {
     let (cluster, ns, op, _guard) = setup("end-evict", None, &[]).await;
+    let _first = DeleteNamespaceFirst::new(&cluster, &ns);
     let queue = format!("{ns}-jobs");
     create_qworker(
         &cluster,

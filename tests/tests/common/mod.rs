@@ -507,3 +507,59 @@ pub fn assert_no_interrupted_task(
         op.log()
     );
 }
+
+/// Deletes a test's namespace while its operator still runs, and waits (up to 60 s) until it is
+/// gone: the QWorkers' and ScalerConfigs' finalizers (`quickube.com/return-tasks`) are released by
+/// the operator, as in a real cluster. Whatever is left after that has its finalizers stripped, so
+/// the namespace never stays Terminating. Declare it after [`setup`]'s bindings: it must be dropped
+/// before the operator.
+pub struct DeleteNamespaceFirst {
+    pub kubeconfig: PathBuf,
+    pub ns: String,
+}
+
+impl DeleteNamespaceFirst {
+    pub fn new(cluster: &Cluster, ns: &str) -> DeleteNamespaceFirst {
+        DeleteNamespaceFirst {
+            kubeconfig: cluster.kubeconfig.clone(),
+            ns: ns.to_string(),
+        }
+    }
+}
+
+impl Drop for DeleteNamespaceFirst {
+    fn drop(&mut self) {
+        let kubectl = |args: &[&str]| {
+            std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(args)
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+        };
+        let _ = kubectl(&[
+            "delete",
+            "namespace",
+            &self.ns,
+            "--wait=true",
+            "--timeout=60s",
+        ]);
+        for kind in ["qworkers", "scalerconfigs"] {
+            let Some(out) = kubectl(&["-n", &self.ns, "get", kind, "-o", "name"]) else {
+                continue;
+            };
+            for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = kubectl(&[
+                    "-n",
+                    &self.ns,
+                    "patch",
+                    name,
+                    "--type=merge",
+                    "-p",
+                    r#"{"metadata":{"finalizers":null}}"#,
+                ]);
+            }
+        }
+    }
+}
