@@ -420,44 +420,11 @@ async fn a_pdb_with_max_unavailable_lets_evictions_through_the_scale_subresource
         "{scale}"
     );
 
-    let pdb = format!(
-        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\nmetadata: {{name: w, namespace: {ns}}}\n\
-         spec:\n  maxUnavailable: 1\n  selector: {{matchLabels: {{quickube.com/qworker: w}}}}\n"
-    );
-    let file = std::env::temp_dir().join(format!("{ns}-pdb.yaml"));
-    std::fs::write(&file, pdb).expect("pdb file");
-    let out = cluster
-        .kubectl(&["apply", "-f", file.to_str().expect("path")])
-        .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    wait_for("the PDB allows one disruption", T, || async {
-        let out = cluster
-            .kubectl(&["-n", &ns, "get", "pdb", "w", "-o", "json"])
-            .await;
-        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
-        (v["status"]["disruptionsAllowed"] == 1).then_some(())
-    })
-    .await;
+    pdb(&cluster, &ns, "w", "1", 1).await;
 
     // The eviction API (policy/v1beta1 on 1.20), as kubectl drain uses it.
     let victim = name_of(&pods[0]);
-    let eviction = json!({"apiVersion": "policy/v1beta1", "kind": "Eviction",
-                          "metadata": {"name": victim, "namespace": ns}});
-    let efile = std::env::temp_dir().join(format!("{ns}-eviction.json"));
-    std::fs::write(&efile, eviction.to_string()).expect("eviction file");
-    let out = cluster
-        .kubectl(&[
-            "create",
-            "--raw",
-            &format!("/api/v1/namespaces/{ns}/pods/{victim}/eviction"),
-            "-f",
-            efile.to_str().expect("path"),
-        ])
-        .await;
+    let out = evict(&cluster, &ns, &victim).await;
     assert!(
         out.status.success(),
         "eviction refused: {}{}\n{}",
@@ -491,6 +458,101 @@ async fn a_pdb_with_max_unavailable_lets_evictions_through_the_scale_subresource
     let qw = get_qworker(&cluster, &ns, "w").await;
     assert_eq!(qw.spec.scale_config.min_replicas, 3);
     running_pods(&cluster, &ns, "w", 3).await;
-    let _ = std::fs::remove_file(file);
-    let _ = std::fs::remove_file(efile);
+}
+
+/// Applies a PodDisruptionBudget (policy/v1beta1, as 1.20 serves it) over the QWorker's pods and
+/// waits until the disruption controller allows `allowed` disruptions.
+async fn pdb(cluster: &Cluster, ns: &str, qw: &str, max_unavailable: &str, allowed: i64) {
+    let pdb = format!(
+        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\nmetadata: {{name: {qw}, namespace: {ns}}}\n\
+         spec:\n  maxUnavailable: {max_unavailable}\n  selector: {{matchLabels: {{quickube.com/qworker: {qw}}}}}\n"
+    );
+    let file = std::env::temp_dir().join(format!("{ns}-{qw}-pdb.yaml"));
+    std::fs::write(&file, pdb).expect("pdb file");
+    let out = cluster
+        .kubectl(&["apply", "-f", file.to_str().expect("path")])
+        .await;
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        &format!("the PDB allows {allowed} disruption(s)"),
+        T,
+        || async {
+            let out = cluster
+                .kubectl(&["-n", ns, "get", "pdb", qw, "-o", "json"])
+                .await;
+            let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["status"]["disruptionsAllowed"] == allowed).then_some(())
+        },
+    )
+    .await;
+}
+
+/// POSTs an Eviction of `pod` (policy/v1beta1), as `kubectl drain` does; the API's answer.
+async fn evict(cluster: &Cluster, ns: &str, pod: &str) -> std::process::Output {
+    let eviction = json!({"apiVersion": "policy/v1beta1", "kind": "Eviction",
+                          "metadata": {"name": pod, "namespace": ns}});
+    let file = std::env::temp_dir().join(format!("{ns}-{pod}-eviction.json"));
+    std::fs::write(&file, eviction.to_string()).expect("eviction file");
+    let out = cluster
+        .kubectl(&[
+            "create",
+            "--raw",
+            &format!("/api/v1/namespaces/{ns}/pods/{pod}/eviction"),
+            "-f",
+            file.to_str().expect("path"),
+        ])
+        .await;
+    let _ = std::fs::remove_file(&file);
+    out
+}
+
+/// A busy task-mode worker evicted (the eviction API, under a `maxUnavailable: 1` PDB that works
+/// through `/scale`) with grace left (`maxTaskSeconds: 10` gives 20 s): its task finishes on it,
+/// runs once, and the pod goes; a replacement comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evicted_busy_worker_finishes_its_task() {
+    let (cluster, ns, op, _guard) = setup("end-evict-busy", None, &[]).await;
+    let _first = DeleteNamespaceFirst::new(&cluster, &ns);
+    let queue = format!("{ns}-jobs");
+    let mut conn = cluster.redis().await;
+    let mut qw = task_qworker(
+        "w",
+        &queue,
+        json!({"minReplicas": 2, "maxReplicas": 2, "maxTaskSeconds": 10}),
+    );
+    qw["spec"]["podSpec"]
+        .as_object_mut()
+        .expect("podSpec")
+        .remove("terminationGracePeriodSeconds");
+    create_qworker(&cluster, &ns, qw).await;
+    running_pods(&cluster, &ns, "w", 2).await;
+    pdb(&cluster, &ns, "w", "1", 1).await;
+    let _: () = conn.lpush(&queue, "job:4").await.expect("LPUSH");
+    let busy = busy_with(&conn, &queue, "job:4").await;
+    let out = evict(&cluster, &ns, &busy).await;
+    assert!(
+        out.status.success(),
+        "eviction refused: {}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        op.log()
+    );
+    let pods = Api::<Pod>::namespaced(cluster.client.clone(), &ns);
+    wait_for("the evicted pod gone", T, || async {
+        pods.get_opt(&busy).await.ok()?.is_none().then_some(())
+    })
+    .await;
+    let lines = event_lines(&mut conn, &queue).await;
+    assert!(
+        lines.contains(&format!("end job:4 {busy}")),
+        "the task was cut: {lines:?}\n{}",
+        op.log()
+    );
+    assert_eq!(count(&lines, "start", "job:4"), 1, "{lines:?}");
+    running_pods(&cluster, &ns, "w", 2).await;
 }
