@@ -2,6 +2,10 @@
 //! up and down again and again) for a wrap-mode and a task-mode QWorker while, in turn, the pod spec
 //! rolls out twice, the operator is SIGKILLed twice, Redis restarts, the kube-apiserver restarts, and a
 //! task-mode worker is SIGKILLed mid-task. Every worker records "start <id> <pod>" and "end <id> <pod>".
+//! Throughout, a neighbour QWorker on the same ScalerConfig reads a queue key of the wrong type (a
+//! string): it alone is ScalerHealthy=False/QueueUnreadable and makes no pod. With the last wave comes
+//! a poison task that kills its container each time it runs (the test plays the fatal bug: it SIGKILLs
+//! any pod holding it once started): its pods' returns count as retries and it ends dead-lettered.
 //!
 //! It prints produced / completed / duplicated / lost / interrupted, the most pods alive against
 //! maxReplicas, and the time to converge after each fault; it fails unless nothing is lost, no task is
@@ -13,6 +17,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
@@ -148,6 +153,83 @@ async fn kill_a_busy_task_worker(
     .await
 }
 
+/// SIGKILLs the qsupervisor of stand-in pod `pod` (the whole container dies).
+fn kill_container(cluster: &Cluster, ns: &str, pod: &str) -> bool {
+    let init = || -> Option<i32> {
+        let launcher: i32 = std::fs::read_to_string(cluster.pod_dir(ns, pod).join("worker.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let children =
+            std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).ok()?;
+        children.split_whitespace().next()?.parse().ok()
+    };
+    init().is_some_and(|pid| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .is_ok()
+    })
+}
+
+/// The poison's effect: every task-mode pod that holds `poison` and has started it is SIGKILLed,
+/// once. A fresh Redis connection each round (Redis restarts during the soak). Returns the pods
+/// killed so far.
+fn poison_killer(
+    cluster: &Cluster,
+    ns: &str,
+    queue: &str,
+    url: String,
+) -> (Arc<Mutex<BTreeSet<String>>>, tokio::task::JoinHandle<()>) {
+    let killed = Arc::new(Mutex::new(BTreeSet::new()));
+    let (cluster, ns, queue, out) = (
+        cluster.clone(),
+        ns.to_string(),
+        queue.to_string(),
+        killed.clone(),
+    );
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let Ok(client) = redis::Client::open(url.as_str()) else {
+                continue;
+            };
+            let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                continue;
+            };
+            let started: BTreeSet<String> = events(&mut conn, &queue)
+                .await
+                .into_iter()
+                .filter(|e| e.0 == "start" && e.1 == "poison")
+                .map(|e| e.2)
+                .collect();
+            for p in worker_pods(&cluster, &ns, "task")
+                .await
+                .iter()
+                .filter(|p| alive(p))
+            {
+                let Some(name) = p.metadata.name.clone() else {
+                    continue;
+                };
+                if !started.contains(&name) || out.lock().unwrap().contains(&name) {
+                    continue;
+                }
+                let list = qscaler_crds::names::keys::processing(
+                    &queue,
+                    &qscaler_crds::names::keys::consumer(Some(&ns), &name),
+                );
+                let held: Vec<String> = conn.lrange(&list, 0, -1).await.unwrap_or_default();
+                if held.iter().any(|t| t == "poison") && kill_container(&cluster, &ns, &name) {
+                    out.lock().unwrap().insert(name);
+                }
+            }
+        }
+    });
+    (killed, task)
+}
+
 #[tokio::test]
 async fn soak_with_faults_loses_and_interrupts_nothing() {
     let mut redis = OwnRedis::start().await;
@@ -167,8 +249,22 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
                   sleep 0.5; redis-cli -p $P rpush \"$QSCALER_QUEUE:events\" \"end $t $POD_NAME\" >/dev/null";
     task["spec"]["podSpec"]["containers"][0]["args"] = json!(["--task", "--", "sh", "-c", script]);
     create_qworker(&cluster, &ns, task).await;
+    // The neighbour whose queue key is a string.
+    let bad_q = format!("{ns}-bad");
+    {
+        let mut conn = redis.conn().await;
+        let _: () = conn.set(&bad_q, "not a list").await.expect("SET");
+    }
+    create_qworker(
+        &cluster,
+        &ns,
+        idle_qworker("bad", &bad_q, json!({"minReplicas": 0, "maxReplicas": MAX})),
+    )
+    .await;
     let (wrap_samples, wrap_sampler) = sample(&cluster, &ns, "wrap");
     let (task_samples, task_sampler) = sample(&cluster, &ns, "task");
+    let (bad_samples, bad_sampler) = sample(&cluster, &ns, "bad");
+    let (poisoned, killer) = poison_killer(&cluster, &ns, &task_q, redis.url());
 
     let mut produced = 0usize;
     let mut fault_times: Vec<(String, Duration, Duration)> = Vec::new();
@@ -228,11 +324,12 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
                 "task worker SIGKILL + rollout 2"
             }
             _ => {
+                let _: () = conn.lpush(&task_q, "poison").await.expect("LPUSH poison");
                 if let Some(mut o) = op.take() {
                     o.kill().await;
                 }
                 op = Some(Operator::start(&cluster, &ns, &[]).await);
-                "operator SIGKILL 2"
+                "poison task + operator SIGKILL 2"
             }
         };
         let took = converge(&cluster, &ns, fault).await;
@@ -265,6 +362,24 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
         fault_times.push((fault.to_string(), took, fault_at.elapsed()));
     }
     let op = op.expect("an operator");
+    // Dropped before `op`: the operator releases the QWorkers' finalizers.
+    let _first = DeleteNamespaceFirst::new(&cluster, &ns);
+    let dead_letter = qscaler_crds::names::keys::dead_letter(&task_q);
+    wait_for(
+        "the poison task dead-lettered",
+        Duration::from_secs(120),
+        || {
+            let (url, dead_letter) = (redis.url(), dead_letter.clone());
+            async move {
+                let client = redis::Client::open(url).ok()?;
+                let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+                let dead: Vec<String> = conn.lrange(&dead_letter, 0, -1).await.ok()?;
+                (dead == ["poison"]).then_some(())
+            }
+        },
+    )
+    .await;
+    killer.abort();
     wait_for(
         "scaled down to 0 at the end",
         Duration::from_secs(90),
@@ -280,6 +395,8 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
     .await;
     wrap_sampler.abort();
     task_sampler.abort();
+    bad_sampler.abort();
+    let poisoned = poisoned.lock().unwrap().clone();
 
     let mut conn = redis.conn().await;
     let mut report = Vec::new();
@@ -300,15 +417,10 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
                 _ => {}
             }
         }
-        // A start with no end from the same pod was cut; only the SIGKILLed pod may have one.
-        let interrupted: Vec<_> = open
-            .iter()
-            .filter(|(_, pod)| *pod != killed_task_pod)
-            .collect();
-        let killed: Vec<_> = open
-            .iter()
-            .filter(|(_, pod)| *pod == killed_task_pod)
-            .collect();
+        // A start with no end from the same pod was cut; only the SIGKILLed pods may have one.
+        let by_kill = |pod: &str| pod == killed_task_pod || poisoned.contains(pod);
+        let interrupted: Vec<_> = open.iter().filter(|(_, pod)| !by_kill(pod)).collect();
+        let killed: Vec<_> = open.iter().filter(|(_, pod)| by_kill(pod)).collect();
         let completed = ends.len();
         let duplicated = ends.values().filter(|n| **n > 1).count();
         let lost = produced
@@ -334,6 +446,36 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
                 "{q}: {max_alive} pods alive, above maxReplicas {MAX}"
             ));
         }
+    }
+    // The poison: every run cut by its own kill, then dead-lettered; never retried past the limit.
+    let poison_runs = events(&mut conn, &task_q)
+        .await
+        .iter()
+        .filter(|e| e.0 == "start" && e.1 == "poison")
+        .count();
+    report.push(format!(
+        "poison: ran {poison_runs} times on {} pods SIGKILLed by it, dead-lettered",
+        poisoned.len()
+    ));
+    if poison_runs > 1 + qscaler_crds::task::DEFAULT_MAX_RETRIES as usize {
+        failures.push(format!("poison ran {poison_runs} times"));
+    }
+    // The neighbour with the string key: its own condition, no pod, and the others scaled on.
+    let bad = get_qworker(&cluster, &ns, "bad").await;
+    let bad_condition = condition(&bad, "ScalerHealthy")
+        .map(|(s, r, m)| format!("{s}/{r}: {m}"))
+        .unwrap_or_default();
+    report.push(format!("bad: ScalerHealthy {bad_condition}"));
+    if !bad_condition.starts_with("False/QueueUnreadable") {
+        failures.push(format!("bad: ScalerHealthy {bad_condition}"));
+    }
+    let bad_pods = bad_samples
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .names
+        .len();
+    if bad_pods > 0 {
+        failures.push(format!("bad: {bad_pods} pods for an unreadable queue"));
     }
     println!("soak summary:");
     for line in &report {
