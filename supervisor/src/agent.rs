@@ -1,24 +1,27 @@
 //! The agent: everything asynchronous, on one thread with a current-thread tokio runtime.
 //!
 //! It connects to the Kubernetes API when the pod is known, retrying for as long as it takes (and
-//! goes on without it when the pod is not known), watches the pod for the drain annotation, runs
-//! the wrap-mode drain or the task loop, samples usage and reports it (to the log until the API is
-//! reached), mirrors the activity, and at exit writes the last usage report.
+//! goes on without it when the pod is not known), watches the pod for the drain annotation and its
+//! deletion, runs the wrap-mode drain or the task loop, keeps the kubelet's clock once the pod is
+//! ending (SIGTERM or deletion: see [`ending`]), samples usage and reports it (to the log until the
+//! API is reached), mirrors the activity (with the node autoscalers' annotations), and at exit writes
+//! the last usage report.
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use qscaler_crds::names::ANNOTATION_ACTIVITY;
+use nix::sys::signal::Signal;
 use qscaler_crds::usage::{annotation_key, UsageReport};
 use tokio::sync::{mpsc, watch, Mutex};
 use tracing::{debug, error, info, warn};
 
 use crate::activity::{self, Activity};
-use crate::bridge::{AgentSide, GoneGuard, Notice};
+use crate::bridge::{AgentSide, GoneGuard, Notice, Request, Requester};
 use crate::broker::Broker;
 use crate::cli::Options;
-use crate::pod::PodApi;
+use crate::ending::{self, Ending};
+use crate::pod::{activity_patch, PodApi, PodState};
 use crate::sampler::Sampler;
 use crate::task::{self, TaskLoop};
 use crate::usage::{should_report, Meter, Policy};
@@ -115,6 +118,20 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
     let requester = side.requester();
 
     let (drain_tx, drain_rx) = watch::channel(false);
+    // Our pod as last read (None until it is, or for ever without one).
+    let (pod_tx, pod_rx) = watch::channel(None::<PodState>);
+    // When SIGTERM first arrived; whether SIGINT or SIGQUIT did (a stop without grace).
+    let (term_tx, term_rx) = watch::channel(None::<Instant>);
+    let (cold_tx, cold_rx) = watch::channel(false);
+    // Once the pod is ending: when the kubelet's SIGKILL is due.
+    let (ending_tx, ending_rx) = watch::channel(None::<Ending>);
+    tokio::spawn(ending::track(
+        term_rx,
+        pod_rx,
+        o.fallback_grace(),
+        ending_tx,
+        requester.clone(),
+    ));
     // Whether our pod has been read once (always true without a pod to read): task mode takes no
     // task before, since the pod may already be told to drain.
     let (seen_tx, seen_rx) = watch::channel(o.pod().is_none());
@@ -156,6 +173,7 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
                 ns,
                 name,
                 drain_tx.clone(),
+                pod_tx,
                 seen_tx,
                 usage.clone(),
                 act_rx,
@@ -176,6 +194,12 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
                     let _ = task_tx.send(n);
                 }
                 Notice::Signal(sig) => {
+                    if sig == Signal::SIGTERM {
+                        let now = Instant::now();
+                        term_tx.send_if_modified(|t| t.get_or_insert(now) == &now);
+                    } else if task::is_shutdown_signal(sig) {
+                        cold_tx.send_replace(true);
+                    }
                     if task::is_shutdown_signal(sig) {
                         shutdown_tx.send_replace(true);
                     }
@@ -207,6 +231,8 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
             drain: drain_rx,
             pod_seen: seen_rx,
             shutdown: shutdown_rx,
+            cold: cold_rx,
+            ending: ending_rx.clone(),
             activity: act_tx,
         };
         let r = requester.clone();
@@ -216,6 +242,7 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
             r.send(crate::bridge::Request::Exit(code));
         });
     } else {
+        tokio::spawn(kill_at_deadline(ending_rx.clone(), requester.clone()));
         tokio::spawn(drain::wrap(
             drain_rx,
             shutdown_rx,
@@ -230,10 +257,12 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
     if let Ok(code) = exit_rx.await {
         debug!("supervisor exiting with {code}: last usage report");
         let report = async { usage.lock().await.tick(true).await };
-        if tokio::time::timeout(FINAL_REPORT_TIMEOUT, report)
-            .await
-            .is_err()
-        {
+        // Before the kubelet's SIGKILL when the pod is ending.
+        let limit = match *ending_rx.borrow() {
+            Some(e) => FINAL_REPORT_TIMEOUT.min(e.left(Duration::from_millis(100))),
+            None => FINAL_REPORT_TIMEOUT,
+        };
+        if tokio::time::timeout(limit, report).await.is_err() {
             warn!("the last usage report timed out");
         }
     }
@@ -248,13 +277,15 @@ async fn kubernetes(
     ns: String,
     name: String,
     drain_tx: watch::Sender<bool>,
+    pod_tx: watch::Sender<Option<PodState>>,
     seen_tx: watch::Sender<bool>,
     usage: Arc<Mutex<Usage>>,
     activity: watch::Receiver<Option<Activity>>,
 ) {
-    let (api, draining) = PodApi::connect_until_up(&ns, &name).await;
+    let (api, state) = PodApi::connect_until_up(&ns, &name).await;
     // The drain state first: a task loop released by `seen` must already see it.
-    drain_tx.send_replace(draining);
+    drain_tx.send_replace(state.draining);
+    pod_tx.send_replace(Some(state));
     seen_tx.send_replace(true);
     {
         // The next sample is reported to the pod, whatever went to the log before.
@@ -263,7 +294,26 @@ async fn kubernetes(
         usage.last = None;
     }
     tokio::spawn(mirror_activity(api.clone(), activity));
-    api.watch_drain(drain_tx).await;
+    api.watch_drain(drain_tx, pod_tx).await;
+}
+
+/// Wrap mode: once the pod is ending, SIGKILL the worker (and everything else) shortly before the
+/// kubelet would, so that the end is ours: logged, with the last usage report written.
+async fn kill_at_deadline(mut ending: watch::Receiver<Option<Ending>>, requester: Requester) {
+    let mut open = true;
+    loop {
+        let at = ending.borrow_and_update().map(|e| e.kill_at());
+        if !open && at.is_none() {
+            return;
+        }
+        tokio::select! {
+            _ = ending::until(at) => {
+                requester.send(Request::KillAtDeadline);
+                return;
+            }
+            r = ending.changed(), if open => open = r.is_ok(),
+        }
+    }
 }
 
 /// Task mode: says when a drain is requested or cancelled (wrap mode's drain logs its own steps).
@@ -282,14 +332,15 @@ async fn log_task_mode_drain(mut drain: watch::Receiver<bool>) {
     }
 }
 
-/// Writes the activity annotation whenever it changes (the latest value wins), starting with the
-/// value at hand when the API was reached.
+/// Writes the activity annotation, with the node autoscalers' annotations that follow it (see
+/// [`activity_patch`]), whenever it changes (the latest value wins), starting with the value at
+/// hand when the API was reached.
 async fn mirror_activity(api: PodApi, mut rx: watch::Receiver<Option<Activity>>) {
     let mut shown: Option<Activity> = None;
     loop {
         let current = *rx.borrow_and_update();
         if let Some(a) = current.filter(|a| shown != Some(*a)) {
-            match api.annotate(ANNOTATION_ACTIVITY, a.as_str()).await {
+            match api.patch(&activity_patch(a)).await {
                 Ok(()) => shown = Some(a),
                 Err(e) => warn!("could not write the activity annotation: {e}"),
             }

@@ -23,6 +23,14 @@ pub enum Request {
     KillWorker,
     /// Task mode: run COMMAND with this payload on stdin.
     SpawnTask(Vec<u8>),
+    /// Task mode: the kubelet's SIGKILL is near: send this signal to the running task.
+    SignalTask(Signal),
+    /// Wrap mode: the kubelet's SIGKILL is near: SIGKILL the worker and everything else now, so the
+    /// end is ours (logged, with the last usage report) and not the kubelet's.
+    KillAtDeadline,
+    /// The pod is ending: the kubelet's SIGKILL is due at this instant (updated when it changes).
+    /// The init loop's own waits at exit end before it.
+    Deadline(std::time::Instant),
     /// Task mode: the agent is done; exit with this code once the descendants are gone.
     Exit(i32),
     /// The agent thread ended (normally or not). In task mode there is nobody left to take tasks.

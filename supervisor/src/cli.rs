@@ -39,7 +39,20 @@ ENVIRONMENT (set by the QScaler operator in worker pods):
   QSCALER_ACTIVITY_SOCKET    wrap mode: path of a unix datagram socket; the worker may send `idle` or
                              `busy` to it and qsupervisor mirrors that to quickube.com/activity. The
                              variable is passed on to the worker.
+  QSCALER_MAX_TASK_SECONDS   the longest a task may run (set by the operator from maxTaskSeconds).
+                             Without a pod to read the grace from, SIGKILL is expected this + 10 s
+                             after SIGTERM (else 30 s).
   RUST_LOG                   log filter (default: info). Logs go to stderr.
+
+SIGTERM (the kubelet deleting or evicting the pod, `docker stop`) IS A DRAIN:
+  task mode: no new task; the running one is not signalled and may finish. Only shortly before the
+  grace period ends (2 s before; grace from the pod's deletion, else its
+  terminationGracePeriodSeconds, else QSCALER_MAX_TASK_SECONDS + 10 s, else 30 s) does it get SIGTERM,
+  then SIGKILL 1 s later; its payload goes back to the queue at once. wrap mode: the worker gets its
+  warm-shutdown signal (--drain-signal) once; 1 s before the grace ends it is SIGKILLed. A second
+  SIGTERM changes nothing. SIGINT and SIGQUIT are forwarded at once (task mode: the task they kill
+  goes back to the queue). qsupervisor also keeps quickube.com/activity, and with it
+  cluster-autoscaler.kubernetes.io/safe-to-evict and karpenter.sh/do-not-disrupt, on its pod.
 
 TASK MODE REDIS CONTRACT:
   Producers LPUSH onto <queue>; qsupervisor BLMOVEs from its right end (FIFO) into
@@ -97,6 +110,13 @@ pub struct Options {
     /// Task mode: how many times a failed task is run again before it goes to the dead-letter list.
     #[arg(long, env = "QSCALER_MAX_RETRIES", default_value_t = 3)]
     pub max_retries: u32,
+
+    /// The longest a task may run, in seconds (the QWorker's scaleConfig.maxTaskSeconds). When the
+    /// pod's grace period cannot be read from the Kubernetes API (no pod, `docker stop`), the kubelet's
+    /// SIGKILL is assumed this + 10 s after SIGTERM (the grace the operator gives such pods); without
+    /// it, 30 s.
+    #[arg(long, env = env::MAX_TASK_SECONDS, value_name = "SECONDS")]
+    pub max_task_seconds: Option<u64>,
 
     /// Task mode: a full Redis URL (redis://[user:password@]host:port/db); overrides the
     /// QSCALER_REDIS_* variables.
@@ -198,6 +218,16 @@ impl Options {
             return Err("--report-rise must be between 0 and 100".into());
         }
         Ok(())
+    }
+
+    /// The grace period assumed when the pod's cannot be read: `--max-task-seconds` + the operator's
+    /// margin.
+    pub fn fallback_grace(&self) -> Option<Duration> {
+        self.max_task_seconds.map(|s| {
+            Duration::from_secs(
+                s.saturating_add(qscaler_crds::qworker::GRACE_MARGIN_SECONDS as u64),
+            )
+        })
     }
 
     /// The pod to watch and patch, when both halves of its name are known.

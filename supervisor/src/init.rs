@@ -7,13 +7,20 @@
 //!
 //! * SIGCHLD: reap with `waitpid(-1, WNOHANG)` until nothing more has ended, orphans included.
 //!   The worker's end starts the ending phase; a task's end is told to the agent.
-//! * TERM, INT, HUP, QUIT, USR1, USR2, WINCH: forwarded at once to the worker (or the current task)
-//!   process, or its process group with `--signal-group`; also told to the agent.
-//! * requests: the drain signal, SIGKILL after the drain timeout, spawning a task, exiting.
+//! * SIGTERM (the kubelet or `docker stop` ending the container) is a drain, told to the agent: in
+//!   task mode the running task is not signalled (the agent lets it finish, or signals it shortly
+//!   before the grace period ends); in wrap mode the worker gets its warm-shutdown signal
+//!   (`--drain-signal`) once, unless a drain sent it already.
+//! * INT, HUP, QUIT, USR1, USR2, WINCH: forwarded at once to the worker (or the current task)
+//!   process, or its process group with `--signal-group`; INT and QUIT are also told to the agent.
+//! * requests: the drain signal, SIGKILL after the drain timeout, spawning a task, signals to the
+//!   task or SIGKILL to everything shortly before the kubelet's SIGKILL, the kubelet's deadline,
+//!   exiting.
 //!
 //! Ending phase: SIGTERM to every remaining descendant (as PID 1 `kill(-1)`, which reaches exactly
 //! the processes of our PID namespace; as a subreaper, the descendants found in procfs), SIGKILL after
-//! `--grace`, then exit with the worker's code once no child is left.
+//! `--grace`, then exit with the worker's code once no child is left. When the pod is ending, every
+//! wait of this phase ends before the kubelet's SIGKILL is due.
 //!
 //! [`bridge`]: crate::bridge
 
@@ -37,6 +44,9 @@ use crate::{proctree, sys, Error, Result};
 const KILL_WAIT: Duration = Duration::from_secs(2);
 /// How long the agent gets to write its last usage report at exit.
 const AGENT_EXIT_WAIT: Duration = Duration::from_secs(5);
+/// When the pod is ending: the SIGTERM-to-descendants wait of the ending phase ends this long before
+/// the kubelet's SIGKILL is due (leaving time for our SIGKILL and the last usage report).
+const ENDING_RESERVE: Duration = Duration::from_millis(500);
 
 /// How the init loop behaves.
 #[derive(Clone, Debug)]
@@ -49,6 +59,8 @@ pub struct Config {
     pub command: Vec<OsString>,
     /// Task mode: no long-lived worker; tasks are spawned on request.
     pub task_mode: bool,
+    /// Wrap mode: the worker's warm-shutdown signal, sent on SIGTERM as on a drain.
+    pub drain_signal: Signal,
     /// Extra environment for the worker.
     pub env: Vec<(String, OsString)>,
 }
@@ -73,6 +85,12 @@ pub struct Init {
     task: Option<Pid>,
     drain_signal: Option<i32>,
     drain_timed_out: bool,
+    /// Wrap mode: the warm-shutdown signal went out (by a drain or a SIGTERM); never twice.
+    warm_sent: bool,
+    /// The pod is ending: the kubelet's SIGKILL is due then.
+    hard_deadline: Option<Instant>,
+    /// Wrap mode: we SIGKILLed the worker shortly before the kubelet would have.
+    deadline_killed: bool,
     phase: Phase,
 }
 
@@ -129,6 +147,9 @@ impl Init {
             task: None,
             drain_signal: None,
             drain_timed_out: false,
+            warm_sent: false,
+            hard_deadline: None,
+            deadline_killed: false,
             phase: Phase::Running,
         }
     }
@@ -206,17 +227,60 @@ impl Init {
             debug!("{sig} while ending: remaining processes were already told to stop");
             return;
         }
-        match self.worker.or(self.task) {
-            Some(pid) => {
-                info!("forwarding {sig} to {}", self.target(pid));
-                self.send(pid, sig);
+        if sig == Signal::SIGTERM {
+            self.terminate();
+        } else {
+            match self.worker.or(self.task) {
+                Some(pid) => {
+                    info!("forwarding {sig} to {}", self.target(pid));
+                    self.send(pid, sig);
+                }
+                None => debug!("{sig}: no process to forward it to"),
             }
-            None => debug!("{sig}: no process to forward it to"),
         }
         // Only the stop signals matter to the agent; not waking it for the others keeps
         // forwarding latency low.
         if crate::task::is_shutdown_signal(sig) {
             self.bridge.notify(Notice::Signal(sig));
+        }
+    }
+
+    /// SIGTERM from outside: the kubelet (pod deletion, eviction) or `docker stop` ends the
+    /// container, with a grace period. It is a drain.
+    fn terminate(&mut self) {
+        if self.cfg.task_mode {
+            match self.task {
+                Some(pid) => info!(
+                    "SIGTERM: draining: no new task is taken; the task {pid} is not signalled, it \
+                     may finish until shortly before the grace period ends"
+                ),
+                None => info!("SIGTERM: draining: no task runs"),
+            }
+            return;
+        }
+        let Some(pid) = self.worker else {
+            debug!("SIGTERM: no worker to tell");
+            return;
+        };
+        let sig = self.cfg.drain_signal;
+        if std::mem::replace(&mut self.warm_sent, true) {
+            info!("SIGTERM: the worker already got its warm-shutdown signal {sig}; not sending it again");
+            return;
+        }
+        info!(
+            "forwarding {sig} to {} (SIGTERM: the container is being stopped; {sig} is the worker's \
+             warm-shutdown signal, sent once)",
+            self.target(pid)
+        );
+        self.send(pid, sig);
+    }
+
+    /// `at`, or earlier: `reserve` before the kubelet's SIGKILL when the pod is ending (not in the
+    /// past).
+    fn bounded(&self, at: Instant, reserve: Duration) -> Instant {
+        match self.hard_deadline {
+            Some(d) => at.min(d.checked_sub(reserve).unwrap_or(d).max(Instant::now())),
+            None => at,
         }
     }
 
@@ -245,6 +309,15 @@ impl Init {
             let (code, verdict) =
                 exit::worker_exit(outcome, self.drain_signal, self.drain_timed_out);
             match verdict {
+                _ if self.deadline_killed && outcome == Outcome::Signaled(nix::libc::SIGKILL) => {
+                    error!(
+                        "worker {pid} had not finished within the pod's grace period: killed by \
+                         qsupervisor shortly before the kubelet's SIGKILL; exit code {}",
+                        outcome.code()
+                    );
+                    self.begin_ending(outcome.code());
+                    return;
+                }
                 Verdict::PassThrough => info!("worker {pid} ended: {outcome:?}; exit code {code}"),
                 Verdict::Drained { worker_code } => info!(
                     "worker {pid} finished after the drain request (its own exit code {worker_code}); exit code 0"
@@ -278,7 +351,12 @@ impl Init {
         let running = matches!(self.phase, Phase::Running);
         match r {
             Request::DrainSignal(sig) => match self.worker {
+                Some(_) if running && self.warm_sent => {
+                    info!("drain requested: the worker already got its warm-shutdown signal");
+                    self.drain_signal = Some(sig as i32);
+                }
                 Some(pid) if running => {
+                    self.warm_sent = true;
                     info!(
                         "drain requested: sending {sig} to the worker {}",
                         self.target(pid)
@@ -313,6 +391,47 @@ impl Init {
                 };
                 self.bridge.notify(Notice::TaskStarted(result));
             }
+            Request::SignalTask(sig) => match self.task {
+                Some(pid) => {
+                    warn!(
+                        "the pod's grace period ends soon: sending {sig} to the task {}",
+                        self.target(pid)
+                    );
+                    self.send(pid, sig);
+                }
+                None => debug!("{sig} for the task, but no task runs"),
+            },
+            Request::KillAtDeadline => {
+                if let Some(pid) = self.worker.filter(|_| running) {
+                    warn!(
+                        "the pod's grace period ends soon and the worker {pid} is still running: \
+                         SIGKILL to it and every other process"
+                    );
+                    self.deadline_killed = true;
+                    self.send(pid, Signal::SIGKILL);
+                    self.signal_descendants(Signal::SIGKILL);
+                }
+            }
+            Request::Deadline(at) => {
+                self.hard_deadline = Some(at);
+                if let Phase::Ending {
+                    code,
+                    deadline,
+                    killed,
+                } = self.phase
+                {
+                    let reserve = if killed {
+                        Duration::ZERO
+                    } else {
+                        ENDING_RESERVE
+                    };
+                    self.phase = Phase::Ending {
+                        code,
+                        deadline: self.bounded(deadline, reserve),
+                        killed,
+                    };
+                }
+            }
             Request::Exit(code) => {
                 if running {
                     self.begin_ending(code);
@@ -346,12 +465,12 @@ impl Init {
     }
 
     fn begin_ending(&mut self, code: i32) {
-        let deadline = Instant::now() + self.cfg.grace;
+        let deadline = self.bounded(Instant::now() + self.cfg.grace, ENDING_RESERVE);
         if self.reap() {
             let n = self.signal_descendants(Signal::SIGTERM);
             info!(
                 "waiting up to {:?} for {n} remaining process(es) after SIGTERM",
-                self.cfg.grace
+                deadline.saturating_duration_since(Instant::now())
             );
         }
         self.phase = Phase::Ending {
@@ -385,7 +504,7 @@ impl Init {
         self.signal_descendants(Signal::SIGKILL);
         self.phase = Phase::Ending {
             code,
-            deadline: Instant::now() + KILL_WAIT,
+            deadline: self.bounded(Instant::now() + KILL_WAIT, Duration::ZERO),
             killed: true,
         };
         None
@@ -394,7 +513,10 @@ impl Init {
     fn finish(self, code: i32) -> i32 {
         if self.agent_alive {
             self.bridge.notify(Notice::Exiting(code));
-            if !self.bridge.wait_done(AGENT_EXIT_WAIT) {
+            let wait = self
+                .bounded(Instant::now() + AGENT_EXIT_WAIT, Duration::from_millis(50))
+                .saturating_duration_since(Instant::now());
+            if !self.bridge.wait_done(wait) {
                 warn!("the agent did not finish its exit work in time");
             }
         }

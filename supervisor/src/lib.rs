@@ -26,6 +26,7 @@ pub mod broker;
 pub mod cgroup;
 pub mod cli;
 pub mod drain;
+pub mod ending;
 pub mod exit;
 pub mod init;
 pub mod pod;

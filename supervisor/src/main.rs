@@ -114,6 +114,7 @@ fn run(options: Options) -> i32 {
         grace: options.grace,
         command: options.command.clone(),
         task_mode: options.task,
+        drain_signal: options.drain_signal,
         env: extra_env,
     };
     let worker = if options.task {
@@ -128,8 +129,8 @@ fn run(options: Options) -> i32 {
         }
     };
 
-    // 5. The agent, on its own thread (inheriting the blocked mask), when there is work for it.
-    let needs_agent = options.task || options.pod().is_some() || !options.sample_interval.is_zero();
+    // 5. The agent, on its own thread (inheriting the blocked mask). Always: besides the pod, task
+    //    mode and usage, it keeps the kubelet's clock after SIGTERM (see `ending`).
     let pod_name = options
         .pod_name
         .clone()
@@ -141,22 +142,21 @@ fn run(options: Options) -> i32 {
         })
         .unwrap_or_else(|| "local".into());
     let consumer = qscaler_crds::names::keys::consumer(options.pod_namespace.as_deref(), &pod_name);
-    let agent_alive = needs_agent
-        && match agent::start(
-            agent::Inputs {
-                options,
-                broker,
-                activity_socket,
-                consumer,
-            },
-            agent_side,
-        ) {
-            Ok(_) => true,
-            Err(e) => {
-                error!("could not start the agent thread: {e}; running as a plain init");
-                false
-            }
-        };
+    let agent_alive = match agent::start(
+        agent::Inputs {
+            options,
+            broker,
+            activity_socket,
+            consumer,
+        },
+        agent_side,
+    ) {
+        Ok(_) => true,
+        Err(e) => {
+            error!("could not start the agent thread: {e}; running as a plain init");
+            false
+        }
+    };
     if cfg.task_mode && !agent_alive {
         return 1;
     }

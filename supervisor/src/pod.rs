@@ -1,5 +1,6 @@
-//! Our own pod through the Kubernetes API: watching it for the drain annotation and patching our
-//! annotations (usage, activity) with merge patches. Needs get, watch and patch on pods.
+//! Our own pod through the Kubernetes API: watching it for the drain annotation and its deletion
+//! (with the grace the kubelet gives us), and patching our annotations (usage, activity and the node
+//! autoscalers' annotations that follow it) with merge patches. Needs get, watch and patch on pods.
 
 use std::time::{Duration, Instant};
 
@@ -7,11 +8,63 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams, WatchEvent, WatchParams};
 use kube::{Api, Client, ResourceExt};
+use qscaler_crds::names::{
+    ANNOTATION_ACTIVITY, ANNOTATION_DO_NOT_DISRUPT, ANNOTATION_SAFE_TO_EVICT,
+};
+use serde_json::Value;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::activity::Activity;
 use crate::backoff::{Backoff, LogThrottle};
 use crate::{drain, Error, Result};
+
+/// What the supervisor needs to know of its pod.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PodState {
+    /// The drain annotation is present.
+    pub draining: bool,
+    /// The pod is being deleted (`metadata.deletionTimestamp` is set): the kubelet's grace for it,
+    /// `metadata.deletionGracePeriodSeconds` (the pod's own grace when that is missing).
+    pub deletion_grace: Option<i64>,
+    /// `spec.terminationGracePeriodSeconds`.
+    pub termination_grace: Option<i64>,
+}
+
+impl PodState {
+    pub fn of(pod: &Pod) -> PodState {
+        let termination_grace = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds);
+        let deletion_grace = pod.metadata.deletion_timestamp.as_ref().map(|_| {
+            pod.metadata
+                .deletion_grace_period_seconds
+                .or(termination_grace)
+                .unwrap_or(crate::ending::DEFAULT_GRACE.as_secs() as i64)
+        });
+        PodState {
+            draining: drain::requested(Some(pod.annotations())),
+            deletion_grace,
+            termination_grace,
+        }
+    }
+}
+
+/// The merge patch that records `activity` on our pod: `quickube.com/activity`, and for the node
+/// autoscalers `cluster-autoscaler.kubernetes.io/safe-to-evict` ("false" while busy, "true" when
+/// idle) and `karpenter.sh/do-not-disrupt` ("true" while busy, removed when idle), in one write.
+pub fn activity_patch(activity: Activity) -> Value {
+    let (safe_to_evict, do_not_disrupt) = match activity {
+        Activity::Busy => ("false", Value::from("true")),
+        Activity::Idle => ("true", Value::Null),
+    };
+    serde_json::json!({ "metadata": { "annotations": {
+        ANNOTATION_ACTIVITY: activity.as_str(),
+        ANNOTATION_SAFE_TO_EVICT: safe_to_evict,
+        ANNOTATION_DO_NOT_DISRUPT: do_not_disrupt,
+    } } })
+}
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reconnect delays to the API: jittered, 200 ms doubling to 10 s. An API that comes late (a
@@ -48,7 +101,7 @@ pub struct PodApi {
 impl PodApi {
     /// Connects (kubeconfig or in-cluster config) and reads the pod once, so that an unreachable or
     /// forbidden API is found out at start.
-    pub async fn connect(namespace: &str, name: &str) -> Result<(PodApi, bool)> {
+    pub async fn connect(namespace: &str, name: &str) -> Result<(PodApi, PodState)> {
         let client = Client::try_default().await.map_err(|source| Error::Kube {
             doing: "loading the Kubernetes client config",
             source,
@@ -61,20 +114,19 @@ impl PodApi {
                 doing: "reading our own pod",
                 source,
             })?;
-        let draining = drain::requested(Some(pod.annotations()));
         Ok((
             PodApi {
                 api,
                 name: name.to_owned(),
             },
-            draining,
+            PodState::of(&pod),
         ))
     }
 
     /// [`PodApi::connect`] until it succeeds, however long that takes: a supervisor that gave up
     /// would ignore a later drain for its whole life. Each failure is logged at warn with the next
     /// delay (throttled after the first few).
-    pub async fn connect_until_up(namespace: &str, name: &str) -> (PodApi, bool) {
+    pub async fn connect_until_up(namespace: &str, name: &str) -> (PodApi, PodState) {
         let mut backoff = Backoff::new(RETRY_BASE, RETRY_MAX);
         let mut throttle = LogThrottle::new(LOG_FIRST, LOG_EVERY);
         loop {
@@ -103,17 +155,24 @@ impl PodApi {
         }
     }
 
-    /// Watches the pod and publishes whether it is asked to drain.
+    /// Watches the pod and publishes whether it is asked to drain (`tx`) and what else we need of it
+    /// (`state`: its deletion and grace periods).
     ///
     /// A plain get + watch (not kube-runtime's watcher, which lists): the worker Role grants only
     /// get, watch and patch on pods. After an expired resourceVersion (410) or a lost connection it
     /// reads the pod again and watches from there, retrying for as long as the process lives
     /// (jittered backoff, 200 ms to 10 s, and a throttled log, both reset by the next event). Only
     /// the pod's deletion ends it.
-    pub async fn watch_drain(self, tx: watch::Sender<bool>) {
+    pub async fn watch_drain(
+        self,
+        tx: watch::Sender<bool>,
+        state: watch::Sender<Option<PodState>>,
+    ) {
         let publish = |pod: &Pod| {
-            let d = drain::requested(Some(pod.annotations()));
+            let now = PodState::of(pod);
+            let d = now.draining;
             tx.send_if_modified(|cur| std::mem::replace(cur, d) != d);
+            state.send_if_modified(|cur| cur.replace(now) != Some(now));
         };
         let params = WatchParams::default()
             .fields(&format!("metadata.name={}", self.name))
@@ -192,14 +251,84 @@ impl PodApi {
 
     /// Sets one annotation on the pod.
     pub async fn annotate(&self, key: &str, value: &str) -> Result<()> {
-        let patch = serde_json::json!({ "metadata": { "annotations": { key: value } } });
+        self.patch(&serde_json::json!({ "metadata": { "annotations": { key: value } } }))
+            .await
+    }
+
+    /// Applies a merge patch to the pod.
+    pub async fn patch(&self, patch: &Value) -> Result<()> {
         self.api
-            .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(patch))
             .await
             .map(drop)
             .map_err(|source| Error::Kube {
                 doing: "patching our pod's annotations",
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn annotations(a: Activity) -> serde_json::Map<String, Value> {
+        activity_patch(a)["metadata"]["annotations"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn busy_blocks_node_autoscalers_and_idle_frees_them_in_the_same_patch() {
+        let busy = annotations(Activity::Busy);
+        assert_eq!(busy.len(), 3);
+        assert_eq!(busy[ANNOTATION_ACTIVITY], "busy");
+        assert_eq!(busy[ANNOTATION_SAFE_TO_EVICT], "false");
+        assert_eq!(busy[ANNOTATION_DO_NOT_DISRUPT], "true");
+        let idle = annotations(Activity::Idle);
+        assert_eq!(idle.len(), 3);
+        assert_eq!(idle[ANNOTATION_ACTIVITY], "idle");
+        assert_eq!(idle[ANNOTATION_SAFE_TO_EVICT], "true");
+        // null in a merge patch removes the key.
+        assert_eq!(idle[ANNOTATION_DO_NOT_DISRUPT], Value::Null);
+        assert_eq!(
+            ANNOTATION_SAFE_TO_EVICT,
+            "cluster-autoscaler.kubernetes.io/safe-to-evict"
+        );
+        assert_eq!(ANNOTATION_DO_NOT_DISRUPT, "karpenter.sh/do-not-disrupt");
+    }
+
+    fn pod(v: Value) -> Pod {
+        serde_json::from_value(v).expect("a pod")
+    }
+
+    #[test]
+    fn pod_state_reads_drain_deletion_and_grace() {
+        let p = pod(serde_json::json!({"metadata": {"name": "w"}, "spec": {"containers": []}}));
+        assert_eq!(PodState::of(&p), PodState::default());
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "w", "annotations": {"quickube.com/drain": "scale-down"}},
+            "spec": {"containers": [], "terminationGracePeriodSeconds": 45}
+        }));
+        assert_eq!(
+            PodState::of(&p),
+            PodState {
+                draining: true,
+                deletion_grace: None,
+                termination_grace: Some(45)
+            }
+        );
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "w", "deletionTimestamp": "2026-01-01T00:00:30Z",
+                         "deletionGracePeriodSeconds": 5},
+            "spec": {"containers": [], "terminationGracePeriodSeconds": 45}
+        }));
+        assert_eq!(PodState::of(&p).deletion_grace, Some(5));
+        let p = pod(serde_json::json!({
+            "metadata": {"name": "w", "deletionTimestamp": "2026-01-01T00:00:30Z"},
+            "spec": {"containers": [], "terminationGracePeriodSeconds": 45}
+        }));
+        assert_eq!(PodState::of(&p).deletion_grace, Some(45));
     }
 }

@@ -21,8 +21,12 @@
 //! No task is taken before our pod has been read once from the Kubernetes API (when there is a
 //! pod to read): a pod told to drain while the API was unreachable must not start one.
 //!
-//! Drain and shutdown: a drain request (or SIGTERM/SIGINT/SIGQUIT) wakes a blocked `BLMOVE` at once
-//! with `CLIENT UNBLOCK`; the current task always runs to its end (signals are forwarded to it).
+//! Drain and shutdown: a drain request, SIGTERM, SIGINT, SIGQUIT or the deletion of our pod wakes a
+//! blocked `BLMOVE` at once with `CLIENT UNBLOCK`, and no new task is taken. After a drain or SIGTERM
+//! the current task runs to its end, unless the pod is ending (SIGTERM or deletion) and its grace
+//! period is about to run out: then, shortly before the kubelet's SIGKILL, the task gets SIGTERM and
+//! then SIGKILL from us, and its payload goes straight back to the queue (no retry counted). SIGINT and
+//! SIGQUIT are forwarded to the task at once (a stop without grace); a task they kill goes back too.
 
 use std::future::Future;
 use std::time::Duration;
@@ -38,6 +42,7 @@ use crate::activity::Activity;
 use crate::backoff::Backoff;
 use crate::bridge::{Notice, Request, Requester};
 use crate::broker::Broker;
+use crate::ending::{self, Ending};
 use crate::exit::Outcome;
 
 /// How long one `BLMOVE` blocks (a safety net: drain wakes it earlier with `CLIENT UNBLOCK`).
@@ -57,7 +62,12 @@ pub struct TaskLoop {
     pub drain: watch::Receiver<bool>,
     /// True once our pod has been read: until then no task is taken (it may be told to drain).
     pub pod_seen: watch::Receiver<bool>,
+    /// SIGTERM, SIGINT or SIGQUIT arrived: no new task.
     pub shutdown: watch::Receiver<bool>,
+    /// SIGINT or SIGQUIT arrived: forwarded to the task, no waiting for Redis either.
+    pub cold: watch::Receiver<bool>,
+    /// The pod is ending (SIGTERM or its deletion seen): when the kubelet's SIGKILL is due.
+    pub ending: watch::Receiver<Option<Ending>>,
     pub activity: watch::Sender<Option<Activity>>,
 }
 
@@ -70,11 +80,24 @@ struct State {
     blocking: Option<(MultiplexedConnection, i64)>,
     backoff: Backoff,
     interrupted: Option<i32>,
+    /// Settling what was done (acknowledging, counting, returning): Redis is retried through a
+    /// shutdown, until shortly before the kubelet's SIGKILL.
+    persist: bool,
+    /// Our processing list may hold something (a `BLMOVE` went out, or it held tasks at start):
+    /// returning it at exit is worth waiting for Redis.
+    may_hold: bool,
 }
 
 /// Completes when `rx` is true; never when its sender is gone.
 async fn until_true(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Completes when the pod is ending; never when its sender is gone.
+async fn until_ending(rx: &mut watch::Receiver<Option<Ending>>) {
+    if rx.wait_for(Option::is_some).await.is_err() {
         std::future::pending::<()>().await;
     }
 }
@@ -103,6 +126,10 @@ impl TaskLoop {
             );
             tokio::select! {
                 _ = until_true(&mut self.pod_seen) => {}
+                _ = until_ending(&mut self.ending) => {
+                    info!("shut down before our pod could be read: no task was taken");
+                    return 0;
+                }
                 _ = until_true(&mut self.shutdown) => {
                     info!("shut down before our pod could be read: no task was taken");
                     return 0;
@@ -125,8 +152,11 @@ impl TaskLoop {
             blocking: None,
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
             interrupted: None,
+            persist: false,
+            may_hold: false,
         };
         s.main_loop().await;
+        s.persist = s.may_hold;
         s.return_leftovers().await;
         s.interrupted.unwrap_or(0)
     }
@@ -138,24 +168,36 @@ impl State {
     }
 
     fn shutting_down(&self) -> bool {
-        *self.l.shutdown.borrow()
+        *self.l.shutdown.borrow() || self.l.ending.borrow().is_some()
     }
 
     fn stopping(&self) -> bool {
         self.draining() || self.shutting_down()
     }
 
-    /// Sleeps `d`; false when a shutdown came first.
+    /// When waiting for Redis is over: when the task would be SIGKILLed (see [`Ending::kill_at`]).
+    fn too_late(&self) -> Option<std::time::Instant> {
+        self.l.ending.borrow().map(|e| e.kill_at())
+    }
+
+    /// Sleeps `d`; false when a shutdown came first (with `persist`: only SIGINT/SIGQUIT, or the
+    /// kubelet's SIGKILL close).
     async fn pause(&mut self, d: Duration) -> bool {
+        let late = self.too_late();
+        let persist = self.persist;
+        let (shutdown, ending) = (&mut self.l.shutdown, &mut self.l.ending);
         tokio::select! {
             _ = tokio::time::sleep(d) => true,
-            _ = until_true(&mut self.l.shutdown) => false,
+            _ = until_true(&mut self.l.cold) => false,
+            _ = ending::until(late) => false,
+            _ = async { tokio::select! { _ = until_true(shutdown) => {}, _ = until_ending(ending) => {} } }, if !persist => false,
         }
     }
 
     /// Takes `item` off our processing list and forgets its retry count, in one MULTI; with
     /// `dead_letter` it goes onto the dead-letter list in the same step.
     async fn settle(&mut self, what: &str, item: &[u8], dead_letter: bool) {
+        let persist = std::mem::replace(&mut self.persist, true);
         let mut pipe = redis::pipe();
         pipe.atomic().lrem(&self.processing, 1, item).ignore();
         if dead_letter {
@@ -167,6 +209,7 @@ impl State {
             async move { pipe.query_async::<()>(&mut c).await }
         })
         .await;
+        self.persist = persist;
     }
 
     /// Runs `f` on the control connection until it succeeds; `None` when a shutdown made us give up.
@@ -235,6 +278,7 @@ impl State {
                     return;
                 };
                 if !items.is_empty() {
+                    self.may_hold = true;
                     info!(
                         "{} task(s) left in our processing list: running them first",
                         items.len()
@@ -301,13 +345,19 @@ impl State {
             .arg("LEFT")
             .arg(BLMOVE_TIMEOUT_SECS)
             .clone();
+        self.may_hold = true;
         let fut = async move { blmove.query_async::<Option<Vec<u8>>>(&mut conn).await };
         tokio::pin!(fut);
         let early = {
-            let (drain, shutdown) = (&mut self.l.drain, &mut self.l.shutdown);
+            let (drain, shutdown, ending) =
+                (&mut self.l.drain, &mut self.l.shutdown, &mut self.l.ending);
             tokio::select! {
                 r = &mut fut => Some(r),
-                _ = async { tokio::select! { _ = until_true(drain) => {}, _ = until_true(shutdown) => {} } } => None,
+                _ = async { tokio::select! {
+                    _ = until_true(drain) => {},
+                    _ = until_true(shutdown) => {},
+                    _ = until_ending(ending) => {},
+                } } => None,
             }
         };
         let result = match early {
@@ -339,6 +389,29 @@ impl State {
         self.l.notices.recv().await
     }
 
+    /// Waits for the running task to end. Once the pod is ending, shortly before the kubelet's
+    /// SIGKILL, the task gets SIGTERM, then SIGKILL; `sent` says which went out.
+    async fn task_end(&mut self, sent: &mut Option<Signal>) -> Option<Notice> {
+        let mut open = true;
+        loop {
+            let next = match (*self.l.ending.borrow_and_update(), *sent) {
+                (Some(e), None) => Some((e.term_at(), Signal::SIGTERM)),
+                (Some(e), Some(Signal::SIGTERM)) => Some((e.kill_at(), Signal::SIGKILL)),
+                _ => None,
+            };
+            tokio::select! {
+                n = self.l.notices.recv() => return n,
+                _ = ending::until(next.map(|n| n.0)) => {
+                    if let Some((_, sig)) = next {
+                        self.l.requester.send(Request::SignalTask(sig));
+                        *sent = Some(sig);
+                    }
+                }
+                r = self.l.ending.changed(), if open => open = r.is_ok(),
+            }
+        }
+    }
+
     /// Runs one task to its end: done, dead-lettered, or left for later (interrupted or stopped
     /// between retries).
     async fn run_task(&mut self, item: Vec<u8>) {
@@ -347,8 +420,9 @@ impl State {
             self.l.activity.send_replace(Some(Activity::Busy));
             info!("task {shown:?}: starting");
             self.l.requester.send(Request::SpawnTask(item.clone()));
+            let mut sent = None;
             let outcome = match self.notice().await {
-                Some(Notice::TaskStarted(Ok(_))) => match self.notice().await {
+                Some(Notice::TaskStarted(Ok(_))) => match self.task_end(&mut sent).await {
                     Some(Notice::TaskEnded(o)) => o,
                     other => {
                         error!("unexpected notice {other:?} while a task runs");
@@ -366,13 +440,22 @@ impl State {
                 info!("task {shown:?}: done");
                 return;
             }
-            if let (true, Outcome::Signaled(sig)) = (self.shutting_down(), outcome) {
+            if let Some(sig) = sent {
+                warn!(
+                    "task {shown:?}: cut ({outcome:?}) after {sig} from us at the end of the pod's \
+                     grace period; it goes back to the queue"
+                );
+                self.interrupted = Some(outcome.code());
+                return;
+            }
+            if let (true, Outcome::Signaled(sig)) = (*self.l.cold.borrow(), outcome) {
                 warn!("task {shown:?}: cut by signal {sig} during shutdown; it goes back to the queue");
                 self.interrupted = Some(128 + sig);
                 return;
             }
             let (r, it) = (self.retries.clone(), item.clone());
-            let Some(count) = self
+            let persist = std::mem::replace(&mut self.persist, true);
+            let count = self
                 .retry("counting a retry", |mut c| {
                     let (r, it) = (r.clone(), it.clone());
                     async move {
@@ -384,8 +467,9 @@ impl State {
                             .await
                     }
                 })
-                .await
-            else {
+                .await;
+            self.persist = persist;
+            let Some(count) = count else {
                 return;
             };
             if count > i64::from(self.l.max_retries) {

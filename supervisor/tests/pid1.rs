@@ -140,6 +140,51 @@ while :; do sleep 0.2 & wait $!; done"#,
 }
 
 #[test]
+fn wrap_mode_sigterm_sends_the_warm_shutdown_signal_once_and_sigkills_before_the_deadline() {
+    // No pod to read: the grace is QSCALER_MAX_TASK_SECONDS 1 + 10 s = 11 s after SIGTERM; the worker
+    // ignores its warm-shutdown signal (USR1 here), so qsupervisor SIGKILLs it 1 s before that.
+    let dir = scratch("wrap-deadline");
+    let log = dir.join("log");
+    let ready = dir.join("ready");
+    let script = format!(
+        "for s in TERM USR1; do trap \"echo $s >> {log}\" $s; done; touch {ready}; \
+         while :; do sleep 0.2 & wait $!; done",
+        log = log.display(),
+        ready = ready.display()
+    );
+    let mut c = in_namespace_with(
+        &[
+            "--sample-interval",
+            "0",
+            "--drain-signal",
+            "USR1",
+            "--",
+            "bash",
+            "-c",
+            &script,
+        ],
+        &[("QSCALER_MAX_TASK_SECONDS", "1")],
+    );
+    let sup = supervisor_of(&c);
+    wait_file(&ready, T);
+    let sent = std::time::Instant::now();
+    kill(sup, Signal::SIGTERM);
+    wait_for(T, "the warm-shutdown signal", || {
+        (!read(&log).is_empty()).then_some(())
+    });
+    // A second SIGTERM is not passed on (for Celery and the like it would mean a cold shutdown).
+    kill(sup, Signal::SIGTERM);
+    let status = wait_exit(&mut c, Duration::from_secs(15));
+    let took = sent.elapsed().as_secs_f64();
+    assert_eq!(read(&log).lines().collect::<Vec<_>>(), vec!["USR1"]);
+    assert_eq!(code(status), 137);
+    assert!(
+        (9.5..11.0).contains(&took),
+        "ended {took:.2} s after SIGTERM (want ~10 s: 1 s before the 11 s grace ends)"
+    );
+}
+
+#[test]
 fn signals_go_to_the_worker_only_by_default() {
     forwarding(false);
 }

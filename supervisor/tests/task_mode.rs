@@ -236,37 +236,155 @@ fn a_redis_restart_loses_nothing() {
     assert_eq!(code(wait_exit(&mut sup, Duration::from_secs(5))), 0);
 }
 
+/// The moment (seconds since the epoch, fractional) each line was written, after its text.
+fn stamped(path: &Path) -> Vec<(String, f64)> {
+    lines(path)
+        .into_iter()
+        .filter_map(|l| {
+            let (text, at) = l.rsplit_once(' ')?;
+            Some((text.to_owned(), at.parse().ok()?))
+        })
+        .collect()
+}
+
+fn epoch() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
 #[test]
-fn sigterm_during_a_task_lets_it_finish_unless_it_is_cut() {
-    // The task handles SIGTERM by finishing: it is acknowledged, exit 0.
+fn sigterm_mid_task_is_a_drain_the_task_finishes_and_no_new_one_is_taken() {
+    // The kubelet's SIGTERM with the deadline far away (no pod: QSCALER_MAX_TASK_SECONDS 20 + 10 s).
     let redis = Redis::start("redis-term");
     let dir = redis.dir.clone();
-    let started = dir.join("started");
     let out = dir.join("out");
     let mut c = redis.conn();
     let _: () = c.lpush("s", "one").unwrap();
     let _: () = c.lpush("s", "two").unwrap();
+    // No trap: a SIGTERM reaching the task would kill it.
     let script = format!(
-        "trap 'echo term >> {o}' TERM; p=$(cat); touch {s}; sleep 1 & wait $!; wait $!; echo $p >> {o}",
-        o = out.display(),
-        s = started.display()
+        "p=$(cat); echo start $p >> {o}; sleep 1.5; echo end $p >> {o}",
+        o = out.display()
     );
-    let mut sup = task_supervisor(&redis, "s", &[], &script);
-    wait_file(&started, T);
+    let url = redis.url();
+    let mut sup = plain_with(
+        &[
+            "--task",
+            "--redis-url",
+            &url,
+            "--queue",
+            "s",
+            "--pod-name",
+            "p1",
+            "--sample-interval",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &[("QSCALER_MAX_TASK_SECONDS", "20")],
+    );
+    wait_for(T, "the first task to start", || {
+        (!lines(&out).is_empty()).then_some(())
+    });
+    kill(sup.id() as i32, Signal::SIGTERM);
+    // A second SIGTERM (a repeated deletion) changes nothing.
     kill(sup.id() as i32, Signal::SIGTERM);
     assert_eq!(code(wait_exit(&mut sup, T)), 0);
-    assert_eq!(lines(&out), vec!["term", "one"]);
-    // The second task was never taken.
+    assert_eq!(lines(&out), vec!["start one", "end one"]);
+    // The second task was never taken, the first was acknowledged.
     assert_eq!(c.lrange::<_, Vec<String>>("s", 0, -1).unwrap(), vec!["two"]);
     assert_eq!(c.llen::<_, usize>("s:processing:p1").unwrap(), 0);
+}
 
-    // A task that dies of the SIGTERM goes back to the queue's head: nothing is lost.
-    std::fs::remove_file(&started).unwrap();
-    let script = format!("p=$(cat); touch {s}; sleep 10", s = started.display());
-    let mut sup = task_supervisor(&redis, "s", &[], &script);
+#[test]
+fn a_task_longer_than_the_grace_is_signalled_just_before_the_deadline_and_returned_once() {
+    // As PID 1. No pod to read: the grace is QSCALER_MAX_TASK_SECONDS 1 + 10 s = 11 s after SIGTERM, so
+    // the task gets SIGTERM 2 s and SIGKILL 1 s before that.
+    let redis = Redis::start("redis-grace");
+    let dir = redis.dir.clone();
+    let out = dir.join("out");
+    let mut c = redis.conn();
+    let _: () = c.lpush("g", "long").unwrap();
+    let _: () = c.lpush("g", "next").unwrap();
+    // It ignores SIGTERM (records it) and would run for ever.
+    let script = format!(
+        "trap 'echo term $(date +%s.%N) >> {o}' TERM; p=$(cat); echo start $p $(date +%s.%N) >> {o}; \
+         while :; do sleep 30 & wait $!; done",
+        o = out.display()
+    );
+    let url = redis.url();
+    let mut sup = in_namespace_with(
+        &[
+            "--task",
+            "--redis-url",
+            &url,
+            "--queue",
+            "g",
+            "--pod-name",
+            "p1",
+            "--sample-interval",
+            "0",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ],
+        &[("QSCALER_MAX_TASK_SECONDS", "1")],
+    );
+    let pid = supervisor_of(&sup);
+    wait_for(T, "the task to start", || {
+        (!lines(&out).is_empty()).then_some(())
+    });
+    let sent = epoch();
+    kill(pid, Signal::SIGTERM);
+    // Nothing reaches the task at once.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(stamped(&out).len(), 1, "{:?}", lines(&out));
+    let status = wait_exit(&mut sup, Duration::from_secs(15));
+    let exited = epoch() - sent;
+    let events = stamped(&out);
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].0, "start long");
+    assert_eq!(events[1].0, "term");
+    let term_after = events[1].1 - sent;
+    assert!(
+        (8.5..10.5).contains(&term_after),
+        "the task got SIGTERM {term_after:.2} s after the supervisor (want ~9 s)"
+    );
+    assert!(
+        exited < 11.0,
+        "exited {exited:.2} s after SIGTERM, after the deadline"
+    );
+    // unshare passes on the supervisor's code: the task was SIGKILLed.
+    assert_eq!(code(status), 137);
+    // Back at the head of the queue exactly once; nothing in processing, no retry counted.
+    assert_eq!(
+        c.lrange::<_, Vec<String>>("g", 0, -1).unwrap(),
+        vec!["next", "long"]
+    );
+    assert_eq!(c.llen::<_, usize>("g:processing:p1").unwrap(), 0);
+    assert!(!c.hexists::<_, _, bool>("g:retries", "long").unwrap());
+}
+
+#[test]
+fn sigint_cuts_the_task_at_once_and_it_goes_back_to_the_queue() {
+    let redis = Redis::start("redis-int");
+    let started = redis.dir.join("started");
+    let mut c = redis.conn();
+    let _: () = c.lpush("i", "one").unwrap();
+    let _: () = c.lpush("i", "two").unwrap();
+    let script = format!("p=$(cat); touch {s}; exec sleep 10", s = started.display());
+    let mut sup = task_supervisor(&redis, "i", &[], &script);
     wait_file(&started, T);
-    kill(sup.id() as i32, Signal::SIGTERM);
-    assert_eq!(code(wait_exit(&mut sup, T)), 143);
-    assert_eq!(c.lrange::<_, Vec<String>>("s", 0, -1).unwrap(), vec!["two"]);
-    assert_eq!(c.llen::<_, usize>("s:processing:p1").unwrap(), 0);
+    kill(sup.id() as i32, Signal::SIGINT);
+    assert_eq!(code(wait_exit(&mut sup, Duration::from_secs(5))), 130);
+    assert_eq!(
+        c.lrange::<_, Vec<String>>("i", 0, -1).unwrap(),
+        vec!["two", "one"]
+    );
+    assert_eq!(c.llen::<_, usize>("i:processing:p1").unwrap(), 0);
 }

@@ -10,6 +10,12 @@ use qsupervisor::proctree::{self, ProcStat};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_qsupervisor");
 
+/// The binary under test: QSCALER_TEST_QSUPERVISOR runs another build (e.g. an older one, to see a
+/// test fail), else this package's.
+pub fn bin() -> String {
+    std::env::var("QSCALER_TEST_QSUPERVISOR").unwrap_or_else(|_| BIN.to_owned())
+}
+
 /// A fresh scratch directory per test.
 pub fn scratch(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("qsup-{name}-{}", std::process::id()));
@@ -59,11 +65,19 @@ impl std::ops::DerefMut for Guard {
 
 /// `qsupervisor ARGS` as PID 1 of a new PID namespace (with its own /proc).
 pub fn in_namespace(args: &[&str]) -> Guard {
+    in_namespace_with(args, &[])
+}
+
+/// [`in_namespace`] with extra environment variables (settings an older build ignores, so that a
+/// test run against it fails on behaviour, not on an unknown option).
+pub fn in_namespace_with(args: &[&str], env: &[(&str, &str)]) -> Guard {
     Guard(
         Command::new("unshare")
-            .args(["--pid", "--fork", "--mount-proc", "--kill-child", BIN])
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(bin())
             .args(args)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .expect("unshare runs (the tests need root)"),
@@ -72,10 +86,16 @@ pub fn in_namespace(args: &[&str]) -> Guard {
 
 /// `qsupervisor ARGS` as an ordinary process (subreaper mode).
 pub fn plain(args: &[&str]) -> Guard {
+    plain_with(args, &[])
+}
+
+/// [`plain`] with extra environment variables.
+pub fn plain_with(args: &[&str], env: &[(&str, &str)]) -> Guard {
     Guard(
-        Command::new(BIN)
+        Command::new(bin())
             .args(args)
             .env("RUST_LOG", "debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .spawn()
             .unwrap(),
