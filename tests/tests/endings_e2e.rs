@@ -230,6 +230,12 @@ async fn a_pod_spec_the_api_server_refuses_is_spec_valid_false_and_never_retried
         message.contains("spec.podSpec.containers[0].name") && message.contains("Bad_Name"),
         "{message}"
     );
+    let notes = wait_for("an InvalidSpec Event on w", T, || async {
+        let notes = events_with_reason(&cluster, &ns, "w", "InvalidSpec").await;
+        (!notes.is_empty()).then_some(notes)
+    })
+    .await;
+    assert!(notes.iter().any(|n| n.contains("Bad_Name")), "{notes:?}");
     // More reasons to create: a deeper queue, and reconciles of an unchanged generation.
     push_tasks(&mut conn, &queue, 0..3).await;
     for i in 0..3 {
