@@ -334,10 +334,24 @@ install() {
 
 uninstall() {
   if [ "$DRY_RUN" = 1 ]; then
-    say "would delete: the operator Deployment, Service, RBAC and namespace $NAMESPACE, then the CRDs (and with them every QWorker, ScalerConfig and worker pod)"
+    say "would delete: every QWorker and ScalerConfig (while the operator runs, so in-flight tasks return), the operator Deployment, Service, RBAC and namespace $NAMESPACE, then the CRDs"
     return
   fi
   check_cluster
+  # QWorkers and ScalerConfigs carry the operator's finalizer: delete them while it runs, so their workers
+  # drain and their in-flight tasks go back to their queues; whatever the operator could not finish in time
+  # (or it is not running) is released by hand before the CRDs go.
+  if k get crd qworkers.quickube.com >/dev/null 2>&1; then
+    say "deleting every QWorker and ScalerConfig while the operator runs (workers drain, in-flight tasks return)"
+    k delete qworkers,scalerconfigs --all --all-namespaces --wait=true --timeout "${TIMEOUT}s" >&2 ||
+      say "not all were finished in ${TIMEOUT}s; releasing their finalizers"
+    local left
+    left=$(k get qworkers,scalerconfigs --all-namespaces -o jsonpath='{range .items[*]}{.metadata.namespace}{" "}{.kind}{"/"}{.metadata.name}{"\n"}{end}' 2>/dev/null || true)
+    while read -r ns obj; do
+      [ -n "$obj" ] || continue
+      k -n "$ns" patch "$obj" --type merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+    done <<<"$left"
+  fi
   say "removing the operator"
   { operator_deployment; operator_rbac; } | k delete --ignore-not-found -f - >&2
   k delete namespace "$NAMESPACE" --ignore-not-found --wait=true --timeout "${TIMEOUT}s" >&2

@@ -19,6 +19,7 @@
 #
 # Settings (env): QSCALER_NODE_DIR (run state, default /tmp/qscaler-node), QSCALER_NODE_NET (the veth /29's
 # first three octets, default 10.251.0), QSCALER_K8S_CACHE (binary cache, shared with tests/cluster.sh).
+# One real node per machine (its `down` checks the whole host); it can run beside tests/cluster.sh clusters.
 set -euo pipefail
 
 LOG_TAG=node
@@ -306,6 +307,9 @@ up() {
     return 0
   fi
   [ ! -e "/run/netns/$NETNS" ] || die "namespace $NETNS exists from an earlier run: run '$0 down' first"
+  # One real node per machine: `down` compares the whole host with what `up` recorded.
+  ! iptables -t raw -S "$EGRESS_CHAIN" >/dev/null 2>&1 ||
+    die "another real node is up on this machine (chain $EGRESS_CHAIN exists): run 'tests/node.sh down' with its QSCALER_NODE_DIR first"
   local t0=$SECONDS
   node_packages
   build_k8s

@@ -52,7 +52,9 @@ if [ "${QSCALER_SKIP_REAL_NODE:-0}" != 1 ]; then
     phase "images (docker/build.sh --debug --test --tag e2e)"
     docker/build.sh --debug --test --tag e2e >/dev/null
     phase "tests on the real node"
-    cargo test -p qscaler-tests --test real_node_e2e -- --ignored --test-threads 3
+    cargo test -p qscaler-tests --test real_node_e2e -- --ignored --test-threads 3 --skip node_drain
+    phase "node drain (alone: it cordons the node)"
+    cargo test -p qscaler-tests --test real_node_e2e -- --ignored node_drain
     phase "containment: nothing left the node's network namespace"
     cargo test -p qscaler-tests --test real_node_containment -- --ignored
   )

@@ -565,3 +565,150 @@ async fn a_held_memory_peak_reaches_the_status() {
     let report = pods.iter().find_map(usage_report).expect("a usage report");
     assert_eq!(report.oom_kills, 0, "no OOM kill: {report:?}");
 }
+
+/// A QWorker of one worker taking one task of `task_ms` in `mode` ("task" or "wrap"), with the grace.
+async fn one_busy_worker(
+    cluster: &Cluster,
+    ns: &str,
+    conn: &mut redis::aio::MultiplexedConnection,
+    name: &str,
+    mode: &str,
+    task_ms: u64,
+    grace_seconds: i64,
+) -> (String, String) {
+    let queue = format!("{ns}-{name}");
+    let args = match mode {
+        "task" => json!(["--task", "--", "qscaler-test-worker", "--stdin-task"]),
+        _ => json!(["--", "qscaler-test-worker"]),
+    };
+    // One worker always (minReplicas 1): only the test's deletion ends it, never a scale-down.
+    let scale = json!({"minReplicas": 1, "maxReplicas": 1});
+    let mut qw = real_qworker(name, &queue, &image("test-worker"), args, scale);
+    qw["spec"]["podSpec"]["terminationGracePeriodSeconds"] = json!(grace_seconds);
+    create_qworker(cluster, ns, qw).await;
+    let _: () = conn
+        .lpush(&queue, task_ms.to_string())
+        .await
+        .expect("LPUSH");
+    let id = task_ms.to_string();
+    let pod = wait_for(&format!("{name}: the task started"), NODE_T, || async {
+        let ev = events_by_task(&mut conn.clone(), &queue).await;
+        ev.get(&id)?.first().map(|(_, pod)| pod.clone())
+    })
+    .await;
+    (queue, pod)
+}
+
+/// The task's events once it has ended: [(start|end, pod)].
+async fn when_ended(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+    id: &str,
+    timeout: Duration,
+) -> Vec<(String, String)> {
+    wait_for(&format!("task {id} of {queue} ended"), timeout, || async {
+        let ev = events_by_task(&mut conn.clone(), queue).await;
+        let e = ev.get(id)?;
+        e.iter().any(|(k, _)| k == "end").then(|| e.clone())
+    })
+    .await
+}
+
+#[tokio::test]
+#[ignore = "needs the real node: tests/node.sh up (tests/run.sh runs it)"]
+async fn deleting_busy_workers_lets_their_tasks_finish_within_the_grace() {
+    let (cluster, ns, _guard, mut conn) = setup("rn-delete").await;
+    // Task mode and wrap mode, each busy with an 8 s task, deleted 1 s in with 30 s of grace.
+    let mut busy = vec![];
+    for mode in ["task", "wrap"] {
+        let (queue, pod) = one_busy_worker(&cluster, &ns, &mut conn, mode, mode, 8000, 30).await;
+        busy.push((mode, queue, pod));
+    }
+    for (_, _, pod) in &busy {
+        let out = cluster
+            .kubectl(&["-n", &ns, "delete", "pod", pod, "--wait=false"])
+            .await;
+        assert!(out.status.success(), "kubectl delete pod {pod}: {out:?}");
+    }
+    for (mode, queue, pod) in &busy {
+        let ev = when_ended(&mut conn, queue, "8000", NODE_T).await;
+        assert_eq!(
+            ev,
+            vec![
+                ("start".to_string(), pod.clone()),
+                ("end".to_string(), pod.clone())
+            ],
+            "{mode} mode: the task finished in the deleted pod, once"
+        );
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs the real node: tests/node.sh up (tests/run.sh runs it)"]
+async fn a_task_longer_than_the_grace_is_returned_once_and_not_lost() {
+    let (cluster, ns, _guard, mut conn) = setup("rn-grace").await;
+    // A 20 s task in a pod with 6 s of grace: it is cut before the kubelet's SIGKILL, goes back to the
+    // queue, and runs again (to its end) in the replacement pod.
+    let (queue, pod) = one_busy_worker(&cluster, &ns, &mut conn, "long", "task", 20_000, 6).await;
+    let out = cluster
+        .kubectl(&["-n", &ns, "delete", "pod", &pod, "--wait=false"])
+        .await;
+    assert!(out.status.success(), "kubectl delete pod {pod}: {out:?}");
+    let ev = when_ended(&mut conn, &queue, "20000", NODE_T).await;
+    let starts: Vec<&String> = ev
+        .iter()
+        .filter(|(k, _)| k == "start")
+        .map(|(_, p)| p)
+        .collect();
+    let ends: Vec<&String> = ev
+        .iter()
+        .filter(|(k, _)| k == "end")
+        .map(|(_, p)| p)
+        .collect();
+    assert_eq!(starts.len(), 2, "cut once, run again: {ev:?}");
+    assert_eq!(starts[0], &pod, "first run in the deleted pod: {ev:?}");
+    assert_eq!(ends.len(), 1, "ended once: {ev:?}");
+    assert_ne!(ends[0], &pod, "the rerun ended in another pod: {ev:?}");
+    let dead: usize = conn.llen(format!("{queue}:dead")).await.expect("LLEN dead");
+    assert_eq!(dead, 0, "not dead-lettered");
+}
+
+/// Uncordons the node when the drain test ends, passed or not.
+struct Uncordon(Cluster);
+
+impl Drop for Uncordon {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.0.kubeconfig)
+            .args(["uncordon", NODE])
+            .output();
+    }
+}
+
+/// Cordons the one node, so tests/run.sh runs it alone, after the rest of the suite.
+#[tokio::test]
+#[ignore = "needs the real node, alone: tests/run.sh runs it after the suite"]
+async fn node_drain_lets_a_busy_worker_finish_its_task() {
+    let (cluster, ns, _guard, mut conn) = setup("rn-drain").await;
+    let (queue, pod) = one_busy_worker(&cluster, &ns, &mut conn, "drained", "task", 8000, 30).await;
+    let _uncordon = Uncordon(cluster.clone());
+    // kubectl drain: cordon, then the eviction API for the selected pods, waiting until they are gone.
+    let out = cluster
+        .kubectl(&[
+            "drain",
+            NODE,
+            "--pod-selector",
+            &format!("{}=drained", names::LABEL_QWORKER),
+            "--timeout",
+            "120s",
+        ])
+        .await;
+    assert!(out.status.success(), "kubectl drain: {out:?}");
+    let ev = when_ended(&mut conn, &queue, "8000", Duration::from_secs(10)).await;
+    assert_eq!(
+        ev,
+        vec![("start".to_string(), pod.clone()), ("end".to_string(), pod)],
+        "the task finished in the evicted pod, once"
+    );
+}

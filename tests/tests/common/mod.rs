@@ -305,14 +305,40 @@ pub struct NamespaceGuard {
 }
 
 impl Drop for NamespaceGuard {
+    /// Deletes the namespace without waiting, then lifts the operator's finalizers from what is in it:
+    /// the test's operator may be gone already, and a test that is over needs no task returned.
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(["delete", "namespace", &self.ns, "--wait=false"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let kubectl = |args: &[&str]| {
+            std::process::Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(args)
+                .stderr(Stdio::null())
+                .output()
+                .ok()
+        };
+        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
+        let Some(out) = kubectl(&[
+            "-n",
+            &self.ns,
+            "get",
+            "qworkers,scalerconfigs",
+            "-o",
+            "name",
+        ]) else {
+            return;
+        };
+        for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = kubectl(&[
+                "-n",
+                &self.ns,
+                "patch",
+                name,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ]);
+        }
     }
 }
 
