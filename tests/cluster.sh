@@ -387,13 +387,16 @@ down() {
   log "down"
 }
 
-status() {
+# Whether each named component of $STATE runs (also tests/node.sh's status).
+component_status() {
   [ -d "$STATE" ] || { echo "not running"; return 0; }
   local n
-  for n in etcd apiserver controller-manager redis kubelet; do
+  for n in "$@"; do
     if pid_alive "$n"; then echo "$n: running (pid $(cat "$STATE/$n.pid"))"; else echo "$n: not running"; fi
   done
 }
+
+status() { component_status etcd apiserver controller-manager redis kubelet; }
 
 env_lines() {
   [ -f "$STATE/kubeconfig" ] || die "not up: run '$0 up' first"

@@ -389,13 +389,7 @@ down() {
   fi
 }
 
-status() {
-  [ -d "$STATE" ] || { echo "not running"; return 0; }
-  local n
-  for n in etcd apiserver controller-manager scheduler redis dockerd kubelet kube-proxy; do
-    if pid_alive "$n"; then echo "$n: running (pid $(cat "$STATE/$n.pid"))"; else echo "$n: not running"; fi
-  done
-}
+status() { component_status etcd apiserver controller-manager scheduler redis dockerd kubelet kube-proxy; }
 
 env_lines() {
   [ -f "$STATE/kubeconfig" ] || die "not up: run '$0 up' first"

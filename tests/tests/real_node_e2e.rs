@@ -90,6 +90,35 @@ async fn events_by_task(
     out
 }
 
+/// Waits until every task of `ids` has ended, then until the QWorker has no worker left.
+async fn all_ended_then_zero(
+    cluster: &Cluster,
+    ns: &str,
+    qworker: &str,
+    conn: &redis::aio::MultiplexedConnection,
+    queue: &str,
+    ids: &[String],
+) {
+    wait_for(
+        &format!("all {} tasks ended", ids.len()),
+        NODE_T * 2,
+        || async {
+            let ev = events_by_task(&mut conn.clone(), queue).await;
+            let ended = |id: &String| {
+                ev.get(id)
+                    .is_some_and(|e| e.iter().any(|(k, _)| k == "end"))
+            };
+            ids.iter().all(ended).then_some(())
+        },
+    )
+    .await;
+    wait_for("the workers scaled back to zero", NODE_T, || async {
+        let pods = worker_pods(cluster, ns, qworker).await;
+        (!pods.iter().any(alive)).then_some(())
+    })
+    .await;
+}
+
 /// Each of `ids` ran exactly once: one start and one end, both from the same pod.
 fn assert_each_ran_once_whole(events: &BTreeMap<String, Vec<(String, String)>>, ids: &[String]) {
     for id in ids {
@@ -210,28 +239,7 @@ async fn task_mode_scales_zero_to_many_to_zero_losing_and_cutting_nothing() {
 
     push_tasks(&mut conn, &queue, 0..16).await;
     let ids: Vec<String> = (0..16).map(|i| format!("t{i}")).collect();
-    wait_for("all 16 tasks ended", NODE_T * 2, || async {
-        let ev = events_by_task(&mut conn.clone(), &queue).await;
-        (ids.iter()
-            .filter(|id| {
-                ev.get(*id)
-                    .is_some_and(|e| e.iter().any(|(k, _)| k == "end"))
-            })
-            .count()
-            == 16)
-            .then_some(())
-    })
-    .await;
-    wait_for("the workers scaled back to zero", NODE_T, || async {
-        (worker_pods(&cluster, &ns, "task")
-            .await
-            .iter()
-            .filter(|p| alive(p))
-            .count()
-            == 0)
-            .then_some(())
-    })
-    .await;
+    all_ended_then_zero(&cluster, &ns, "task", &conn, &queue, &ids).await;
     sampler.abort();
 
     assert_each_ran_once_whole(&events_by_task(&mut conn, &queue).await, &ids);
@@ -398,28 +406,7 @@ async fn wrap_mode_scales_and_rolls_out_finishing_every_task() {
         .await
         .expect("patching the QWorker");
 
-    wait_for("all 14 tasks ended", NODE_T * 2, || async {
-        let ev = events_by_task(&mut conn.clone(), &queue).await;
-        (ids.iter()
-            .filter(|id| {
-                ev.get(*id)
-                    .is_some_and(|e| e.iter().any(|(k, _)| k == "end"))
-            })
-            .count()
-            == 14)
-            .then_some(())
-    })
-    .await;
-    wait_for("the workers scaled back to zero", NODE_T, || async {
-        (worker_pods(&cluster, &ns, "wrap")
-            .await
-            .iter()
-            .filter(|p| alive(p))
-            .count()
-            == 0)
-            .then_some(())
-    })
-    .await;
+    all_ended_then_zero(&cluster, &ns, "wrap", &conn, &queue, &ids).await;
     sampler.abort();
 
     let events = events_by_task(&mut conn, &queue).await;
