@@ -273,6 +273,149 @@ async fn busy_task_pod(
     .await
 }
 
+/// Issue 18's "transient API-server refusal at pod start": a task-mode worker that restarts in place
+/// (`restartPolicy: OnFailure`, so the stand-in kubelet starts its container again without the API)
+/// is SIGKILLed mid-task while the kube-apiserver is down for a restart; its qsupervisor starts
+/// again while the API refuses connections, retries until it is back (taking no task before), reruns
+/// the task it held and works off the rest. Returns the summary line; panics when a task is lost or
+/// cut, or when the refusal did not happen.
+async fn api_refused_at_container_start(cluster: &Cluster, ns: &str, redis: &OwnRedis) -> String {
+    let queue = format!("{ns}-restart");
+    let mut qw = qworker(
+        "restart",
+        &queue,
+        &[],
+        json!({"minReplicas": 0, "maxReplicas": 1}),
+    );
+    let script = "t=$(cat); P=$QSCALER_REDIS_PORT; redis-cli -p $P rpush \"$QSCALER_QUEUE:events\" \"start $t $POD_NAME\" >/dev/null; \
+                  sleep 1; redis-cli -p $P rpush \"$QSCALER_QUEUE:events\" \"end $t $POD_NAME\" >/dev/null";
+    qw["spec"]["podSpec"]["restartPolicy"] = json!("OnFailure");
+    qw["spec"]["podSpec"]["containers"][0]["args"] = json!(["--task", "--", "sh", "-c", script]);
+    create_qworker(cluster, ns, qw).await;
+    let ids: Vec<String> = (0..8).map(|i| format!("r{i}")).collect();
+    let mut conn = redis.conn().await;
+    let _: () = conn.lpush(&queue, ids.clone()).await.expect("LPUSH");
+    // A worker holding a task it has started.
+    let victim = wait_for("a busy restart worker", Duration::from_secs(60), || {
+        let mut conn = conn.clone();
+        let queue = queue.clone();
+        async move {
+            let evs = events(&mut conn, &queue).await;
+            for pod in worker_pods(cluster, ns, "restart")
+                .await
+                .iter()
+                .filter(|p| phase(p) == "Running")
+            {
+                let name = pod.metadata.name.clone()?;
+                let list = qscaler_crds::names::keys::processing(
+                    &queue,
+                    &qscaler_crds::names::keys::consumer(Some(ns), &name),
+                );
+                let held: Vec<String> = conn.lrange(list, 0, -1).await.ok()?;
+                if held.iter().any(|t| {
+                    evs.iter()
+                        .any(|e| e.0 == "start" && &e.1 == t && e.2 == name)
+                }) {
+                    return Some(name);
+                }
+            }
+            None
+        }
+    })
+    .await;
+    let before = cluster.pod_log(ns, &victim, "worker").len();
+    // The apiserver goes down (its port refuses), then the worker's container dies; the kubelet
+    // starts it again after 1 s, while the apiserver is still starting (~5 s).
+    let api_port: u16 = std::fs::read_to_string(cluster.state_dir.join("apiserver.port"))
+        .expect("the apiserver's port")
+        .trim()
+        .parse()
+        .expect("a port number");
+    let restart = tokio::process::Command::new("bash")
+        .arg(workspace_root().join("tests/cluster.sh"))
+        .arg("restart-apiserver")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tests/cluster.sh restart-apiserver");
+    wait_for(
+        "the apiserver to refuse connections",
+        Duration::from_secs(30),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", api_port))
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        kill_container(cluster, ns, &victim),
+        "SIGKILLing the worker of {victim}"
+    );
+    let out = restart.wait_with_output().await.expect("restart-apiserver");
+    assert!(
+        out.status.success(),
+        "restarting the apiserver: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let since = || cluster.pod_log(ns, &victim, "worker")[before..].to_string();
+    wait_for(
+        "the restarted qsupervisor to reach the API",
+        Duration::from_secs(60),
+        || async { since().contains("connected after").then_some(()) },
+    )
+    .await;
+    let log = since();
+    let refused = log.matches("Kubernetes API not usable yet").count();
+    assert!(
+        refused >= 1,
+        "the restarted worker never met the refusal:\n{log}"
+    );
+    wait_for("every restart task done", Duration::from_secs(90), || {
+        let (url, queue, ids) = (redis.url(), queue.clone(), ids.clone());
+        async move {
+            let client = redis::Client::open(url).ok()?;
+            let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+            let ends: BTreeSet<String> = events(&mut conn, &queue)
+                .await
+                .into_iter()
+                .filter(|e| e.0 == "end")
+                .map(|e| e.1)
+                .collect();
+            ids.iter().all(|i| ends.contains(i)).then_some(())
+        }
+    })
+    .await;
+    // Every start has an end in the same pod (the killed task was run again by the restarted
+    // container of the same pod: at least once), nothing is left in the queue.
+    let evs = events(&mut conn, &queue).await;
+    let mut open: BTreeSet<(&str, &str)> = BTreeSet::new();
+    for (kind, id, pod) in &evs {
+        match kind.as_str() {
+            "start" => {
+                open.insert((id, pod));
+            }
+            "end" => {
+                open.remove(&(id.as_str(), pod.as_str()));
+            }
+            _ => {}
+        }
+    }
+    let runs = evs.iter().filter(|e| e.0 == "start").count();
+    let cut: Vec<_> = open.iter().collect();
+    // The killed task's own first run is closed by its rerun in the same pod; any other start
+    // without an end was cut.
+    assert!(cut.is_empty(), "cut: {cut:?}\n{evs:?}");
+    let queued: usize = conn.llen(&queue).await.expect("LLEN");
+    assert_eq!(queued, 0);
+    format!(
+        "restart: SIGKILLed {victim} during an apiserver restart; its qsupervisor met {refused} refusal(s) \
+         at start, then connected; {} tasks, {runs} runs, 0 lost, 0 cut",
+        ids.len()
+    )
+}
+
 #[tokio::test]
 async fn soak_with_faults_loses_and_interrupts_nothing() {
     let mut redis = OwnRedis::start().await;
@@ -424,6 +567,8 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
     .await;
     killer.abort();
 
+    let restart_line = api_refused_at_container_start(&cluster, &ns, &redis).await;
+
     // Issue 13: a busy task worker deleted with `kubectl delete pod`, then the task QWorker itself
     // deleted with tasks in flight (its finalizer drains the workers and returns what they hold),
     // and created again to work off the rest. Nothing lost, nothing cut.
@@ -573,6 +718,7 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
     if bad_pods > 0 {
         failures.push(format!("bad: {bad_pods} pods for an unreadable queue"));
     }
+    report.push(restart_line);
     println!("soak summary:");
     for line in &report {
         println!("  {line}");
