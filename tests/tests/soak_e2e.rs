@@ -551,9 +551,11 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
     // Dropped before `op`: the operator releases the QWorkers' finalizers.
     let _first = DeleteNamespaceFirst::new(&cluster, &ns);
     let dead_letter = qscaler_crds::names::keys::dead_letter(&task_q);
+    // Each of its runs is a container death: kill, Failed, return, the crash backoff (doubling per
+    // death), a new pod, its start. On a loaded 2-core machine four of them took over 120 s.
     wait_for(
         "the poison task dead-lettered",
-        Duration::from_secs(120),
+        Duration::from_secs(300),
         || {
             let (url, dead_letter) = (redis.url(), dead_letter.clone());
             async move {
