@@ -127,8 +127,9 @@ last_log=""
 while [ $SECONDS -lt $deadline ]; do
   show
   # Keep the log of a worker while it exists: workers are deleted once they have exited.
-  pod=$(kubectl -n "$NS" get pods -l quickube.com/qworker=demo-worker \
-    -o jsonpath='{range .items[?(@.status.phase=="Running")]}{.metadata.name}{"\n"}{end}' 2>/dev/null | head -n 1)
+  running=$(kubectl -n "$NS" get pods -l quickube.com/qworker=demo-worker \
+    -o jsonpath='{.items[?(@.status.phase=="Running")].metadata.name}' 2>/dev/null || true)
+  pod=${running%% *}
   if [ -n "$pod" ]; then
     log=$(kubectl -n "$NS" logs "$pod" -c worker 2>/dev/null || true)
     [ -z "$log" ] || { last_worker=$pod; last_log=$log; }

@@ -80,7 +80,9 @@ host_snapshot() {
   find /sys/fs/cgroup -maxdepth 2 -type d \( -name kubepods -o -name docker \) 2>/dev/null | sed 's/^/cgroup /'
   for t in "${HOST_DIRS[@]}"; do [ -e "$t" ] && echo "dir $t"; done
   # Process names as the kernel keeps them (15 characters): the node's own kinds, which nothing else here runs.
-  ps -eo comm= | grep -xE 'dockerd|containerd|containerd-shim|kubelet|kube-proxy|kube-scheduler' | sort |
+  # Zombies are left out: a stopped component waits for this machine's slow init to reap it.
+  ps -eo stat=,comm= | awk '$1 !~ /^Z/ {print $2}' |
+    grep -xE 'dockerd|containerd|containerd-shim|kubelet|kube-proxy|kube-scheduler' | sort |
     uniq -c | awk '{print "process " $2 " x" $1}' || true
 }
 
