@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses a part
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -308,37 +308,41 @@ impl Drop for NamespaceGuard {
     /// Deletes the namespace without waiting, then lifts the operator's finalizers from what is in it:
     /// the test's operator may be gone already, and a test that is over needs no task returned.
     fn drop(&mut self) {
-        let kubectl = |args: &[&str]| {
-            std::process::Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(&self.kubeconfig)
-                .args(args)
-                .stderr(Stdio::null())
-                .output()
-                .ok()
-        };
-        let _ = kubectl(&["delete", "namespace", &self.ns, "--wait=false"]);
-        let Some(out) = kubectl(&[
+        delete_namespace(&self.kubeconfig, &self.ns, false);
+    }
+}
+
+/// Deletes `ns` (waiting up to 60 s when `wait`, so a running operator can release its finalizers
+/// itself), then lifts the finalizers of the QWorkers and ScalerConfigs still in it.
+fn delete_namespace(kubeconfig: &Path, ns: &str, wait: bool) {
+    let kubectl = |args: &[&str]| {
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+    };
+    let wait_args: &[&str] = if wait {
+        &["--wait=true", "--timeout=60s"]
+    } else {
+        &["--wait=false"]
+    };
+    let _ = kubectl(&[&["delete", "namespace", ns][..], wait_args].concat());
+    let Some(out) = kubectl(&["-n", ns, "get", "qworkers,scalerconfigs", "-o", "name"]) else {
+        return;
+    };
+    for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+        let _ = kubectl(&[
             "-n",
-            &self.ns,
-            "get",
-            "qworkers,scalerconfigs",
-            "-o",
-            "name",
-        ]) else {
-            return;
-        };
-        for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-            let _ = kubectl(&[
-                "-n",
-                &self.ns,
-                "patch",
-                name,
-                "--type=merge",
-                "-p",
-                r#"{"metadata":{"finalizers":null}}"#,
-            ]);
-        }
+            ns,
+            "patch",
+            name,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
     }
 }
 
@@ -555,37 +559,6 @@ impl DeleteNamespaceFirst {
 
 impl Drop for DeleteNamespaceFirst {
     fn drop(&mut self) {
-        let kubectl = |args: &[&str]| {
-            std::process::Command::new("kubectl")
-                .arg("--kubeconfig")
-                .arg(&self.kubeconfig)
-                .args(args)
-                .stderr(Stdio::null())
-                .output()
-                .ok()
-        };
-        let _ = kubectl(&[
-            "delete",
-            "namespace",
-            &self.ns,
-            "--wait=true",
-            "--timeout=60s",
-        ]);
-        for kind in ["qworkers", "scalerconfigs"] {
-            let Some(out) = kubectl(&["-n", &self.ns, "get", kind, "-o", "name"]) else {
-                continue;
-            };
-            for name in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = kubectl(&[
-                    "-n",
-                    &self.ns,
-                    "patch",
-                    name,
-                    "--type=merge",
-                    "-p",
-                    r#"{"metadata":{"finalizers":null}}"#,
-                ]);
-            }
-        }
+        delete_namespace(&self.kubeconfig, &self.ns, true);
     }
 }
