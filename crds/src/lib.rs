@@ -12,6 +12,7 @@
 //! - [`sizing`]: vertical sizing, peaks to requests (activateVPA).
 //! - [`task`]: task-mode settings read from a pod spec (the retry limit).
 //! - [`usage`]: the usage report a supervisor writes on its pod.
+//! - [`worker_pod`]: one typed view of a worker pod (ownership, phase, drain, activity, hash).
 //! - [`crdgen`]: the CRD manifests generated from the types.
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod sizing;
 pub mod task;
 pub mod usage;
 pub mod validation;
+pub mod worker_pod;
 
 pub use qworker::{QWorker, QWorkerSpec, QWorkerStatus, ScaleConfig};
 pub use scalerconfig::{ScalerConfig, ScalerConfigSpec, ScalerConfigStatus};
