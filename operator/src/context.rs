@@ -1,24 +1,24 @@
-//! What every reconcile and poller shares: the client, the caches, the event recorder, metrics, and
-//! the operator's memory per QWorker (stabilization window, expectations, crash-loop streak).
-//! A plain struct (STYLE.md, "Reconcile shape"); the in-memory parts sit behind short-held mutexes.
+//! What every reconcile shares: the client, the caches, the event recorder, metrics, and the
+//! operator's own state, each behind its owner type: [`MemoryStore`] (per-QWorker memory),
+//! [`Readings`] (the pollers' queue readings), [`Pollers`] (one per ScalerConfig). No lock of
+//! theirs is taken outside their own module.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::pod_index::PodIndex;
-use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::Client;
 use qscaler_crds::{QWorker, ScalerConfig};
 
-use crate::broker::Depth;
-use crate::crash::{BackoffSettings, CrashTracker};
-use crate::expectations::Expectations;
+use crate::crash::BackoffSettings;
+use crate::memory::MemoryStore;
 use crate::metrics::Metrics;
-use crate::poller::PollerHandle;
-use crate::scaling::Stabilizer;
+use crate::object_key::ObjectKey;
+use crate::pod_index::PodIndex;
+use crate::poller::{self, PollerEnv, Pollers, Returner};
+use crate::readings::Readings;
+use crate::triggers::Triggers;
 
 /// The operator's settings (flags).
 #[derive(Clone, Debug)]
@@ -38,94 +38,55 @@ pub struct Settings {
     pub reading_max_age: Duration,
 }
 
-/// (namespace, name).
-pub type Key = (String, String);
-
-/// The last queue reading of one QWorker, written by its ScalerConfig's poller.
-#[derive(Clone, Debug)]
-pub struct Reading {
-    pub result: Result<Depth, ReadError>,
-    pub at: Instant,
-}
-
-/// Why a QWorker's queue has no reading.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ReadError {
-    /// The broker did not answer (every QWorker of the ScalerConfig is affected).
-    Broker(String),
-    /// The broker answered, but this queue's keys could not be read (e.g. a key of the wrong type).
-    Queue(String),
-}
-
-/// What the operator remembers about one QWorker between reconciles.
-#[derive(Debug, Default)]
-pub struct Memory {
-    pub stabilizer: Option<Stabilizer>,
-    pub expectations: Expectations,
-    pub crash: CrashTracker,
-    /// The full hash whose revision history is known to be in place.
-    pub revision_synced: Option<String>,
-    /// Whether the crash-loop Event was sent for the current streak.
-    pub crash_reported: bool,
-    /// Containers seen OOM-killed (their memory request gets the OOM bump).
-    pub oom_killed: std::collections::BTreeSet<String>,
-    /// The generation whose pod a server-side dry run (or a real create) has checked, and the
-    /// API server's refusal of it, if any (a refused generation creates no pod until the spec changes).
-    pub spec_check: Option<(Option<i64>, Option<String>)>,
-}
-
 pub struct Context {
-    pub client: Client,
-    pub recorder: Recorder,
-    pub metrics: Arc<Metrics>,
-    pub settings: Settings,
+    pub(crate) client: Client,
+    pub(crate) recorder: Recorder,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) settings: Settings,
     /// Pods by namespace and QWorker.
-    pub pods: Arc<PodIndex>,
+    pub(crate) pods: Arc<PodIndex>,
     /// True once the pod and ScalerConfig caches have listed everything.
-    pub caches: tokio::sync::watch::Receiver<bool>,
-    pub qworkers: Store<QWorker>,
-    pub scalers: Store<ScalerConfig>,
-    pub readings: Mutex<HashMap<Key, Reading>>,
-    pub memory: Mutex<HashMap<Key, Memory>>,
-    pub pollers: Mutex<HashMap<Key, PollerHandle>>,
-    pub qworker_trigger: UnboundedSender<ObjectRef<QWorker>>,
-    pub scaler_trigger: UnboundedSender<ObjectRef<ScalerConfig>>,
-}
-
-/// Locks a mutex, recovering from poisoning (a panicked holder cannot leave these maps inconsistent
-/// in a way that matters more than stopping the operator would).
-pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    pub(crate) caches: tokio::sync::watch::Receiver<bool>,
+    pub(crate) qworkers: Store<QWorker>,
+    pub(crate) scalers: Store<ScalerConfig>,
+    pub(crate) memory: MemoryStore,
+    pub(crate) readings: Arc<Readings>,
+    pub(crate) pollers: Pollers,
+    pub(crate) triggers: Triggers,
 }
 
 impl Context {
     /// Waits until the caches have listed everything (a cache that has not would look empty).
-    pub async fn caches_synced(&self) {
+    pub(crate) async fn caches_synced(&self) {
         let mut rx = self.caches.clone();
         let _ = rx.wait_for(|r| *r).await;
     }
 
-    pub fn trigger_qworker(&self, ns: &str, name: &str) {
-        let _ = self
-            .qworker_trigger
-            .unbounded_send(ObjectRef::new(name).within(ns));
+    /// The QWorkers (from the cache) that use ScalerConfig `sc`.
+    pub(crate) fn qworkers_of(&self, sc: &ObjectKey) -> Vec<Arc<QWorker>> {
+        poller::qworkers_of(&self.qworkers, sc)
     }
 
-    pub fn trigger_scaler(&self, ns: &str, name: &str) {
-        let _ = self
-            .scaler_trigger
-            .unbounded_send(ObjectRef::new(name).within(ns));
+    /// What returning a dead pod's tasks needs.
+    pub(crate) fn returner(&self) -> Returner {
+        Returner {
+            client: self.client.clone(),
+            metrics: self.metrics.clone(),
+            broker_timeout: self.settings.broker_timeout,
+        }
     }
 
-    /// The QWorkers (from the cache) that use ScalerConfig `name` in `ns`.
-    pub fn qworkers_of(&self, ns: &str, name: &str) -> Vec<Arc<QWorker>> {
-        self.qworkers
-            .state()
-            .into_iter()
-            .filter(|q| {
-                q.metadata.namespace.as_deref() == Some(ns)
-                    && q.spec.scale_config.scaler_config_ref == name
-            })
-            .collect()
+    /// What a poller reads and writes: the caches and the narrow sink, not this context.
+    pub(crate) fn poller_env(&self) -> PollerEnv {
+        PollerEnv {
+            pods: self.pods.clone(),
+            qworkers: self.qworkers.clone(),
+            scalers: self.scalers.clone(),
+            caches: self.caches.clone(),
+            poll_interval: self.settings.poll_interval,
+            readings: self.readings.clone(),
+            triggers: self.triggers.clone(),
+            returner: self.returner(),
+        }
     }
 }

@@ -7,42 +7,51 @@
 //! - [`expectations`]: the operator's own writes overlaid on a lagging cache.
 //! - [`crash`]: crash-loop backoff and the WorkersCrashing streak.
 //! - [`deletion`]: what a QWorker's deletion (its finalizer) does to its pods.
-//! - [`observe`]: API objects → planning view, status counts, usage folding.
+//! - [`observe`]: worker pods (`qscaler_crds::worker_pod`) → planning view, status counts, usage folding.
 //! - [`conditions`], [`status`]: the QWorker status (and its conditions) from one reconcile.
 //! - [`sizing`]: requests of new pods from observed peaks (activateVPA).
 //! - [`rejection`]: the API server's refusal of a worker pod as a readable SpecValid message.
 //! - [`pods`], [`revisions`]: the worker pod and the ControllerRevision the operator writes.
 //!
 //! Effects (thin):
-//! - [`broker`] (the seam) and [`redis_broker`]; [`poller`]: one per ScalerConfig.
+//! - [`broker`] (the seam) and [`redis_broker`]; [`poller`]: one per ScalerConfig (a pure tick and
+//!   a thin I/O loop); [`readings`]: the queue readings it leaves; [`triggers`]: how it asks for a
+//!   reconcile.
 //! - [`scalerconfig_controller`], [`qworker_controller`]: the reconciles; [`context`]: what they share;
-//!   [`pod_index`]: the pod cache, by namespace and QWorker.
+//!   [`memory`]: what the operator remembers per QWorker (one owner); [`pod_index`]: the pod cache,
+//!   by namespace and QWorker; [`object_key`]: namespace/name keys.
 //! - [`metrics`], [`server`] (/metrics, /healthz, /readyz), [`leader`] (Lease), [`run`]: wiring.
 #![forbid(unsafe_code)]
 
 pub mod broker;
-pub mod conditions;
+pub(crate) mod conditions;
 pub mod context;
 pub mod crash;
-pub mod deletion;
-pub mod error;
-pub mod expectations;
+pub(crate) mod deletion;
+pub(crate) mod error;
+pub(crate) mod expectations;
+#[cfg(test)]
+pub(crate) mod fake_broker;
 pub mod leader;
+pub(crate) mod memory;
 pub mod metrics;
-pub mod observe;
-pub mod planning;
-pub mod pod_index;
-pub mod pods;
-pub mod poller;
-pub mod qworker_controller;
+pub(crate) mod object_key;
+pub(crate) mod observe;
+pub(crate) mod planning;
+pub(crate) mod pod_index;
+pub(crate) mod pods;
+pub(crate) mod poller;
+pub(crate) mod qworker_controller;
+pub(crate) mod readings;
 pub mod redis_broker;
-pub mod rejection;
-pub mod revisions;
+pub(crate) mod rejection;
+pub(crate) mod revisions;
 pub mod run;
-pub mod scalerconfig_controller;
-pub mod scaling;
+pub(crate) mod scalerconfig_controller;
+pub(crate) mod scaling;
 pub mod server;
-pub mod sizing;
-pub mod status;
+pub(crate) mod sizing;
+pub(crate) mod status;
+pub(crate) mod triggers;
 
 pub use error::Error;

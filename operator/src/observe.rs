@@ -1,95 +1,30 @@
-//! Turning API objects into what the pure core reads: a worker pod as an [`ObservedPod`], the
+//! Turning API objects into what the pure core reads: a [`WorkerPod`] as an [`ObservedPod`], the
 //! replica counts of status, and the supervisors' usage reports folded into per-container peaks.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use qscaler_crds::names::{self, DrainReason};
-use qscaler_crds::ownership::controlled_by;
 use qscaler_crds::quantity::{bytes, cpu_millis};
 use qscaler_crds::qworker::ContainerUsage;
 use qscaler_crds::usage::{self, UsageReport};
-use qscaler_crds::QWorker;
+use qscaler_crds::worker_pod::WorkerPod;
 
 use crate::planning::{ObservedPod, Phase};
 
-/// Whether `pod` is a worker of `qw`: the label names it and its controller owner reference is this
-/// very QWorker (by uid, so a QWorker re-created with the same name does not adopt old pods).
-pub fn owned_by(pod: &Pod, qw: &QWorker) -> bool {
-    let label = pod
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(names::LABEL_QWORKER));
-    let Some(uid) = qw.metadata.uid.as_deref() else {
-        return false;
-    };
-    label.map(String::as_str) == qw.metadata.name.as_deref()
-        && pod.metadata.namespace == qw.metadata.namespace
-        && controlled_by(&pod.metadata, uid)
-}
-
-/// The planning view of one pod; `current_short` is the short hash of the current pod spec.
-pub fn observe_pod(pod: &Pod, current_short: &str) -> ObservedPod {
-    let meta = &pod.metadata;
-    let annotations = meta.annotations.as_ref();
-    let hash = meta
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(names::LABEL_POD_SPEC_HASH));
+/// The planning view of one worker pod; `current_short` is the short hash of the current pod spec.
+pub(crate) fn observe_pod(pod: &WorkerPod, current_short: &str) -> ObservedPod {
     ObservedPod {
-        name: meta.name.clone().unwrap_or_default(),
-        phase: Phase::parse(pod.status.as_ref().and_then(|s| s.phase.as_deref())),
-        current: hash.map(String::as_str) == Some(current_short),
-        draining: annotations
-            .and_then(|a| a.get(names::ANNOTATION_DRAIN))
-            .map(|r| DrainReason::parse(r).unwrap_or(DrainReason::ScaleDown)),
-        idle: annotations
-            .and_then(|a| a.get(names::ANNOTATION_ACTIVITY))
-            .is_some_and(|v| v == "idle"),
-        deleting: meta.deletion_timestamp.is_some(),
-        created: meta
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0.as_millisecond())
-            .unwrap_or(i64::MAX),
-        started: started(pod),
-        stopped: stopped(pod),
+        name: pod.name.clone(),
+        phase: pod.phase,
+        current: pod.hash.as_deref() == Some(current_short),
+        draining: pod.draining,
+        idle: pod.idle(),
+        deleting: pod.deleting,
+        created: pod.created.map(|t| t.as_millisecond()).unwrap_or(i64::MAX),
+        started: pod.started(),
+        stopped: pod.containers_stopped,
     }
-}
-
-/// Whether work may have been taken in `pod`: a container runs or has run (its state or last
-/// state running or terminated), or the supervisor reported activity. The pod phase is no guide:
-/// a pod is Pending while any container waits, even with the worker's container at work.
-pub fn started(pod: &Pod) -> bool {
-    let ran = pod
-        .status
-        .iter()
-        .flat_map(|s| s.container_statuses.iter().flatten())
-        .any(|cs| {
-            let state_ran = |st: Option<&k8s_openapi::api::core::v1::ContainerState>| {
-                st.is_some_and(|s| s.running.is_some() || s.terminated.is_some())
-            };
-            state_ran(cs.state.as_ref()) || state_ran(cs.last_state.as_ref())
-        });
-    let reported = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(names::ANNOTATION_ACTIVITY));
-    ran || reported
-}
-
-/// Whether what ran in `pod` has stopped: no container runs now and one has terminated.
-pub fn stopped(pod: &Pod) -> bool {
-    let states: Vec<&k8s_openapi::api::core::v1::ContainerState> = pod
-        .status
-        .iter()
-        .flat_map(|s| s.container_statuses.iter().flatten())
-        .filter_map(|cs| cs.state.as_ref())
-        .collect();
-    !states.iter().any(|s| s.running.is_some()) && states.iter().any(|s| s.terminated.is_some())
 }
 
 /// The replica counts of status, from the planning view.
@@ -122,15 +57,6 @@ pub fn counts(pods: &[ObservedPod]) -> Counts {
     c
 }
 
-/// Whether a pod has run for at least `secs` (for the crash-loop healthy period).
-pub fn running_for(pod: &Pod, now: chrono::DateTime<chrono::Utc>, secs: i64) -> bool {
-    let status = pod.status.as_ref();
-    status.and_then(|s| s.phase.as_deref()) == Some("Running")
-        && status
-            .and_then(|s| s.start_time.as_ref())
-            .is_some_and(|t| now.timestamp() - t.0.as_second() >= secs)
-}
-
 /// Containers of `pods` that were OOM-killed: a terminated state with reason OOMKilled, or an OOM
 /// count in the supervisor's usage report.
 pub fn oom_killed<'a>(
@@ -138,20 +64,7 @@ pub fn oom_killed<'a>(
 ) -> std::collections::BTreeSet<String> {
     let mut out = std::collections::BTreeSet::new();
     for pod in pods {
-        for cs in pod
-            .status
-            .iter()
-            .flat_map(|s| s.container_statuses.iter().flatten())
-        {
-            let reason = |st: Option<&k8s_openapi::api::core::v1::ContainerState>| {
-                st.and_then(|s| s.terminated.as_ref())
-                    .and_then(|t| t.reason.as_deref())
-                    == Some("OOMKilled")
-            };
-            if reason(cs.state.as_ref()) || reason(cs.last_state.as_ref()) {
-                out.insert(cs.name.clone());
-            }
-        }
+        out.extend(WorkerPod::read(pod).oom_killed);
         for (key, value) in pod.metadata.annotations.iter().flatten() {
             if let (Some(c), Ok(r)) = (usage::container_of_key(key), UsageReport::parse(value)) {
                 if r.oom_kills > 0 {
@@ -210,8 +123,9 @@ fn max_opt(a: Option<u64>, b: Option<u64>) -> Option<u64> {
 mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::PodStatus;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
     use proptest::prelude::*;
+    use qscaler_crds::names::{self, DrainReason};
 
     fn pod_with(annotations: &[(&str, &str)]) -> Pod {
         Pod {
@@ -272,32 +186,6 @@ mod tests {
     }
 
     #[test]
-    fn ownership_needs_label_and_controller_uid() {
-        let mut qw = QWorker::new(
-            "w",
-            serde_json::from_value(serde_json::json!({
-                "podSpec": {"containers": [{"name": "c", "image": "i"}]},
-                "scaleConfig": {"scalerConfigRef": "s", "queue": "q", "maxReplicas": 3}
-            }))
-            .unwrap(),
-        );
-        qw.metadata.namespace = Some("ns".into());
-        qw.metadata.uid = Some("u1".into());
-        let mut pod = pod_with(&[]);
-        pod.metadata.namespace = Some("ns".into());
-        pod.metadata.labels = Some([(names::LABEL_QWORKER.to_string(), "w".to_string())].into());
-        assert!(!owned_by(&pod, &qw));
-        pod.metadata.owner_references = Some(vec![OwnerReference {
-            uid: "u1".into(),
-            controller: Some(true),
-            ..Default::default()
-        }]);
-        assert!(owned_by(&pod, &qw));
-        qw.metadata.uid = Some("u2".into());
-        assert!(!owned_by(&pod, &qw));
-    }
-
-    #[test]
     fn observe_reads_phase_hash_drain_and_activity() {
         let mut pod = pod_with(&[
             (names::ANNOTATION_DRAIN, "rollout"),
@@ -309,11 +197,11 @@ mod tests {
             phase: Some("Running".into()),
             ..Default::default()
         });
-        let o = observe_pod(&pod, "abc");
+        let o = observe_pod(&WorkerPod::read(&pod), "abc");
         assert_eq!(o.phase, Phase::Running);
         assert!(o.current && o.idle);
         assert_eq!(o.draining, Some(DrainReason::Rollout));
-        assert!(!observe_pod(&pod, "abd").current);
+        assert!(!observe_pod(&WorkerPod::read(&pod), "abd").current);
         let counts = counts(&[o]);
         assert_eq!(
             counts,
@@ -325,6 +213,10 @@ mod tests {
                 draining: 1
             }
         );
+    }
+
+    fn observe(pod: &Pod, short: &str) -> ObservedPod {
+        observe_pod(&WorkerPod::read(pod), short)
     }
 
     fn with_containers(phase: &str, states: &[&str]) -> Pod {
@@ -369,19 +261,19 @@ mod tests {
     #[test]
     fn a_pending_pod_with_a_running_container_has_started() {
         // The worker runs, a sidecar waits for its ConfigMap: Pending, but at work.
-        let o = observe_pod(&with_containers("Pending", &["running", "waiting"]), "h");
+        let o = observe(&with_containers("Pending", &["running", "waiting"]), "h");
         assert_eq!(o.phase, Phase::Pending);
         assert!(o.started && !o.stopped && !o.nothing_runs());
         // Nothing ran yet.
-        let o = observe_pod(&with_containers("Pending", &["waiting", "waiting"]), "h");
+        let o = observe(&with_containers("Pending", &["waiting", "waiting"]), "h");
         assert!(!o.started && o.nothing_runs());
-        let o = observe_pod(&pod_with(&[]), "h");
+        let o = observe(&pod_with(&[]), "h");
         assert!(!o.started && o.nothing_runs());
         // The supervisor reported, the status lags.
-        let o = observe_pod(&pod_with(&[(names::ANNOTATION_ACTIVITY, "busy")]), "h");
+        let o = observe(&pod_with(&[(names::ANNOTATION_ACTIVITY, "busy")]), "h");
         assert!(o.started && !o.nothing_runs());
         // The worker exited (after a drain), the sidecar still waits: nothing runs.
-        let o = observe_pod(&with_containers("Pending", &["terminated", "waiting"]), "h");
+        let o = observe(&with_containers("Pending", &["terminated", "waiting"]), "h");
         assert!(o.started && o.stopped && o.nothing_runs());
     }
 

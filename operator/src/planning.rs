@@ -34,32 +34,7 @@ use qscaler_crds::names::DrainReason;
 use qscaler_crds::qworker::RolloutStrategy;
 use qscaler_crds::validation::parse_percent;
 
-/// A pod's lifecycle phase as far as planning cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum Phase {
-    #[default]
-    Pending,
-    Running,
-    Succeeded,
-    Failed,
-    Unknown,
-}
-
-impl Phase {
-    pub fn parse(phase: Option<&str>) -> Phase {
-        match phase {
-            Some("Running") => Phase::Running,
-            Some("Succeeded") => Phase::Succeeded,
-            Some("Failed") => Phase::Failed,
-            Some("Unknown") => Phase::Unknown,
-            _ => Phase::Pending,
-        }
-    }
-
-    pub fn is_alive(self) -> bool {
-        !matches!(self, Phase::Succeeded | Phase::Failed)
-    }
-}
+pub use qscaler_crds::worker_pod::Phase;
 
 /// What planning needs to know about one worker pod.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]

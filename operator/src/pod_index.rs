@@ -123,6 +123,7 @@ impl PodIndex {
     }
 
     /// How many pods the cache holds.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         read(&self.live)
             .pods
@@ -132,6 +133,7 @@ impl PodIndex {
             .sum()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

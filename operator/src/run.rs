@@ -1,11 +1,10 @@
 //! Wiring: startup checks, the shared reflectors, both controllers, leader election, the operations
 //! endpoint and graceful shutdown. Everything that decides lives elsewhere.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use futures::{FutureExt, StreamExt, TryStreamExt};
@@ -19,8 +18,13 @@ use qscaler_crds::{QWorker, ScalerConfig};
 
 use crate::context::{Context, Settings};
 use crate::leader::LeaderElector;
+use crate::memory::MemoryStore;
 use crate::metrics::Metrics;
+use crate::object_key::ObjectKey;
 use crate::pod_index::PodIndex;
+use crate::poller::Pollers;
+use crate::readings::Readings;
+use crate::triggers::Triggers;
 use crate::{qworker_controller, scalerconfig_controller, server};
 
 /// How the operator runs.
@@ -172,11 +176,13 @@ pub async fn run(
         caches,
         qworkers: qw_controller.store(),
         scalers: scalers.clone(),
-        readings: Mutex::new(HashMap::new()),
-        memory: Mutex::new(HashMap::new()),
-        pollers: Mutex::new(HashMap::new()),
-        qworker_trigger: qw_tx,
-        scaler_trigger: sc_tx,
+        memory: MemoryStore::default(),
+        readings: Arc::new(Readings::default()),
+        pollers: Pollers::default(),
+        triggers: Triggers {
+            qworker: qw_tx,
+            scaler: sc_tx,
+        },
     });
 
     // Forget what the operator remembers about QWorkers that are gone (memory, readings, gauges).
@@ -186,27 +192,16 @@ pub async fn run(
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                let live: std::collections::HashSet<(String, String)> = ctx
+                let live: std::collections::HashSet<ObjectKey> = ctx
                     .qworkers
                     .state()
                     .iter()
-                    .map(|q| {
-                        (
-                            q.metadata.namespace.clone().unwrap_or_default(),
-                            q.metadata.name.clone().unwrap_or_default(),
-                        )
-                    })
+                    .map(|q| ObjectKey::of(q.as_ref()))
                     .collect();
-                let gone: Vec<(String, String)> = crate::context::lock(&ctx.memory)
-                    .keys()
-                    .filter(|k| !live.contains(*k))
-                    .cloned()
-                    .collect();
-                for key in gone {
-                    crate::context::lock(&ctx.memory).remove(&key);
-                    crate::context::lock(&ctx.readings).remove(&key);
+                for key in ctx.memory.forget_all_but(&live) {
+                    ctx.readings.forget(&key);
                     ctx.metrics
-                        .forget(&[("namespace", &key.0), ("qworker", &key.1)]);
+                        .forget(&[("namespace", &key.namespace), ("qworker", &key.name)]);
                 }
             }
         })
@@ -263,7 +258,8 @@ pub async fn run(
     gc_task.abort();
     pod_task.abort();
     sc_task.abort();
-    lock_clear(&ctx);
+    // Stops every poller (their handles abort the tasks on drop).
+    ctx.pollers.stop_all();
     if let Some(e) = &elector {
         if result.is_ok() {
             e.release().await;
@@ -272,11 +268,6 @@ pub async fn run(
     server_task.abort();
     tracing::info!("stopped");
     result
-}
-
-/// Stops every poller (their handles abort the tasks on drop).
-fn lock_clear(ctx: &Context) {
-    crate::context::lock(&ctx.pollers).clear();
 }
 
 /// Drives a reflector stream: forwards touched objects to a controller, flags the first full list.

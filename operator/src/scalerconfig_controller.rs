@@ -23,8 +23,9 @@ use qscaler_crds::validation::{summary, validate_scaler_config};
 use qscaler_crds::{QWorker, ScalerConfig};
 
 use crate::conditions;
-use crate::context::{lock, Context};
-use crate::poller::{self, Health};
+use crate::context::Context;
+use crate::object_key::ObjectKey;
+use crate::poller::Health;
 use crate::redis_broker::{check_ca_pem, RedisParams};
 use crate::Error;
 
@@ -164,7 +165,7 @@ async fn with_finalizer(sc: Arc<ScalerConfig>, ctx: &Arc<Context>) -> Result<Act
     })?;
     if deleting {
         tracing::info!(namespace = %ns, scalerconfig = %name, "ScalerConfig deleted: no QWorker uses it any more");
-        lock(&ctx.pollers).remove(&(ns, name));
+        ctx.pollers.stop(&ObjectKey::new(ns, name));
     }
     Ok(action)
 }
@@ -176,27 +177,19 @@ async fn reconcile_inner(
 ) -> Result<Action, Error> {
     let ns = sc.namespace().unwrap_or_default();
     let name = sc.name_any();
-    let key = (ns.clone(), name.clone());
+    let key = ObjectKey::new(&ns, &name);
     let resolved = resolve(ctx, sc).await?;
 
     let health: Result<Health, Blocked> = match resolved {
         Err(b) => {
-            lock(&ctx.pollers).remove(&key);
+            ctx.pollers.stop(&key);
             Err(b)
         }
         Ok(params) => {
-            let mut rx = {
-                let mut pollers = lock(&ctx.pollers);
-                let restart = pollers
-                    .get(&key)
-                    .is_none_or(|p| p.params != params || !p.is_running());
-                if restart {
-                    tracing::info!(namespace = %ns, scalerconfig = %name, url = %params.display_url(), "starting queue poller");
-                    pollers.insert(key.clone(), poller::spawn(ctx.clone(), key.clone(), params));
-                }
-                pollers.get(&key).map(|p| p.health.clone())
+            let (mut rx, started) = ctx.pollers.ensure(&ctx.poller_env(), &key, params.clone());
+            if started {
+                tracing::info!(namespace = %ns, scalerconfig = %name, url = %params.display_url(), "starting queue poller");
             }
-            .ok_or_else(|| Error::Internal("poller vanished".into()))?;
             let wait = ctx.settings.broker_timeout * 3 + ctx.settings.poll_interval;
             let h = tokio::time::timeout(wait, rx.wait_for(|h| h.is_some()))
                 .await
@@ -277,8 +270,8 @@ async fn reconcile_inner(
         // QWorkers show ScalerHealthy and build pods from this spec: let them see a change now,
         // not at their next periodic reconcile.
         if flipped || old.observed_generation != generation {
-            for qw in ctx.qworkers_of(&ns, &name) {
-                ctx.trigger_qworker(&ns, &qw.name_any());
+            for qw in ctx.qworkers_of(&key) {
+                ctx.triggers.qworker(&ObjectKey::of(qw.as_ref()));
             }
         }
     }

@@ -10,6 +10,22 @@
 
 use std::time::{Duration, Instant};
 
+use qscaler_crds::ScaleConfig;
+
+use crate::broker::Depth;
+
+/// The count a queue reading asks for under a QWorker's scale config, before stabilization: the
+/// only place a depth becomes a desired count (the poller triggers on its change, the reconcile
+/// stabilizes it).
+pub fn wanted(sc: &ScaleConfig, depth: Depth) -> i32 {
+    raw_desired(
+        depth.backlog(),
+        sc.scaling_factor,
+        sc.min_replicas,
+        sc.max_replicas,
+    )
+}
+
 /// `clamp(ceil(backlog × factor), min, max)`. A non-finite or non-positive factor asks for `min`.
 /// With `max < min` (an invalid spec that slipped through) `max` wins, so a typo never creates more
 /// pods than the user's upper bound.

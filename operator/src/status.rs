@@ -16,6 +16,24 @@ use crate::broker::Depth;
 use crate::conditions;
 use crate::observe::Counts;
 
+/// The ScalerHealthy condition a reconcile sets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ScalerHealth {
+    pub healthy: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl ScalerHealth {
+    pub fn bad(reason: &'static str, message: impl Into<String>) -> ScalerHealth {
+        ScalerHealth {
+            healthy: false,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
 /// What the reconcile knows when it writes status.
 #[derive(Clone, Debug)]
 pub struct Observed<'a> {
@@ -28,7 +46,7 @@ pub struct Observed<'a> {
     pub desired: i32,
     pub depth: Option<Depth>,
     /// ScalerHealthy to set, or None to leave it.
-    pub scaler: Option<(bool, &'static str, String)>,
+    pub scaler: Option<ScalerHealth>,
     /// Failures in a row when crash-looping.
     pub crash_streak: Option<u32>,
     /// Whether this reconcile created or removed pods.
@@ -60,8 +78,16 @@ pub fn compute(old: &QWorkerStatus, o: &Observed<'_>) -> QWorkerStatus {
     s.max_container_resources_usage = o.peaks.clone();
     s.recommended_requests = o.recommended.clone();
     let conds = &mut s.conditions;
-    if let Some((ok, r, msg)) = &o.scaler {
-        conditions::set(conds, cond::SCALER_HEALTHY, *ok, r, msg.clone(), g, now);
+    if let Some(h) = &o.scaler {
+        conditions::set(
+            conds,
+            cond::SCALER_HEALTHY,
+            h.healthy,
+            h.reason,
+            h.message.clone(),
+            g,
+            now,
+        );
     }
     if c.old > 0 {
         let msg = format!(
@@ -152,7 +178,11 @@ mod tests {
                 queued: 7,
                 in_flight: 2,
             }),
-            scaler: Some((true, reason::QUEUE_READ, "reading queue q".into())),
+            scaler: Some(ScalerHealth {
+                healthy: true,
+                reason: reason::QUEUE_READ,
+                message: "reading queue q".into(),
+            }),
             crash_streak: None,
             acted: true,
             peaks: vec![],
@@ -212,7 +242,7 @@ mod tests {
         let first = compute(&QWorkerStatus::default(), &observed(&t1));
         let mut o = observed(&t2);
         o.depth = None;
-        o.scaler = Some((false, reason::BROKER_UNREACHABLE, "down".into()));
+        o.scaler = Some(ScalerHealth::bad(reason::BROKER_UNREACHABLE, "down"));
         o.counts = Counts {
             alive: 4,
             updated: 1,

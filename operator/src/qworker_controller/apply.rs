@@ -1,5 +1,6 @@
-//! Carrying out a plan: deletes, un-drains, drains, then creates (up to 8 in flight), each write
-//! recorded as an expectation so the next plan does not repeat it while the cache lags.
+//! Carrying out a plan: deletes, un-drains, drains, then creates (up to 8 in flight). Returns what
+//! was actually done ([`Applied`]): the reconcile records those writes as expectations and derives
+//! Events and status from them, never from the plan alone.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -7,26 +8,66 @@ use std::time::Instant;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use qscaler_crds::hash::PodSpecHash;
-use qscaler_crds::names;
+use qscaler_crds::names::{self, DrainReason};
 use qscaler_crds::{QWorker, ScalerConfig};
 
-use super::events::publish;
-use crate::context::{lock, Context};
+use crate::context::Context;
 use crate::expectations::Expect;
+use crate::memory::Memory;
 use crate::planning::{DeleteReason, Plan};
 use crate::pods::build_pod;
 use crate::rejection::{explain, is_spec_rejection};
 use crate::sizing::Requests;
 use crate::Error;
 
-/// The outcome of applying a plan.
-#[derive(Default)]
+/// What applying a plan did.
+#[derive(Debug, Default)]
 pub(super) struct Applied {
     pub created: Vec<String>,
+    /// Deleted, or already gone.
+    pub deleted: Vec<(String, DeleteReason)>,
+    pub drained: Vec<(String, DrainReason)>,
+    pub undrained: Vec<String>,
+    /// The API server's refusal of the pod itself on a create (see [`crate::rejection`]).
+    pub refused: Option<String>,
+    /// The last failed create's error, for the FailedCreate Event.
+    pub failed_create: Option<String>,
     pub errors: Vec<Error>,
+}
+
+impl Applied {
+    /// The plan as carried out (what status counts).
+    pub fn done(&self) -> Plan {
+        Plan {
+            create: self.created.len() as i32,
+            delete: self.deleted.clone(),
+            drain: self.drained.clone(),
+            undrain: self.undrained.clone(),
+        }
+    }
+
+    /// Records every write as an expectation, so the next plan does not repeat it while the cache
+    /// lags.
+    pub fn expect(&self, m: &mut Memory, now: Instant) {
+        for (pod, _) in &self.deleted {
+            m.expect(pod, Expect::Deleted, now);
+        }
+        for pod in &self.undrained {
+            m.expect(pod, Expect::Undrained, now);
+        }
+        for (pod, why) in &self.drained {
+            m.expect(pod, Expect::Drained(*why), now);
+        }
+        for pod in &self.created {
+            m.expect(pod, Expect::Created, now);
+        }
+    }
+}
+
+fn gone(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(a) if a.code == 404)
 }
 
 pub(super) async fn apply_plan(
@@ -38,18 +79,10 @@ pub(super) async fn apply_plan(
     plan: &Plan,
 ) -> Applied {
     let ns = qw.namespace().unwrap_or_default();
-    let key = (ns.clone(), qw.name_any());
-    let labels = [("namespace", ns.as_str()), ("qworker", key.1.as_str())];
+    let name = qw.name_any();
+    let labels = [("namespace", ns.as_str()), ("qworker", name.as_str())];
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     let mut out = Applied::default();
-    let record = |pod: &str, e: Expect| {
-        let mut mem = lock(&ctx.memory);
-        mem.entry(key.clone())
-            .or_default()
-            .expectations
-            .record(pod, e, Instant::now());
-    };
-    let gone = |e: &kube::Error| matches!(e, kube::Error::Api(a) if a.code == 404);
 
     for (pod, why) in &plan.delete {
         match api.delete(pod, &DeleteParams::default()).await {
@@ -60,7 +93,7 @@ pub(super) async fn apply_plan(
                 continue;
             }
         }
-        record(pod, Expect::Deleted);
+        out.deleted.push((pod.clone(), *why));
         let why = match why {
             DeleteReason::Succeeded => "succeeded",
             DeleteReason::Failed => "failed",
@@ -83,7 +116,7 @@ pub(super) async fn apply_plan(
             .await
         {
             Ok(_) => {
-                record(pod, Expect::Undrained);
+                out.undrained.push(pod.clone());
                 ctx.metrics
                     .inc("qscaler_pods_undrained_total", &labels, 1.0);
             }
@@ -98,7 +131,7 @@ pub(super) async fn apply_plan(
             .await
         {
             Ok(_) => {
-                record(pod, Expect::Drained(*why));
+                out.drained.push((pod.clone(), *why));
                 ctx.metrics.inc(
                     "qscaler_pods_drained_total",
                     &[labels[0], labels[1], ("reason", why.as_str())],
@@ -112,7 +145,7 @@ pub(super) async fn apply_plan(
     if plan.create > 0 {
         let built = build_pod(qw, hash, sc, sizes);
         for w in &built.warnings {
-            tracing::warn!(qworker = %key.1, namespace = %ns, "{w}");
+            tracing::warn!(qworker = %name, namespace = %ns, "{w}");
         }
         // Up to 8 creations in flight: a scale-up of dozens of pods takes a few round trips, not dozens.
         let pp = PostParams::default();
@@ -121,42 +154,26 @@ pub(super) async fn apply_plan(
             .buffer_unordered(8)
             .collect()
             .await;
-        let mut refused = false;
         for r in results {
             match r {
                 Ok(p) => {
-                    let name = p.name_any();
-                    record(&name, Expect::Created);
-                    out.created.push(name);
+                    out.created.push(p.name_any());
                     ctx.metrics.inc("qscaler_pods_created_total", &labels, 1.0);
                 }
                 Err(kube::Error::Api(e)) if is_spec_rejection(e.code) => {
                     // Never tried again until the spec changes (see spec_check).
-                    if !refused {
-                        refused = true;
-                        super::spec_check::remember(
-                            ctx,
-                            &key,
-                            qw.metadata.generation,
-                            Some(explain(e.code, &e.message)),
-                        );
-                        ctx.trigger_qworker(&key.0, &key.1);
-                    }
-                    out.errors.push(kube::Error::Api(e).into());
+                    out.refused
+                        .get_or_insert_with(|| explain(e.code, &e.message));
+                    let e = Error::from(kube::Error::Api(e));
+                    out.failed_create = Some(e.to_string());
+                    out.errors.push(e);
                 }
-                Err(e) => out.errors.push(e.into()),
+                Err(e) => {
+                    let e = Error::from(e);
+                    out.failed_create = Some(e.to_string());
+                    out.errors.push(e);
+                }
             }
-        }
-        if let Some(e) = out.errors.last() {
-            publish(
-                ctx,
-                qw,
-                EventType::Warning,
-                "FailedCreate",
-                "Create",
-                format!("creating a worker pod failed: {e}"),
-            )
-            .await;
         }
     }
     out

@@ -12,12 +12,14 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use qscaler_crds::names::{self, DrainReason};
+use qscaler_crds::worker_pod::WorkerPod;
 use qscaler_crds::QWorker;
 
 use super::events::publish;
 use crate::context::Context;
 use crate::deletion::{plan_deletion, PodFacts, DEFAULT_GRACE_SECONDS};
-use crate::observe::{observe_pod, owned_by};
+use crate::object_key::ObjectKey;
+use crate::observe::observe_pod;
 use crate::poller::{self, PodInfo};
 use crate::Error;
 
@@ -26,28 +28,27 @@ const AGAIN: Duration = Duration::from_secs(2);
 pub(super) async fn clean_up(ctx: &Context, qw: &QWorker) -> Result<Option<Duration>, Error> {
     let ns = qw.namespace().unwrap_or_default();
     let name = qw.name_any();
-    let key = (ns.clone(), name.clone());
+    let key = ObjectKey::new(&ns, &name);
     let orphaning = qw.finalizers().iter().any(|f| f == "orphan");
     if orphaning {
         tracing::info!(qworker = %name, namespace = %ns, "orphaning delete: the workers run on without owner and keep their tasks");
         return Ok(None);
     }
     ctx.caches_synced().await;
-    let pods: Vec<Arc<Pod>> = ctx
+    let pods: Vec<(Arc<Pod>, WorkerPod)> = ctx
         .pods
         .of(&ns, &name)
         .into_iter()
-        .filter(|p| owned_by(p, qw))
+        .filter_map(|p| {
+            let w = WorkerPod::from_pod(&p, qw)?;
+            Some((p, w))
+        })
         .collect();
     let facts: Vec<PodFacts> = pods
         .iter()
-        .map(|p| PodFacts {
-            pod: observe_pod(p, ""),
-            grace_seconds: p
-                .spec
-                .as_ref()
-                .and_then(|s| s.termination_grace_period_seconds)
-                .unwrap_or(DEFAULT_GRACE_SECONDS),
+        .map(|(_, w)| PodFacts {
+            pod: observe_pod(w, ""),
+            grace_seconds: w.grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS),
         })
         .collect();
     let elapsed = qw
@@ -100,13 +101,20 @@ pub(super) async fn clean_up(ctx: &Context, qw: &QWorker) -> Result<Option<Durat
     let queue = &qw.spec.scale_config.queue;
     let mut pending_returns = false;
     for pod in &plan.give_back {
-        let Some(p) = pods
-            .iter()
-            .find(|p| p.metadata.name.as_deref() == Some(pod))
-        else {
+        let Some((p, _)) = pods.iter().find(|(_, w)| w.name == *pod) else {
             continue;
         };
-        match poller::return_now(ctx, &key, sc, queue, pod, &PodInfo::of(p)).await {
+        let current = ctx.pollers.params(&ObjectKey::new(&ns, sc));
+        match poller::return_now(
+            &ctx.returner(),
+            &key,
+            current.as_ref(),
+            queue,
+            pod,
+            &PodInfo::of(p),
+        )
+        .await
+        {
             Ok(_) => match api.delete(pod, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(e) if gone(&e) => {}
@@ -136,28 +144,32 @@ pub(super) async fn clean_up(ctx: &Context, qw: &QWorker) -> Result<Option<Durat
 }
 
 /// Returns every list of `queue` held by a pod of this QWorker that no longer runs.
-async fn sweep(ctx: &Context, qw: &QWorker, key: &(String, String)) -> Result<(), String> {
+async fn sweep(ctx: &Context, qw: &QWorker, key: &ObjectKey) -> Result<(), String> {
     let sc = &qw.spec.scale_config.scaler_config_ref;
     let queue = &qw.spec.scale_config.queue;
     let template = PodInfo::of_template(qw);
-    let current = poller::current_params(ctx, &key.0, sc);
-    let Some(params) = poller::params_of_pod(ctx, &key.0, current.as_ref(), &template).await else {
-        tracing::info!(qworker = %key.1, namespace = %key.0, "no broker known (no ScalerConfig): no in-flight list to look for");
+    let ret = ctx.returner();
+    let current = ctx.pollers.params(&ObjectKey::new(&key.namespace, sc));
+    let Some(params) =
+        poller::params_of_pod(&ret, &key.namespace, current.as_ref(), &template).await
+    else {
+        tracing::info!(qworker = %key.name, namespace = %key.namespace, "no broker known (no ScalerConfig): no in-flight list to look for");
         return Ok(());
     };
-    let prefix = format!("{}-", key.1);
-    let owners: BTreeSet<String> = poller::list_owners(ctx, params, queue, &key.0)
+    let prefix = format!("{}-", key.name);
+    let owners: BTreeSet<String> = poller::list_owners(&ret, params, queue, &key.namespace)
         .await
         .map_err(|e| e.to_string())?
         .into_iter()
         .filter(|p| p.starts_with(&prefix))
         .collect();
     for pod in owners {
-        if poller::may_return(ctx, &key.0, &pod)
+        if poller::look_up(&ret.client, &key.namespace, &pod)
             .await
             .map_err(|e| e.to_string())?
+            .may_return()
         {
-            poller::return_now(ctx, key, sc, queue, &pod, &template)
+            poller::return_now(&ret, key, current.as_ref(), queue, &pod, &template)
                 .await
                 .map_err(|e| e.to_string())?;
         }

@@ -1,4 +1,6 @@
-//! Events a reconcile publishes: what it changed (scaled, drained, undrained) and what went wrong.
+//! Events a reconcile publishes: what it changed (scaled, drained, undrained) and what went wrong,
+//! from what was actually done ([`Applied`]), never from the plan: a drain whose PATCH failed is
+//! not announced.
 
 use kube::runtime::events::{Event, EventType};
 use kube::Resource;
@@ -6,6 +8,7 @@ use qscaler_crds::conditions::reason;
 use qscaler_crds::names::DrainReason;
 use qscaler_crds::{QWorker, QWorkerStatus};
 
+use super::apply::Applied;
 use super::decide::Decision;
 use crate::broker::Depth;
 use crate::context::Context;
@@ -30,14 +33,26 @@ pub(super) async fn publish(
     }
 }
 
-/// The Events of one reconcile's decision.
+/// The Events of one reconcile: its decision and what applying it did.
 pub(super) async fn announce(
     ctx: &Context,
     qw: &QWorker,
     old: &QWorkerStatus,
     d: &Decision,
+    applied: &Applied,
     depth: Option<Depth>,
 ) {
+    if let Some(e) = &applied.failed_create {
+        publish(
+            ctx,
+            qw,
+            EventType::Warning,
+            "FailedCreate",
+            "Create",
+            format!("creating a worker pod failed: {e}"),
+        )
+        .await;
+    }
     if d.desired != old.desired_replicas || qw.status.is_none() {
         let backlog = depth
             .map(|x| format!(" (backlog {})", x.backlog()))
@@ -63,9 +78,8 @@ pub(super) async fn announce(
         }
     }
     for why in [DrainReason::ScaleDown, DrainReason::Rollout] {
-        let pods: Vec<&str> = d
-            .plan
-            .drain
+        let pods: Vec<&str> = applied
+            .drained
             .iter()
             .filter(|(_, r)| *r == why)
             .map(|(n, _)| n.as_str())
@@ -87,14 +101,14 @@ pub(super) async fn announce(
             .await;
         }
     }
-    if !d.plan.undrain.is_empty() {
+    if !applied.undrained.is_empty() {
         publish(
             ctx,
             qw,
             EventType::Normal,
             "Undrained",
             "Undrain",
-            format!("demand rose again; kept {}", d.plan.undrain.join(", ")),
+            format!("demand rose again; kept {}", applied.undrained.join(", ")),
         )
         .await;
     }

@@ -5,15 +5,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 use qscaler_crds::conditions::reason;
 use qscaler_crds::qworker::ContainerUsage;
 use qscaler_crds::{QWorker, QWorkerStatus, ScalerConfig};
 
 use crate::broker::Depth;
-use crate::context::{lock, Context, Key, ReadError};
+use crate::context::Context;
+use crate::object_key::ObjectKey;
 use crate::observe::{fold_usage, oom_killed};
+use crate::readings::ReadError;
 use crate::sizing::{self, Requests};
+use crate::status::ScalerHealth;
 
 /// What the scaler side says for this QWorker: a depth, and the ScalerHealthy condition to set
 /// (`None`: no reading yet, leave the condition as it is).
@@ -21,36 +23,40 @@ pub(super) fn scaler_view(
     ctx: &Context,
     qw: &QWorker,
     sc: Option<&ScalerConfig>,
-) -> (Option<Depth>, Option<(bool, &'static str, String)>) {
-    let ns = qw.namespace().unwrap_or_default();
+) -> (Option<Depth>, Option<ScalerHealth>) {
+    let key = ObjectKey::of(qw);
+    let ns = &key.namespace;
     let sc_name = &qw.spec.scale_config.scaler_config_ref;
     let Some(sc) = sc else {
         return (
             None,
-            Some((
-                false,
+            Some(ScalerHealth::bad(
                 reason::SCALER_CONFIG_NOT_FOUND,
                 format!("ScalerConfig {ns}/{sc_name} not found"),
             )),
         );
     };
-    let key = (ns, qw.name_any());
-    let reading = lock(&ctx.readings)
-        .get(&key)
-        .filter(|r| r.at.elapsed() <= ctx.settings.reading_max_age)
-        .cloned();
+    let reading = ctx.readings.fresh(
+        &key,
+        ctx.settings.reading_max_age,
+        std::time::Instant::now(),
+    );
     match reading.map(|r| r.result) {
         Some(Ok(d)) => (
             Some(d),
-            Some((
-                true,
-                reason::QUEUE_READ,
-                format!("reading queue {}", qw.spec.scale_config.queue),
-            )),
+            Some(ScalerHealth {
+                healthy: true,
+                reason: reason::QUEUE_READ,
+                message: format!("reading queue {}", qw.spec.scale_config.queue),
+            }),
         ),
-        Some(Err(ReadError::Broker(e))) => (None, Some((false, reason::BROKER_UNREACHABLE, e))),
+        Some(Err(ReadError::Broker(e))) => {
+            (None, Some(ScalerHealth::bad(reason::BROKER_UNREACHABLE, e)))
+        }
         // This queue alone: replicas are held as on missing data, the others keep scaling.
-        Some(Err(ReadError::Queue(e))) => (None, Some((false, reason::QUEUE_UNREADABLE, e))),
+        Some(Err(ReadError::Queue(e))) => {
+            (None, Some(ScalerHealth::bad(reason::QUEUE_UNREADABLE, e)))
+        }
         None => match sc
             .status
             .as_ref()
@@ -58,8 +64,7 @@ pub(super) fn scaler_view(
         {
             Some(s) => (
                 None,
-                Some((
-                    false,
+                Some(ScalerHealth::bad(
                     reason::BROKER_UNREACHABLE,
                     format!("ScalerConfig {sc_name}: {}", s.message),
                 )),
@@ -82,7 +87,7 @@ pub(super) struct Sizing {
 pub(super) fn sizing(
     ctx: &Context,
     qw: &QWorker,
-    key: &Key,
+    key: &ObjectKey,
     old: &QWorkerStatus,
     pods: &[Arc<Pod>],
 ) -> Sizing {
@@ -90,13 +95,8 @@ pub(super) fn sizing(
         &old.max_container_resources_usage,
         pods.iter().map(|p| p.as_ref()),
     );
-    let oom: BTreeSet<String> = {
-        let mut mem = lock(&ctx.memory);
-        let m = mem.entry(key.clone()).or_default();
-        m.oom_killed
-            .extend(oom_killed(pods.iter().map(|p| p.as_ref())));
-        m.oom_killed.clone()
-    };
+    let seen = oom_killed(pods.iter().map(|p| p.as_ref()));
+    let oom: BTreeSet<String> = ctx.memory.with(key, |m| m.note_oom_killed(seen));
     if !qw.spec.scale_config.activate_vpa {
         return Sizing {
             peaks,

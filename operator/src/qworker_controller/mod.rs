@@ -14,7 +14,7 @@ mod inputs;
 mod spec_check;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -29,16 +29,22 @@ use qscaler_crds::hash::{pod_spec_hash, PodSpecHash};
 use qscaler_crds::names;
 use qscaler_crds::qworker::ContainerUsage;
 use qscaler_crds::validation::{summary, validate_qworker, Problem};
-use qscaler_crds::{QWorker, QWorkerStatus};
+use qscaler_crds::worker_pod::{is_worker_of, Phase, WorkerPod};
+use qscaler_crds::{QWorker, QWorkerStatus, ScalerConfig};
 
+use crate::broker::Depth;
 use crate::conditions;
-use crate::context::{lock, Context, Key};
-use crate::observe::{self, counts, observe_pod, owned_by};
-use crate::planning::{self, ObservedPod, Plan};
+use crate::context::Context;
+use crate::memory::SpecCheck;
+use crate::object_key::ObjectKey;
+use crate::observe::{counts, observe_pod};
+use crate::planning::{self, ObservedPod};
 use crate::revisions;
 use crate::sizing::quantities;
+use crate::status::ScalerHealth;
 use crate::Error;
-use decide::{decide, requeue_after, Seen};
+use apply::Applied;
+use decide::{decide, requeue_after, Decision, Seen};
 use events::publish;
 
 pub async fn reconcile(qw: Arc<QWorker>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -80,14 +86,17 @@ async fn with_finalizer(qw: Arc<QWorker>, ctx: &Arc<Context>) -> Result<Action, 
         tracing::info!(qworker = %name, namespace = %ns, "QWorker deleted: its workers have ended and their in-flight tasks are back in the queue");
         forget(ctx, &ns, &name);
         // Its ScalerConfig may be waiting for its last QWorker to go.
-        ctx.trigger_scaler(&ns, &qw.spec.scale_config.scaler_config_ref);
+        ctx.triggers.scaler(&ObjectKey::new(
+            &ns,
+            &qw.spec.scale_config.scaler_config_ref,
+        ));
     }
     Ok(action)
 }
 
 /// Forgets what the operator remembers of a QWorker that is going.
 fn forget(ctx: &Context, ns: &str, name: &str) {
-    lock(&ctx.memory).remove(&(ns.to_string(), name.to_string()));
+    ctx.memory.forget(&ObjectKey::new(ns, name));
     ctx.metrics.forget(&[("namespace", ns), ("qworker", name)]);
 }
 
@@ -124,7 +133,7 @@ async fn write_status(
 async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Error> {
     let ns = qw.namespace().unwrap_or_default();
     let name = qw.name_any();
-    let key = (ns.clone(), name.clone());
+    let key = ObjectKey::new(&ns, &name);
     // Never plan from a cache that has not listed the pods yet (it would look like zero pods).
     ctx.caches_synced().await;
     let now_t = now_time();
@@ -166,57 +175,109 @@ async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Err
         .pods
         .of(&ns, &name)
         .into_iter()
-        .filter(|p| owned_by(p, qw))
+        .filter(|p| is_worker_of(p, qw))
         .collect();
-    let observed: Vec<ObservedPod> = cached
+    let workers: Vec<WorkerPod> = cached.iter().map(|p| WorkerPod::read(p)).collect();
+    let observed: Vec<ObservedPod> = workers
         .iter()
-        .map(|p| observe_pod(p, hash.short()))
+        .map(|w| observe_pod(w, hash.short()))
         .collect();
     let healthy_secs = ctx.settings.backoff.healthy_after.as_secs() as i64;
-    let now_chrono = chrono::Utc::now();
-    let healthy: Vec<String> = cached
+    let healthy: Vec<String> = workers
         .iter()
-        .filter(|p| {
-            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
-                || observe::running_for(p, now_chrono, healthy_secs)
-        })
-        .filter_map(|p| p.metadata.name.clone())
+        .filter(|w| w.phase == Phase::Succeeded || w.running_for(now_t.0, healthy_secs))
+        .map(|w| w.name.clone())
         .collect();
 
-    // Decide, and size new pods (peaks are folded whether or not activateVPA is set).
-    let d = decide(
-        ctx,
-        qw,
-        &key,
-        &Seen {
-            old: &old,
-            observed: &observed,
-            depth,
-            healthy: &healthy,
-            now: &now_t,
-        },
-    );
+    // Decide (pure, on this QWorker's memory), and size new pods (peaks are folded whether or not
+    // activateVPA is set).
+    let had_status = qw
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .is_some();
+    let seen = Seen {
+        last_desired: had_status.then_some(old.desired_replicas),
+        observed: &observed,
+        depth,
+        healthy: &healthy,
+        now: Instant::now(),
+        now_ms: now_t.0.as_millisecond(),
+    };
+    let d = ctx
+        .memory
+        .with(&key, |m| decide(m, &ctx.settings, qw, &seen));
     let sizing = inputs::sizing(ctx, qw, &key, &old, &cached);
 
-    // Apply.
-    let applied = apply::apply_plan(ctx, qw, &hash, sc.as_deref(), &sizing.requests, &d.plan).await;
-    let plan_done = Plan {
-        create: applied.created.len() as i32,
-        ..d.plan.clone()
-    };
+    // Apply, then Events, status and metrics from what was done.
+    let applied = act(
+        ctx,
+        qw,
+        &Act {
+            hash: &hash,
+            sc: sc.as_deref(),
+            sizing: &sizing,
+            decision: &d,
+            old: &old,
+            status,
+            depth,
+            scaler: scaler_condition,
+            now: &now_t,
+        },
+    )
+    .await?;
+    if let Some(e) = applied.errors.into_iter().next() {
+        return Err(e);
+    }
+    Ok(Action::requeue(requeue_after(&d, depth.is_some())))
+}
+
+/// What [`act`] carries out and reports.
+struct Act<'a> {
+    hash: &'a PodSpecHash,
+    sc: Option<&'a ScalerConfig>,
+    sizing: &'a inputs::Sizing,
+    decision: &'a Decision,
+    old: &'a QWorkerStatus,
+    /// The status so far (generation, selector, SpecValid, hash).
+    status: QWorkerStatus,
+    depth: Option<Depth>,
+    scaler: Option<ScalerHealth>,
+    now: &'a Time,
+}
+
+/// Applies the decision's plan, records what was done as expectations, publishes the Events and
+/// writes the status of what was done (a failed write is neither announced nor counted).
+async fn act(ctx: &Context, qw: &QWorker, a: &Act<'_>) -> Result<Applied, Error> {
+    let key = ObjectKey::of(qw);
+    let d = a.decision;
+    let applied = apply::apply_plan(ctx, qw, a.hash, a.sc, &a.sizing.requests, &d.plan).await;
+    ctx.memory.with(&key, |m| applied.expect(m, Instant::now()));
+    if let Some(refusal) = &applied.refused {
+        // Never tried again until the spec changes (see spec_check).
+        ctx.memory.with(&key, |m| {
+            m.remember_spec_check(SpecCheck {
+                generation: qw.metadata.generation,
+                refusal: Some(refusal.clone()),
+            })
+        });
+        ctx.triggers.qworker(&key);
+    }
+    let done = applied.done();
     if !d.plan.is_empty() {
         tracing::info!(
-            qworker = %name, namespace = %ns, desired = d.desired,
-            create = applied.created.len(), delete = d.plan.delete.len(),
-            drain = d.plan.drain.len(), undrain = d.plan.undrain.len(), "applied plan"
+            qworker = %key.name, namespace = %key.namespace, desired = d.desired,
+            create = applied.created.len(), delete = applied.deleted.len(),
+            drain = applied.drained.len(), undrain = applied.undrained.len(),
+            failed = applied.errors.len(), "applied plan"
         );
     }
-    events::announce(ctx, qw, &old, &d, depth).await;
+    events::announce(ctx, qw, a.old, d, &applied, a.depth).await;
 
-    // Status.
-    let after = planning::apply(&d.view, &plan_done, now_t.0.as_millisecond(), "created-");
+    let after = planning::apply(&d.view, &done, a.now.0.as_millisecond(), "created-");
     let c = counts(&after);
-    let recommended = sizing
+    let recommended = a
+        .sizing
         .requests
         .iter()
         .map(|(name, r)| {
@@ -228,39 +289,38 @@ async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Err
             }
         })
         .collect();
-    status = crate::status::compute(
-        &status,
+    let status = crate::status::compute(
+        &a.status,
         &crate::status::Observed {
-            generation,
-            now: &now_t,
-            short_hash: hash.short(),
-            full_hash: hash.full(),
+            generation: qw.metadata.generation,
+            now: a.now,
+            short_hash: a.hash.short(),
+            full_hash: a.hash.full(),
             counts: c,
             desired: d.desired,
-            depth,
-            scaler: scaler_condition,
+            depth: a.depth,
+            scaler: a.scaler.clone(),
             crash_streak: d.crashing.then_some(d.streak),
-            acted: !plan_done.is_empty(),
-            peaks: sizing.peaks,
+            acted: !done.is_empty(),
+            peaks: a.sizing.peaks.clone(),
             recommended,
         },
     );
-    write_status(ctx, qw, &old, &status).await?;
+    write_status(ctx, qw, a.old, &status).await?;
 
     let m = &ctx.metrics;
-    let l = [("namespace", ns.as_str()), ("qworker", name.as_str())];
+    let l = [
+        ("namespace", key.namespace.as_str()),
+        ("qworker", key.name.as_str()),
+    ];
     m.set("qscaler_desired_replicas", &l, d.desired as f64);
     m.set("qscaler_current_replicas", &l, c.alive as f64);
     m.set("qscaler_draining_replicas", &l, c.draining as f64);
-    if let Some(dp) = depth {
+    if let Some(dp) = a.depth {
         m.set("qscaler_queue_depth", &l, dp.queued as f64);
         m.set("qscaler_queue_in_flight", &l, dp.in_flight as f64);
     }
-
-    if let Some(e) = applied.errors.into_iter().next() {
-        return Err(e);
-    }
-    Ok(Action::requeue(requeue_after(&d, depth.is_some())))
+    Ok(applied)
 }
 
 /// An invalid spec: SpecValid and Ready false with every problem, an Event once per new message;
@@ -310,22 +370,16 @@ async fn report_invalid(
 async fn sync_revision(
     ctx: &Context,
     qw: &QWorker,
-    key: &Key,
+    key: &ObjectKey,
     hash: &PodSpecHash,
     old: &QWorkerStatus,
 ) {
-    let synced = lock(&ctx.memory)
-        .get(key)
-        .and_then(|m| m.revision_synced.clone());
-    if synced.as_deref() == Some(hash.full()) {
+    if ctx.memory.with(key, |m| m.revision_synced(hash.full())) {
         return;
     }
     match revisions::sync(&ctx.client, qw, hash).await {
         Ok(created) => {
-            lock(&ctx.memory)
-                .entry(key.clone())
-                .or_default()
-                .revision_synced = Some(hash.full().to_string());
+            ctx.memory.with(key, |m| m.set_revision_synced(hash.full()));
             if let Some(rev) = created.filter(|_| {
                 !old.current_pod_spec_hash.is_empty() && old.current_pod_spec_hash != hash.full()
             }) {
@@ -344,7 +398,7 @@ async fn sync_revision(
             }
         }
         Err(e) => {
-            tracing::warn!(qworker = %key.1, error = %e, "could not record the revision history");
+            tracing::warn!(qworker = %key.name, error = %e, "could not record the revision history");
             ctx.metrics.inc(
                 "qscaler_reconcile_errors_total",
                 &[("controller", "qworker"), ("kind", "revision")],
@@ -353,3 +407,6 @@ async fn sync_revision(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,7 +13,9 @@ use kube::{Api, ResourceExt};
 use qscaler_crds::hash::PodSpecHash;
 use qscaler_crds::{QWorker, ScalerConfig};
 
-use crate::context::{lock, Context, Key};
+use crate::context::Context;
+use crate::memory::SpecCheck;
+use crate::object_key::ObjectKey;
 use crate::pods::build_pod;
 use crate::rejection::{explain, is_spec_rejection};
 
@@ -21,18 +23,13 @@ use crate::rejection::{explain, is_spec_rejection};
 pub(super) async fn check(
     ctx: &Context,
     qw: &QWorker,
-    key: &Key,
+    key: &ObjectKey,
     hash: &PodSpecHash,
     sc: Option<&ScalerConfig>,
 ) -> Option<String> {
     let generation = qw.metadata.generation;
-    if let Some((checked, refusal)) = lock(&ctx.memory)
-        .get(key)
-        .and_then(|m| m.spec_check.clone())
-    {
-        if checked == generation {
-            return refusal;
-        }
+    if let Some(checked) = ctx.memory.with(key, |m| m.spec_check(generation).cloned()) {
+        return checked.refusal;
     }
     let pod = build_pod(qw, hash, sc, &BTreeMap::new()).pod;
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &qw.namespace().unwrap_or_default());
@@ -44,15 +41,15 @@ pub(super) async fn check(
         Ok(_) => None,
         Err(kube::Error::Api(e)) if is_spec_rejection(e.code) => Some(explain(e.code, &e.message)),
         Err(e) => {
-            tracing::debug!(qworker = %key.1, namespace = %key.0, error = %e, "dry-run create of a worker pod failed; not a spec problem, not remembered");
+            tracing::debug!(qworker = %key.name, namespace = %key.namespace, error = %e, "dry-run create of a worker pod failed; not a spec problem, not remembered");
             return None;
         }
     };
-    remember(ctx, key, generation, refusal.clone());
+    ctx.memory.with(key, |m| {
+        m.remember_spec_check(SpecCheck {
+            generation,
+            refusal: refusal.clone(),
+        })
+    });
     refusal
-}
-
-/// Records what the API server said of `generation`'s pod (a real create's refusal included).
-pub(super) fn remember(ctx: &Context, key: &Key, generation: Option<i64>, refusal: Option<String>) {
-    lock(&ctx.memory).entry(key.clone()).or_default().spec_check = Some((generation, refusal));
 }
