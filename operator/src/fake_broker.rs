@@ -15,8 +15,6 @@ pub(crate) struct FakeBroker {
     pub retries: HashMap<String, u32>,
     /// While set, every call fails as an unreachable broker would.
     pub down: bool,
-    /// Calls to `return_in_flight`, as (queue, consumer).
-    pub returns: Vec<(String, String)>,
 }
 
 impl FakeBroker {
@@ -66,7 +64,6 @@ impl Broker for FakeBroker {
         max_retries: u32,
     ) -> Result<Returned, BrokerError> {
         self.up()?;
-        self.returns.push((queue.to_string(), consumer.to_string()));
         let mut out = Returned::default();
         for task in self
             .lists

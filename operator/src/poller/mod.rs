@@ -325,3 +325,143 @@ impl<B: Broker> Io<'_, B> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake_broker::FakeBroker;
+    use crate::metrics::Metrics;
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use kube::runtime::reflector;
+    use qscaler_crds::names::keys;
+    use serde_json::json;
+    use tower_test::mock;
+
+    fn env(client: kube::Client) -> PollerEnv {
+        let (qworker, _) = futures::channel::mpsc::unbounded();
+        let (scaler, _) = futures::channel::mpsc::unbounded();
+        PollerEnv {
+            pods: Arc::new(PodIndex::default()),
+            qworkers: reflector::store::<QWorker>().0,
+            scalers: reflector::store::<ScalerConfig>().0,
+            caches: watch::channel(true).1,
+            poll_interval: Duration::from_secs(1),
+            readings: Arc::new(Readings::default()),
+            triggers: Triggers { qworker, scaler },
+            returner: Returner {
+                client,
+                metrics: Arc::new(Metrics::default()),
+                broker_timeout: Duration::from_secs(1),
+            },
+        }
+    }
+
+    fn qworker() -> QWorker {
+        let mut qw = QWorker::new(
+            "w",
+            serde_json::from_value(json!({
+                "podSpec": {"containers": [{"name": "c", "image": "i"}]},
+                "scaleConfig": {"scalerConfigRef": "s", "queue": "q", "maxReplicas": 5}
+            }))
+            .unwrap(),
+        );
+        qw.metadata.namespace = Some("ns".into());
+        qw.metadata.uid = Some("u1".into());
+        qw
+    }
+
+    fn worker(name: &str, phase: &str) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": "ns",
+                    "labels": {qscaler_crds::names::LABEL_QWORKER: "w"},
+                    "ownerReferences": [{"apiVersion": "v", "kind": "QWorker", "name": "w",
+                        "uid": "u1", "controller": true}]},
+                "status": {"phase": phase}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn list(pod: &str) -> String {
+        keys::processing("q", &keys::consumer(Some("ns"), pod))
+    }
+
+    /// An ended worker's list goes back at once; a list whose pod the cache never showed goes
+    /// back only after two sweeps missed it and the API said 404; a live worker's list stays.
+    #[tokio::test]
+    async fn ticks_return_ended_and_vanished_workers_tasks_and_leave_live_ones() {
+        let (service, mut api) = mock::pair::<Request<Body>, Response<Body>>();
+        let server = tokio::spawn(async move {
+            let (req, send) = api.next_request().await.expect("one look-up");
+            assert_eq!(req.method(), Method::GET);
+            assert_eq!(req.uri().path(), "/api/v1/namespaces/ns/pods/w-gone");
+            let body = json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                "reason": "NotFound", "code": 404, "message": "pods \"w-gone\" not found"});
+            send.send_response(
+                Response::builder()
+                    .status(404)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+            assert!(api.next_request().await.is_none(), "no other request");
+        });
+        let env = env(kube::Client::new(service, "ns"));
+        let mut broker = FakeBroker::default();
+        for pod in ["w-done", "w-gone", "w-live"] {
+            broker
+                .lists
+                .insert(list(pod), vec![format!("task-of-{pod}")]);
+        }
+        let pods = [worker("w-done", "Succeeded"), worker("w-live", "Running")];
+        let views = [QueueView::of(&qworker(), &pods)];
+        let key = ObjectKey::new("ns", "s");
+        let (health_tx, health) = watch::channel(None);
+        let t0 = Instant::now();
+        let mut state = TickState::new(t0);
+        let params = RedisParams {
+            host: "redis".into(),
+            port: 6379,
+            db: 0,
+            username: None,
+            password: None,
+            tls: false,
+            tls_insecure: false,
+            tls_ca: None,
+        };
+        for at in [t0, t0 + tick::SWEEP_EVERY, t0 + tick::SWEEP_EVERY * 2] {
+            let result = broker.depths(&[views[0].query.clone()]).await;
+            let actions = state.tick(&views, &result, at);
+            let mut io = Io {
+                env: &env,
+                key: &key,
+                broker: &mut broker,
+                params: &params,
+            };
+            io.carry_out(actions, &mut state, &views, &pods, &health_tx)
+                .await;
+            if at == t0 {
+                assert!(
+                    !broker.lists.contains_key(&list("w-done")),
+                    "ended: returned"
+                );
+                assert!(
+                    broker.lists.contains_key(&list("w-gone")),
+                    "unknown: not yet"
+                );
+            }
+        }
+        drop(env);
+        server.await.unwrap();
+        assert!(!broker.lists.contains_key(&list("w-gone")));
+        assert!(broker.lists.contains_key(&list("w-live")));
+        assert_eq!(
+            broker.lists.get("q").map(Vec::len),
+            Some(2),
+            "{:?}",
+            broker.lists
+        );
+        assert!(health.borrow().as_ref().is_some_and(|h| h.ok));
+    }
+}

@@ -180,17 +180,31 @@ pub(crate) struct Actions {
     pub sweep: bool,
 }
 
+/// A QWorker's queue and pods as the last tick saw them.
+#[derive(Debug)]
+struct LastSeen {
+    queue: String,
+    pods: HashMap<String, PodInfo>,
+}
+
+/// One pod's processing list of one queue.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct InFlightList {
+    queue: String,
+    pod: String,
+}
+
 /// What a poller carries from one tick to the next.
 #[derive(Debug)]
 pub(crate) struct TickState {
     told: HashMap<ObjectKey, Told>,
-    /// Per QWorker, its queue and the pods it showed at the last tick.
-    seen: HashMap<ObjectKey, (String, HashMap<String, PodInfo>)>,
+    /// Per QWorker, what the last tick showed.
+    seen: HashMap<ObjectKey, LastSeen>,
     /// Lists already returned of pods still in view.
     returned: HashSet<String>,
     departed: HashMap<String, Departed>,
-    /// (queue, pod) lists whose pod the last sweep did not find.
-    orphans: HashSet<(String, String)>,
+    /// Lists whose pod the last sweep did not find.
+    orphans: HashSet<InFlightList>,
     last_sweep: Instant,
 }
 
@@ -270,7 +284,11 @@ impl TickState {
                     });
                 }
             }
-            if let Some((queue, before)) = self.seen.get(&v.qw) {
+            if let Some(LastSeen {
+                queue,
+                pods: before,
+            }) = self.seen.get(&v.qw)
+            {
                 for pod in left_view(before.keys(), &v.present) {
                     if !self.returned.contains(pod) {
                         self.departed
@@ -285,7 +303,13 @@ impl TickState {
                     }
                 }
             }
-            now_seen.insert(v.qw.clone(), (v.queue.clone(), v.info.clone()));
+            now_seen.insert(
+                v.qw.clone(),
+                LastSeen {
+                    queue: v.queue.clone(),
+                    pods: v.info.clone(),
+                },
+            );
         }
         let present: HashSet<&String> = views.iter().flat_map(|v| v.present.iter()).collect();
         // Back in a view (its label put back): the terminal rule covers it again.
@@ -362,8 +386,8 @@ pub(crate) enum LookUp {
 /// two sweeps in a row missed its pod and a GET confirms it is gone or ended.
 pub(crate) struct Sweep<'a> {
     state: &'a mut TickState,
-    before: HashSet<(String, String)>,
-    next: HashSet<(String, String)>,
+    before: HashSet<InFlightList>,
+    next: HashSet<InFlightList>,
 }
 
 impl Sweep<'_> {
@@ -373,15 +397,18 @@ impl Sweep<'_> {
         &mut self,
         v: &QueueView,
         owners: Vec<String>,
-        alive: &HashSet<(String, String)>,
+        alive: &HashSet<ObjectKey>,
     ) -> Vec<String> {
         let mut look_up = vec![];
         for pod in owners {
-            if !pod.starts_with(&v.prefix) || alive.contains(&(v.qw.namespace.clone(), pod.clone()))
+            if !pod.starts_with(&v.prefix) || alive.contains(&ObjectKey::new(&v.qw.namespace, &pod))
             {
                 continue;
             }
-            let k = (v.queue.clone(), pod.clone());
+            let k = InFlightList {
+                queue: v.queue.clone(),
+                pod: pod.clone(),
+            };
             if self.before.contains(&k) {
                 look_up.push(pod);
             } else {
@@ -393,7 +420,10 @@ impl Sweep<'_> {
 
     /// A look-up failed: the list stays a candidate.
     pub fn unresolved(&mut self, queue: &str, pod: &str) {
-        self.next.insert((queue.to_string(), pod.to_string()));
+        self.next.insert(InFlightList {
+            queue: queue.to_string(),
+            pod: pod.to_string(),
+        });
     }
 }
 
@@ -413,12 +443,12 @@ fn left_view<'a>(
     out
 }
 
-/// The namespace's pods the cache shows alive, as (namespace, name).
-pub(crate) fn alive_pods(pods: &[Arc<Pod>]) -> HashSet<(String, String)> {
+/// The namespace's pods the cache shows alive.
+pub(crate) fn alive_pods(pods: &[Arc<Pod>]) -> HashSet<ObjectKey> {
     pods.iter()
         .map(|p| WorkerPod::read(p))
         .filter(|w| w.phase.is_alive() && !w.name.is_empty())
-        .map(|w| (w.namespace, w.name))
+        .map(|w| ObjectKey::new(w.namespace, w.name))
         .collect()
 }
 
