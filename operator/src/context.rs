@@ -38,7 +38,7 @@ pub struct Settings {
     pub reading_max_age: Duration,
 }
 
-pub struct Context {
+pub(crate) struct Context {
     pub(crate) client: Client,
     pub(crate) recorder: Recorder,
     pub(crate) metrics: Arc<Metrics>,
