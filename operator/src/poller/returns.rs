@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Client;
 use qscaler_crds::names::keys;
 use qscaler_crds::scalerconfig::SecretKeyRef;
-use qscaler_crds::worker_pod::Phase;
+use qscaler_crds::worker_pod::WorkerPod;
 use qscaler_crds::{task, QWorker};
 
 use crate::broker::{Broker, BrokerError, Returned};
@@ -42,12 +42,7 @@ impl Fate {
     pub(crate) fn of(pod: Option<&Pod>) -> Fate {
         match pod {
             None => Fate::Gone,
-            Some(p)
-                if Phase::parse(p.status.as_ref().and_then(|s| s.phase.as_deref()))
-                    .is_terminal() =>
-            {
-                Fate::Ended
-            }
+            Some(p) if WorkerPod::read(p).phase.is_terminal() => Fate::Ended,
             Some(_) => Fate::Alive,
         }
     }
