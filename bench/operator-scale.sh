@@ -78,7 +78,7 @@ redis_port=${redis_port%/}
 
 log "building qscaler-operator (release)"
 timeout 1800 cargo build -q --release -p qscaler-operator
-OPERATOR=target/release/qscaler-operator
+OPERATOR=${CARGO_TARGET_DIR:-target}/release/qscaler-operator
 
 kubectl apply --server-side -f crds/qworker.yaml -f crds/scalerconfig.yaml >/dev/null 2>&1
 kubectl wait --for condition=established crd/qworkers.quickube.com crd/scalerconfigs.quickube.com \

@@ -17,7 +17,7 @@ if ! tests/cluster.sh env >/dev/null 2>&1; then
 fi
 eval "$(tests/cluster.sh env)"
 cargo build -q -p qscaler-operator --release
-OPERATOR=target/release/qscaler-operator
+OPERATOR=${CARGO_TARGET_DIR:-target}/release/qscaler-operator
 redis_port=${REDIS_URL##*:}
 redis_port=${redis_port%/}
 kubectl apply --server-side -f crds/qworker.yaml -f crds/scalerconfig.yaml >/dev/null 2>&1
