@@ -404,10 +404,7 @@ async fn rollout_status_follows_the_status_until_it_is_rolled_out() {
         assert_eq!(line, expected);
     };
 
-    expect_line(
-        "Waiting for rollout to finish: waiting for the operator to observe the new spec...",
-    )
-    .await;
+    expect_line("Waiting for qworker \"mail\" spec update to be observed...").await;
     let base =
         json!({"observedGeneration": generation, "currentPodSpecHash": hash, "desiredReplicas": 3});
     let step = |extra: Value| {
@@ -424,11 +421,15 @@ async fn rollout_status_follows_the_status_until_it_is_rolled_out() {
         step(json!({"updatedReplicas": 1, "oldReplicas": 2, "currentReplicas": 3})),
     )
     .await;
-    expect_line("Waiting for rollout to finish: 1 out of 3 new workers have been updated...").await;
+    expect_line("Waiting for qworker \"mail\" rollout to finish: 1 out of 3 new workers have been updated...").await;
     patch_status(&cluster, &ns, "mail", step(json!({"updatedReplicas": 3, "oldReplicas": 2, "drainingReplicas": 2, "currentReplicas": 5}))).await;
-    expect_line("Waiting for rollout to finish: 2 old workers are draining...").await;
+    expect_line("Waiting for qworker \"mail\" rollout to finish: 2 old workers are draining...")
+        .await;
     patch_status(&cluster, &ns, "mail", step(json!({"oldReplicas": 0, "drainingReplicas": 0, "currentReplicas": 3, "availableReplicas": 1}))).await;
-    expect_line("Waiting for rollout to finish: 1 of 3 updated workers are available...").await;
+    expect_line(
+        "Waiting for qworker \"mail\" rollout to finish: 1 of 3 updated workers are available...",
+    )
+    .await;
     patch_status(&cluster, &ns, "mail", step(json!({"availableReplicas": 3}))).await;
     expect_line("qworker \"mail\" successfully rolled out").await;
     let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
@@ -452,7 +453,7 @@ async fn rollout_status_follows_the_status_until_it_is_rolled_out() {
             &["rollout", "status", "mail", "--watch=false"]
         )
         .await,
-        "Waiting for rollout to finish: waiting for the operator to observe the new spec...\n"
+        "Waiting for qworker \"mail\" spec update to be observed...\n"
     );
     // ...and waiting for it times out with exit 1.
     let started = std::time::Instant::now();
@@ -902,7 +903,7 @@ async fn rollout_status_fails_when_the_qworker_is_deleted() {
         .expect("read stdout");
     assert_eq!(
         first.as_deref(),
-        Some("Waiting for rollout to finish: waiting for the operator to observe the new spec...")
+        Some("Waiting for qworker \"mail\" spec update to be observed...")
     );
     Api::<QWorker>::namespaced(cluster.client.clone(), &ns)
         .delete("mail", &Default::default())
