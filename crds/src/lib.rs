@@ -13,10 +13,12 @@
 //! - [`task`]: task-mode settings read from a pod spec (the retry limit).
 //! - [`usage`]: the usage report a supervisor writes on its pod.
 //! - [`crdgen`]: the CRD manifests generated from the types.
+//! - [`duration`]: Go-style durations (`1h30m`, `1.5s`), the one parser of every binary's flags.
 #![forbid(unsafe_code)]
 
 pub mod conditions;
 pub mod crdgen;
+pub mod duration;
 pub mod gojson;
 pub mod hash;
 pub mod names;

@@ -241,27 +241,9 @@ impl Options {
     }
 }
 
-/// Parses `500ms`, `5s`, `1.5s`, `2m`, `1h` or a bare number of seconds.
+/// Parses a Go-style duration (`500ms`, `1.5s`, `1h30m`, a bare `0`): the one parser of every binary.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (e.g. 500ms, 5s, 2m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {text:?} (ms, s, m, h)")),
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("duration {text:?} out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    qscaler_crds::duration::parse_flag(text)
 }
 
 #[cfg(test)]
@@ -274,7 +256,7 @@ mod tests {
     fn durations() {
         for (t, d) in [
             ("5s", Duration::from_secs(5)),
-            ("5", Duration::from_secs(5)),
+            ("1m30s", Duration::from_secs(90)),
             ("500ms", Duration::from_millis(500)),
             ("1.5s", Duration::from_millis(1500)),
             ("2m", Duration::from_secs(120)),
@@ -283,7 +265,7 @@ mod tests {
         ] {
             assert_eq!(parse_duration(t), Ok(d), "{t}");
         }
-        for bad in ["", "s", "-1s", "5x", "1e999", "five", "5 s s", "1.2.3s"] {
+        for bad in ["", "s", "-1s", "5", "5x", "1e999", "five", "5 s s", "1.2.3s"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
