@@ -48,6 +48,13 @@ pub enum Command {
     /// the vertical-sizing recommendation (only with activateVPA) and the limits. `<none reported>`
     /// until the supervisor's first report; `<unreadable report>` for a malformed one.
     Top(TopArgs),
+    /// Record a QWorker over time and draw it as an SVG or PNG timeline.
+    ///
+    /// Every --interval: queue depth, in flight, desired, current and draining workers, and each
+    /// pod's state (pending, running idle/busy, draining, ended) as a bar; the QWorker's Events
+    /// (scaled up/down, draining) as marks on the time axis. --save-samples keeps the recording;
+    /// --from-samples draws it again without a cluster.
+    Timeline(crate::timeline::TimelineArgs),
 }
 
 #[derive(Args, Debug)]
