@@ -23,7 +23,8 @@ pub enum ParamsError {
     CaWithoutTls,
     #[error("a CA bundle is given and verification is skipped: give a CA or skip verification, not both")]
     CaAndInsecure,
-    #[error("the CA bundle {0}")]
+    /// "holds no PEM certificate …", "cannot be loaded: …": the caller names the bundle.
+    #[error("{0}")]
     BadCa(String),
     #[error("the Redis client cannot be configured: {0}")]
     Client(#[source] redis::RedisError),
@@ -117,8 +118,8 @@ impl RedisParams {
             host,
             port,
             db: r.db(),
-            username: r.username().map(str::to_owned),
-            password: r.password().map(str::to_owned),
+            username: r.username().filter(|u| !u.is_empty()).map(str::to_owned),
+            password: r.password().filter(|p| !p.is_empty()).map(str::to_owned),
             tls,
             tls_insecure,
             tls_ca: None,
