@@ -229,7 +229,8 @@ pub struct Options {
     pub remap_exit: Vec<u8>,
 
     /// Have the kernel send SIGNAL to qsupervisor when its parent process dies (tini's -p;
-    /// PR_SET_PDEATHSIG). It is handled as the same signal from anyone: TERM drains.
+    /// PR_SET_PDEATHSIG). It is handled as the same signal from anyone: TERM drains. The kernel's
+    /// "parent" is the thread that started qsupervisor: in a threaded spawner, that thread's end.
     #[arg(short = 'p', long, env = "QSCALER_PARENT_DEATH_SIGNAL", value_name = "SIGNAL", value_parser = parse_signal)]
     pub parent_death_signal: Option<Signal>,
 
