@@ -82,7 +82,8 @@ EOF
 }
 
 run_setting() { # label, poll interval
-  "$OPERATOR" --namespace "$NS" --leader-elect=false --metrics-addr 127.0.0.1:0 --poll-interval "$2" \
+  "$OPERATOR" --namespace "$NS" --leader-elect=false --metrics-bind-address 127.0.0.1:0 \
+    --health-probe-bind-address 127.0.0.1:0 --poll-interval "$2" \
     >"$work/operator-$1.log" 2>&1 &
   echo $! >"$work/operator.pid"
   local n

@@ -62,9 +62,21 @@ struct Args {
     /// Name of the Lease.
     #[arg(long, env = "QSCALER_LEASE_NAME", default_value = "qscaler-operator")]
     lease_name: String,
-    /// Address of /metrics, /healthz and /readyz (port 0: any free port, logged at start).
-    #[arg(long, env = "QSCALER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
-    metrics_addr: SocketAddr,
+    /// Address of /metrics (port 0: any free port, logged at start). `--metrics-addr` is the old name.
+    #[arg(
+        long,
+        visible_alias = "metrics-addr",
+        env = "QSCALER_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_bind_address: SocketAddr,
+    /// Address of /healthz, /livez and /readyz (port 0: any free port, logged at start).
+    #[arg(
+        long,
+        env = "QSCALER_HEALTH_PROBE_BIND_ADDRESS",
+        default_value = "0.0.0.0:8081"
+    )]
+    health_probe_bind_address: SocketAddr,
     /// Log format.
     #[arg(long, env = "QSCALER_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -155,7 +167,8 @@ async fn main() -> anyhow::Result<()> {
         },
         leader_election: leader_elect.then(|| (lease_namespace, args.lease_name.clone())),
         identity: format!("{host}_{}", std::process::id()),
-        metrics_addr: args.metrics_addr,
+        metrics_addr: args.metrics_bind_address,
+        probe_addr: args.health_probe_bind_address,
     };
     tracing::info!(?opts, "starting qscaler-operator");
 
@@ -209,7 +222,18 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.leader_elect, Some(false));
+        assert_eq!(a.metrics_bind_address.port(), 0);
+        assert_eq!(a.health_probe_bind_address.port(), 8081);
+        let a = Args::try_parse_from([
+            "q",
+            "--metrics-bind-address=127.0.0.1:9090",
+            "--health-probe-bind-address=127.0.0.1:9091",
+        ])
+        .unwrap();
+        assert_eq!(a.metrics_bind_address.port(), 9090);
+        assert_eq!(a.health_probe_bind_address.port(), 9091);
         let a = Args::try_parse_from(["q", "--leader-elect"]).unwrap();
+        assert_eq!(a.metrics_bind_address.port(), 8080);
         assert_eq!(a.leader_elect, Some(true));
         Args::command().debug_assert();
     }
