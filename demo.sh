@@ -30,7 +30,7 @@ step() { printf '\n==> %s\n' "$(bold "$*")"; }
 
 step "building the binaries"
 cargo build --workspace --bins -q
-export PATH="$PWD/target/debug:$PATH" # kubectl finds the kubectl-qworker plugin here
+export PATH="${CARGO_TARGET_DIR:-$PWD/target}/debug:$PATH" # kubectl finds the kubectl-qworker plugin here
 
 if [ "$MODE" = real ]; then
   CLUSTER=tests/node.sh

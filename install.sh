@@ -197,7 +197,7 @@ spec:
       containers:
       - name: operator
         image: $IMAGE:$TAG
-        args: ["--leader-elect=true", "--metrics-addr=0.0.0.0:8080"]
+        args: ["--leader-elect=true", "--metrics-bind-address=0.0.0.0:8080", "--health-probe-bind-address=0.0.0.0:8081"]
         env:
         - name: POD_NAME
           valueFrom:
@@ -209,19 +209,23 @@ spec:
               fieldPath: metadata.namespace
         - name: RUST_LOG
           value: info
+        # Metrics and probes on separate ports, as controller-runtime and KEDA have them.
         ports:
         - name: metrics
           containerPort: 8080
           protocol: TCP
+        - name: probes
+          containerPort: 8081
+          protocol: TCP
         readinessProbe:
           httpGet:
             path: /readyz
-            port: metrics
+            port: probes
           periodSeconds: 5
         livenessProbe:
           httpGet:
-            path: /healthz
-            port: metrics
+            path: /livez
+            port: probes
           initialDelaySeconds: 10
           periodSeconds: 10
         resources:

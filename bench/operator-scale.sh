@@ -78,7 +78,7 @@ redis_port=${redis_port%/}
 
 log "building qscaler-operator (release)"
 timeout 1800 cargo build -q --release -p qscaler-operator
-OPERATOR=target/release/qscaler-operator
+OPERATOR=${CARGO_TARGET_DIR:-target}/release/qscaler-operator
 
 kubectl apply --server-side -f crds/qworker.yaml -f crds/scalerconfig.yaml >/dev/null 2>&1
 kubectl wait --for condition=established crd/qworkers.quickube.com crd/scalerconfigs.quickube.com \
@@ -171,7 +171,8 @@ run_setting() { # label, QWorkers, first|last → one result line in $work/resul
   port=$(free_port)
   t_setting=$SECONDS
   t0=$(date +%s.%N)
-  "$OPERATOR" --namespace "$ns" --leader-elect=false --metrics-addr "127.0.0.1:$port" --log-format json \
+  "$OPERATOR" --namespace "$ns" --leader-elect=false --metrics-bind-address "127.0.0.1:$port" \
+    --health-probe-bind-address 127.0.0.1:0 --log-format json \
     >"$work/operator-$label.log" 2>&1 &
   OPERATOR_PID=$!
 

@@ -17,7 +17,7 @@ if ! tests/cluster.sh env >/dev/null 2>&1; then
 fi
 eval "$(tests/cluster.sh env)"
 cargo build -q -p qscaler-operator --release
-OPERATOR=target/release/qscaler-operator
+OPERATOR=${CARGO_TARGET_DIR:-target}/release/qscaler-operator
 redis_port=${REDIS_URL##*:}
 redis_port=${redis_port%/}
 kubectl apply --server-side -f crds/qworker.yaml -f crds/scalerconfig.yaml >/dev/null 2>&1
@@ -82,7 +82,8 @@ EOF
 }
 
 run_setting() { # label, poll interval
-  "$OPERATOR" --namespace "$NS" --leader-elect=false --metrics-addr 127.0.0.1:0 --poll-interval "$2" \
+  "$OPERATOR" --namespace "$NS" --leader-elect=false --metrics-bind-address 127.0.0.1:0 \
+    --health-probe-bind-address 127.0.0.1:0 --poll-interval "$2" \
     >"$work/operator-$1.log" 2>&1 &
   echo $! >"$work/operator.pid"
   local n

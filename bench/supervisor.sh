@@ -10,7 +10,7 @@ set -euo pipefail
 RUNS=${1:-500}
 SIGNALS=${SIGNALS:-300}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-QS="$REPO/target/release/qsupervisor"
+QS="${CARGO_TARGET_DIR:-$REPO/target}/release/qsupervisor"
 WORK=$(mktemp -d /tmp/qsup-bench.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 

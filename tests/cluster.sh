@@ -247,11 +247,21 @@ current-context: qscaler-local
 EOF
 }
 
+# Cargo's target directory: CARGO_TARGET_DIR (relative to the workspace, as cargo takes it) or <workspace>/target.
+target_dir() {
+  case "${CARGO_TARGET_DIR:-}" in
+    "") echo "$REPO/target" ;;
+    /*) echo "$CARGO_TARGET_DIR" ;;
+    *) echo "$REPO/$CARGO_TARGET_DIR" ;;
+  esac
+}
+
 kubelet_binary() {
-  local bin="$REPO/target/debug/qscaler-kubelet"
-  if [ ! -x "$bin" ] || [ -n "$(find "$REPO/tests/src" "$REPO/crds/src" -newer "$bin" -name '*.rs' 2>/dev/null | head -n 1)" ]; then
-    log "building the stand-in kubelet (cargo build -p qscaler-tests --bin qscaler-kubelet)"
-    (cd "$REPO" && cargo build -q -p qscaler-tests --bin qscaler-kubelet) >&2
+  local bin
+  bin="$(target_dir)/debug/qscaler-kubelet"
+  if [ ! -x "$bin" ] || [ -n "$(find "$REPO/stand-in-kubelet" "$REPO/crds/src" -newer "$bin" \( -name '*.rs' -o -name '*.toml' \) 2>/dev/null | head -n 1)" ]; then
+    log "building the stand-in kubelet (cargo build -p qscaler-stand-in-kubelet)"
+    (cd "$REPO" && cargo build -q -p qscaler-stand-in-kubelet) >&2
   fi
   echo "$bin"
 }
@@ -329,7 +339,7 @@ up() {
     kubelet=$(kubelet_binary)
     log "starting the stand-in kubelet"
     start_bg kubelet "$kubelet" --kubeconfig "$STATE/kubeconfig" --state-dir "$STATE/pods" \
-      --image-table "$REPO/tests/images.toml" --workspace "$REPO"
+      --image-table "$REPO/stand-in-kubelet/images.toml" --bin-dir "$(target_dir)/debug"
     wait_for "node qscaler-node Ready" 60 bash -c \
       "kubectl --kubeconfig '$STATE/kubeconfig' get node qscaler-node -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
   fi

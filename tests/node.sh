@@ -43,7 +43,7 @@ API_PORT=6443
 REDIS_PORT=6379
 PAUSE_IMAGE=qscaler/pause:3.2-local
 EGRESS_CHAIN=QSCALER-NODE-EGRESS
-# Host settings the kubelet and kube-proxy are known to change (REAL-NODE.md): recorded at up, restored at down.
+# Host settings the kubelet and kube-proxy change at start (seen on this machine): recorded at up, restored at down.
 HOST_SYSCTLS=(kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom kernel.keys.root_maxkeys
   kernel.keys.root_maxbytes net.netfilter.nf_conntrack_max)
 # Directories the kubelet writes outside its root dir.

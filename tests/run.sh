@@ -35,6 +35,7 @@ if [ "${QSCALER_SKIP_STAND_IN:-0}" != 1 ]; then
   tests/cluster.sh up
   (
     eval "$(tests/cluster.sh env)"
+    export QSCALER_REQUIRE_CLUSTER=1 # a suite that finds no cluster fails here instead of skipping
     phase "tests on the stand-in kubelet"
     cargo test --workspace -- "$@"
   )

@@ -14,10 +14,12 @@
 //! - [`usage`]: the usage report a supervisor writes on its pod.
 //! - [`worker_pod`]: one typed view of a worker pod (ownership, phase, drain, activity, hash).
 //! - [`crdgen`]: the CRD manifests generated from the types.
+//! - [`duration`]: Go-style durations (`1h30m`, `1.5s`), the one parser of every binary's flags.
 #![forbid(unsafe_code)]
 
 pub mod conditions;
 pub mod crdgen;
+pub mod duration;
 pub mod gojson;
 pub mod hash;
 pub mod names;

@@ -131,6 +131,8 @@ pub mod env {
     /// The QWorker's `scaleConfig.maxTaskSeconds` (whole seconds), injected only when set: the
     /// longest a task may run, which qsupervisor uses for its drain deadline.
     pub const MAX_TASK_SECONDS: &str = "QSCALER_MAX_TASK_SECONDS";
+    /// Read by the operator and by qsupervisor (not injected): `text` or `json` log lines.
+    pub const LOG_FORMAT: &str = "QSCALER_LOG_FORMAT";
 }
 
 /// Redis key names of task mode: a documented contract between the supervisor (which moves tasks

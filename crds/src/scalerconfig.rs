@@ -18,7 +18,7 @@ use crate::crdgen::schema;
     version = "v1alpha1",
     kind = "ScalerConfig",
     plural = "scalerconfigs",
-    shortname = "sc",
+    shortname = "qsc",
     namespaced,
     status = "ScalerConfigStatus",
     printcolumn = r#"{"name":"Type","type":"string","jsonPath":".spec.type"}"#,

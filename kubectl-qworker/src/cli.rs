@@ -1,6 +1,8 @@
 //! The command line. The doc comments below are what `--help` prints.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -37,6 +39,12 @@ pub struct KubeArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Print a shell completion script for `kubectl-qworker` (bash, zsh, fish, elvish, powershell).
+    ///
+    /// E.g. `source <(kubectl-qworker completion bash)`. For `kubectl qworker <TAB>` (kubectl 1.26 or
+    /// later, with kubectl's own completion loaded) put `kubectl_complete-qworker`, which ships
+    /// beside this binary, on PATH too: kubectl runs it, and it also completes QWorker names.
+    Completion(CompletionArgs),
     /// Manage the rollout of a QWorker: status, restart, history, undo.
     Rollout(RolloutArgs),
     /// Show queue, workers and CPU/memory use (now/peak, from the supervisors' reports) per pod.
@@ -48,6 +56,19 @@ pub enum Command {
     /// the vertical-sizing recommendation (only with activateVPA) and the limits. `<none reported>`
     /// until the supervisor's first report; `<unreadable report>` for a malformed one.
     Top(TopArgs),
+    /// Record a QWorker over time and draw it as an SVG or PNG timeline.
+    ///
+    /// Every --interval: queue depth, in flight, desired, current and draining workers, and each
+    /// pod's state (pending, running idle/busy, draining, ended) as a bar; the QWorker's Events
+    /// (scaled up/down, draining) as marks on the time axis. --save-samples keeps the recording;
+    /// --from-samples draws it again without a cluster.
+    Timeline(crate::timeline::TimelineArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionArgs {
+    /// The shell to write the script for.
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug)]
@@ -151,6 +172,33 @@ pub struct TopArgs {
     /// Output format (default: tables).
     #[arg(short = 'o', long, value_enum)]
     pub output: Option<OutputFormat>,
+
+    /// Show the tables again every --interval until Ctrl-C: redrawn in place on a terminal (as
+    /// `watch`), else one after another, each followed by a blank line (as `kubectl get -w`).
+    #[arg(short = 'w', long, conflicts_with = "output")]
+    pub watch: bool,
+
+    /// How often --watch looks again (e.g. 2s, 500ms).
+    #[arg(long, default_value = "2s", value_parser = parse_interval, value_name = "DURATION")]
+    pub interval: Duration,
+}
+
+/// A --watch interval: a duration above zero (zero would ask the API server without pause).
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("the interval must be above zero, e.g. 2s or 500ms".into()),
+        d => Ok(d),
+    }
+}
+
+/// The exit code of a command line clap refused: 1 for a usage error, as kubectl (clap's own is 2);
+/// 0 for `--help` and `--version`, which clap also reports as errors.
+pub fn usage_exit_code(err: &clap::Error) -> ExitCode {
+    if err.use_stderr() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -230,5 +278,59 @@ mod tests {
             "soon"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn top_watch_takes_an_interval_above_zero_and_no_output_format() {
+        let top = |args: &[&str]| {
+            Cli::try_parse_from([&["kubectl-qworker", "top"], args].concat()).map(|cli| {
+                match cli.command {
+                    Command::Top(top) => (top.watch, top.interval),
+                    other => panic!("{other:?}"),
+                }
+            })
+        };
+        assert_eq!(top(&[]).unwrap(), (false, Duration::from_secs(2)));
+        assert_eq!(top(&["-w"]).unwrap(), (true, Duration::from_secs(2)));
+        assert_eq!(
+            top(&["--watch", "--interval", "500ms"]).unwrap(),
+            (true, Duration::from_millis(500))
+        );
+        assert!(top(&["-w", "--interval", "0"]).is_err());
+        assert!(top(&["-w", "--interval", "soon"]).is_err());
+        assert!(top(&["-w", "-o", "json"]).is_err());
+    }
+
+    #[test]
+    fn usage_errors_exit_1_and_help_and_version_exit_0() {
+        let code = |args: &[&str]| {
+            usage_exit_code(&Cli::try_parse_from(args).expect_err("clap refuses it"))
+        };
+        assert_eq!(
+            code(&["kubectl-qworker", "top", "--sort-by=disk"]),
+            ExitCode::FAILURE
+        );
+        assert_eq!(code(&["kubectl-qworker", "frobnicate"]), ExitCode::FAILURE);
+        assert_eq!(
+            code(&["kubectl-qworker", "rollout", "status"]),
+            ExitCode::FAILURE
+        );
+        // No subcommand: the help, as an error (kubectl exits 1 there too).
+        assert_eq!(code(&["kubectl-qworker"]), ExitCode::FAILURE);
+        assert_eq!(code(&["kubectl-qworker", "--help"]), ExitCode::SUCCESS);
+        assert_eq!(code(&["kubectl-qworker", "top", "-h"]), ExitCode::SUCCESS);
+        assert_eq!(code(&["kubectl-qworker", "--version"]), ExitCode::SUCCESS);
+    }
+
+    #[test]
+    fn completion_takes_a_shell() {
+        let cli = Cli::try_parse_from(["kubectl-qworker", "completion", "zsh"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Completion(CompletionArgs {
+                shell: clap_complete::Shell::Zsh
+            })
+        ));
+        assert!(Cli::try_parse_from(["kubectl-qworker", "completion", "cmd.exe"]).is_err());
     }
 }

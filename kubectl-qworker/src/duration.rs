@@ -1,60 +1,11 @@
-//! `--timeout` values as kubectl writes them: `30s`, `5m`, `1h30m`, `500ms`, or a bare `0`.
+//! `--timeout` values as kubectl writes them (`30s`, `5m`, `1h30m`, `1.5s`, a bare `0`), read by the
+//! project's one Go-style parser; and durations printed the way they are typed.
 
 use std::time::Duration;
 
-/// Parses a Go-style duration (units h, m, s, ms; a bare number only for 0).
+/// Parses a Go-style duration (see [`qscaler_crds::duration`]).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text == "0" {
-        return Ok(Duration::ZERO);
-    }
-    if text.is_empty() {
-        return Err("empty duration: use e.g. 30s, 5m or 1h".into());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!(
-                "invalid duration {text:?}: expected a number, e.g. 30s, 5m or 1h"
-            ));
-        }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration {text:?}: number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "h" => Duration::from_secs(3600),
-            "m" => Duration::from_secs(60),
-            "s" => Duration::from_secs(1),
-            "ms" => Duration::from_millis(1),
-            "" => {
-                return Err(format!(
-                    "invalid duration {text:?}: missing unit (h, m, s or ms)"
-                ))
-            }
-            other => {
-                return Err(format!(
-                    "invalid duration {text:?}: unknown unit {other:?} (use h, m, s or ms)"
-                ))
-            }
-        };
-        rest = &rest[unit_len..];
-        let part = u32::try_from(number)
-            .ok()
-            .and_then(|n| unit.checked_mul(n))
-            .ok_or_else(|| format!("invalid duration {text:?}: too long"))?;
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("invalid duration {text:?}: too long"))?;
-    }
-    Ok(total)
+    qscaler_crds::duration::parse_flag(text)
 }
 
 /// Prints a duration the way it is usually typed (`90s` → `1m30s`).
@@ -93,6 +44,7 @@ mod tests {
             ("500ms", 500),
             ("2h0m5s", 7_205_000),
             (" 10s ", 10_000),
+            ("1.5s", 1_500),
         ];
         for (text, millis) in cases {
             assert_eq!(
@@ -106,13 +58,12 @@ mod tests {
     #[test]
     fn bad_durations_say_why() {
         for (text, why) in [
-            ("", "empty"),
+            ("", "invalid duration"),
             ("30", "missing unit"),
             ("5x", "unknown unit"),
-            ("m", "expected a number"),
-            ("-5s", "expected a number"),
-            ("1.5s", "unknown unit"),
-            ("99999999999999999999s", "too large"),
+            ("m", "invalid duration"),
+            ("-5s", "negative"),
+            ("99999999999999999999s", "out of range"),
         ] {
             let err = parse_duration(text).unwrap_err();
             assert!(err.contains(why), "{text}: {err}");

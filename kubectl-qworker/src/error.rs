@@ -125,6 +125,9 @@ pub enum Error {
 
     #[error("cannot encode the output: {0}")]
     Encode(String),
+
+    #[error(transparent)]
+    Timeline(#[from] crate::timeline::Error),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -7,7 +7,13 @@ use clap::Parser;
 use kubectl_qworker::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return kubectl_qworker::cli::usage_exit_code(&e);
+        }
+    };
     init_logging();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -41,5 +41,37 @@ fn the_filled_in_template_is_a_krew_plugin_for_this_binary() {
         assert!(p["uri"]
             .as_str()
             .is_some_and(|u| u.starts_with("https://example.com/releases/kubectl-qworker-v")));
+        let extracted: Vec<&str> = p["files"]
+            .as_sequence()
+            .expect("files")
+            .iter()
+            .filter(|f| f["to"] == ".")
+            .filter_map(|f| f["from"].as_str())
+            .collect();
+        for file in ["kubectl-qworker", "LICENSE"] {
+            assert!(
+                extracted.contains(&file),
+                "{file} is not extracted: {extracted:?}"
+            );
+        }
+    }
+}
+
+/// krew refuses a plugin without a license file; the one the manifest extracts is the workspace's.
+#[test]
+fn the_license_krew_extracts_is_the_apache_2_0_text_cargo_names() {
+    assert_eq!(env!("CARGO_PKG_LICENSE"), "Apache-2.0");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../LICENSE");
+    let text = std::fs::read_to_string(path).expect("read LICENSE at the workspace root");
+    let words: Vec<&str> = text.split_whitespace().collect();
+    assert_eq!(words[..4], ["Apache", "License", "Version", "2.0,"]);
+    for clause in [
+        "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION",
+        "2. Grant of Copyright License.",
+        "3. Grant of Patent License.",
+        "9. Accepting Warranty or Additional Liability.",
+        "END OF TERMS AND CONDITIONS",
+    ] {
+        assert!(text.contains(clause), "LICENSE lacks {clause:?}");
     }
 }

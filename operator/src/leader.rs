@@ -1,10 +1,13 @@
 //! Leader election with a coordination.k8s.io/v1 Lease, as client-go's leaderelection does it: the
-//! holder renews `renewTime` every `renew` interval; another replica takes over when `renewTime +
-//! leaseDurationSeconds` has passed. Every write carries the Lease's resourceVersion, so two replicas
-//! racing for an expired lease cannot both win. A leader that cannot renew before its lease runs out
-//! stops (the process exits and restarts as a follower) rather than risk two deciders.
+//! holder renews `renewTime` every `renew` interval; another replica takes over when it has seen the
+//! lease record unchanged for `leaseDurationSeconds` on its own clock. The holder's `renewTime` is never
+//! compared with this machine's clock: with clock skew between nodes a replica would take a live lease
+//! (holder's clock behind) or wait for ever (ahead). Every write carries the Lease's resourceVersion, so
+//! two replicas racing for an expired lease cannot both win. A leader that cannot renew before its
+//! lease runs out stops (the process exits and restarts as a follower) rather than risk two deciders.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
@@ -17,6 +20,29 @@ pub struct LeaderElector {
     identity: String,
     duration: Duration,
     renew: Duration,
+    /// The record last read or written, and when this process saw it change.
+    observed: Mutex<Option<Observation>>,
+}
+
+/// A lease record and the local instant at which it was first seen in that form.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Observation {
+    pub spec: Option<LeaseSpec>,
+    pub at: Instant,
+}
+
+impl Observation {
+    /// The observation after reading `spec` at `now`: the clock restarts only when the record differs
+    /// from the one seen before (client-go's `observedRecord`/`observedTime`).
+    pub fn next(previous: Option<&Observation>, spec: Option<&LeaseSpec>, now: Instant) -> Self {
+        match previous {
+            Some(p) if p.spec.as_ref() == spec => p.clone(),
+            _ => Observation {
+                spec: spec.cloned(),
+                at: now,
+            },
+        }
+    }
 }
 
 /// What to do with the lease as observed (pure, tested).
@@ -28,7 +54,15 @@ pub enum Claim {
     Wait,
 }
 
-pub fn claim(spec: Option<&LeaseSpec>, me: &str, now_ms: i64, default_duration: Duration) -> Claim {
+/// Whether `me` may write the lease `spec`, unchanged since `observed_at`, at `now` (both local,
+/// monotonic).
+pub fn claim(
+    spec: Option<&LeaseSpec>,
+    me: &str,
+    observed_at: Instant,
+    now: Instant,
+    default_duration: Duration,
+) -> Claim {
     let Some(spec) = spec else {
         return Claim::Take { transition: true };
     };
@@ -39,16 +73,12 @@ pub fn claim(spec: Option<&LeaseSpec>, me: &str, now_ms: i64, default_duration: 
     if holder.is_empty() {
         return Claim::Take { transition: true };
     }
-    let duration_ms = spec
+    let duration = spec
         .lease_duration_seconds
-        .map(|s| i64::from(s) * 1000)
-        .unwrap_or(default_duration.as_millis() as i64);
-    let renewed = spec
-        .renew_time
-        .as_ref()
-        .map(|t| t.0.as_millisecond())
-        .unwrap_or(0);
-    if now_ms > renewed + duration_ms {
+        .and_then(|s| u64::try_from(s).ok())
+        .map(Duration::from_secs)
+        .unwrap_or(default_duration);
+    if now.saturating_duration_since(observed_at) > duration {
         Claim::Take { transition: true }
     } else {
         Claim::Wait
@@ -67,6 +97,7 @@ impl LeaderElector {
             identity,
             duration: Duration::from_secs(15),
             renew: Duration::from_secs(2),
+            observed: Mutex::new(None),
         }
     }
 
@@ -74,11 +105,13 @@ impl LeaderElector {
     pub async fn try_acquire(&self) -> kube::Result<bool> {
         let current = self.api.get_opt(&self.name).await?;
         let now_t = now();
-        let now_ms = now_t.0.as_millisecond();
+        let seen = Instant::now();
+        let observed_at = self.observe(current.as_ref().and_then(|l| l.spec.as_ref()), seen);
         match claim(
             current.as_ref().and_then(|l| l.spec.as_ref()),
             &self.identity,
-            now_ms,
+            observed_at,
+            seen,
             self.duration,
         ) {
             Claim::Wait => Ok(false),
@@ -102,6 +135,7 @@ impl LeaderElector {
                     ),
                     ..Default::default()
                 };
+                let written = spec.clone();
                 let result = match current {
                     None => {
                         let lease = Lease {
@@ -121,12 +155,24 @@ impl LeaderElector {
                     }
                 };
                 match result {
-                    Ok(_) => Ok(true),
+                    Ok(_) => {
+                        self.observe(Some(&written), seen);
+                        Ok(true)
+                    }
                     Err(kube::Error::Api(e)) if e.code == 409 => Ok(false),
                     Err(e) => Err(e),
                 }
             }
         }
+    }
+
+    /// Records the lease as read (or written) at `now`; returns since when it has been unchanged.
+    fn observe(&self, spec: Option<&LeaseSpec>, now: Instant) -> Instant {
+        let mut observed = self.observed.lock().unwrap_or_else(|e| e.into_inner());
+        let next = Observation::next(observed.as_ref(), spec, now);
+        let at = next.at;
+        *observed = Some(next);
+        at
     }
 
     /// Waits until this replica leads.
@@ -191,6 +237,7 @@ impl LeaderElector {
 mod tests {
     use super::*;
 
+    /// A lease held by `holder`, renewed at `renewed_ms` on the holder's clock.
     fn spec(holder: Option<&str>, renewed_ms: i64, secs: i32) -> LeaseSpec {
         LeaseSpec {
             holder_identity: holder.map(str::to_string),
@@ -202,25 +249,111 @@ mod tests {
         }
     }
 
+    const D: Duration = Duration::from_secs(15);
+
     #[test]
-    fn claims() {
-        let d = Duration::from_secs(15);
-        assert_eq!(claim(None, "a", 0, d), Claim::Take { transition: true });
+    fn free_or_own_leases_are_taken_at_once() {
+        let t0 = Instant::now();
         assert_eq!(
-            claim(Some(&spec(Some("a"), 0, 15)), "a", 1_000_000, d),
+            claim(None, "a", t0, t0, D),
+            Claim::Take { transition: true }
+        );
+        assert_eq!(
+            claim(Some(&spec(Some("a"), 0, 15)), "a", t0, t0, D),
             Claim::Take { transition: false }
         );
         assert_eq!(
-            claim(Some(&spec(Some("b"), 100_000, 15)), "a", 110_000, d),
+            claim(Some(&spec(None, 100_000, 15)), "a", t0, t0, D),
+            Claim::Take { transition: true }
+        );
+    }
+
+    #[test]
+    fn another_holder_s_lease_expires_after_its_duration_of_local_time_unchanged() {
+        let t0 = Instant::now();
+        let s = spec(Some("b"), 100_000, 15);
+        assert_eq!(
+            claim(Some(&s), "a", t0, t0 + Duration::from_secs(15), D),
             Claim::Wait
         );
         assert_eq!(
-            claim(Some(&spec(Some("b"), 100_000, 15)), "a", 115_001, d),
+            claim(Some(&s), "a", t0, t0 + Duration::from_millis(15_001), D),
             Claim::Take { transition: true }
         );
+        // No duration in the record: the elector's own.
+        let mut s = s;
+        s.lease_duration_seconds = None;
         assert_eq!(
-            claim(Some(&spec(None, 100_000, 15)), "a", 100_001, d),
+            claim(Some(&s), "a", t0, t0 + Duration::from_secs(14), D),
+            Claim::Wait
+        );
+    }
+
+    /// The holder's clock far behind ours (renewTime a day in the past) or far ahead: only what this
+    /// process saw counts. The old rule (renewTime + duration < our wall clock) took the lease of a
+    /// live holder whose clock was behind, and never took one whose holder's clock was ahead.
+    #[test]
+    fn skewed_clocks_do_not_matter() {
+        let wall_now_ms: i64 = 1_800_000_000_000;
+        let t0 = Instant::now();
+        for skew_ms in [-86_400_000, -60_000, 0, 60_000, 86_400_000] {
+            let mut observed: Option<Observation> = None;
+            // The holder renews every 2 s on its clock; we read after each renewal.
+            for i in 0..20u64 {
+                let now = t0 + Duration::from_secs(2 * i);
+                let s = spec(Some("b"), wall_now_ms + skew_ms + 2_000 * i as i64, 15);
+                let o = Observation::next(observed.as_ref(), Some(&s), now);
+                assert_eq!(o.at, now, "a renewal is a change");
+                assert_eq!(claim(Some(&s), "a", o.at, now, D), Claim::Wait, "{skew_ms}");
+                observed = Some(o);
+            }
+            // The holder dies: the record stops changing.
+            let last = observed.clone().expect("observed");
+            let s = last.spec.clone().expect("spec");
+            for secs in [1, 10, 15] {
+                let now = last.at + Duration::from_secs(secs);
+                let o = Observation::next(observed.as_ref(), Some(&s), now);
+                assert_eq!(o.at, last.at, "an unchanged record keeps its time");
+                assert_eq!(
+                    claim(Some(&s), "a", o.at, now, D),
+                    Claim::Wait,
+                    "{skew_ms} {secs}"
+                );
+            }
+            let now = last.at + Duration::from_secs(16);
+            let o = Observation::next(observed.as_ref(), Some(&s), now);
+            assert_eq!(
+                claim(Some(&s), "a", o.at, now, D),
+                Claim::Take { transition: true },
+                "{skew_ms}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_process_waits_a_full_duration_even_for_an_old_record() {
+        // renewTime a year ago: still a full lease duration from our first look (as client-go).
+        let t0 = Instant::now();
+        let s = spec(Some("b"), 0, 15);
+        let o = Observation::next(None, Some(&s), t0);
+        assert_eq!(o.at, t0);
+        assert_eq!(claim(Some(&s), "a", o.at, t0, D), Claim::Wait);
+        let later = t0 + Duration::from_secs(16);
+        let o = Observation::next(Some(&o), Some(&s), later);
+        assert_eq!(
+            claim(Some(&s), "a", o.at, later, D),
             Claim::Take { transition: true }
         );
+    }
+
+    #[test]
+    fn a_changed_holder_or_disappearance_restarts_the_clock() {
+        let t0 = Instant::now();
+        let s = spec(Some("b"), 0, 15);
+        let o = Observation::next(None, Some(&s), t0);
+        let t1 = t0 + Duration::from_secs(10);
+        let c = spec(Some("c"), 0, 15);
+        assert_eq!(Observation::next(Some(&o), Some(&c), t1).at, t1);
+        assert_eq!(Observation::next(Some(&o), None, t1).at, t1);
     }
 }

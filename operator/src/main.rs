@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use qscaler_crds::duration::parse_flag as parse_duration;
 use qscaler_operator::context::Settings;
 use qscaler_operator::crash::BackoffSettings;
 use qscaler_operator::run::{run, Options};
@@ -61,31 +62,24 @@ struct Args {
     /// Name of the Lease.
     #[arg(long, env = "QSCALER_LEASE_NAME", default_value = "qscaler-operator")]
     lease_name: String,
-    /// Address of /metrics, /healthz and /readyz (port 0: any free port, logged at start).
-    #[arg(long, env = "QSCALER_METRICS_ADDR", default_value = "0.0.0.0:8080")]
-    metrics_addr: SocketAddr,
+    /// Address of /metrics (port 0: any free port, logged at start). `--metrics-addr` is the old name.
+    #[arg(
+        long,
+        visible_alias = "metrics-addr",
+        env = "QSCALER_METRICS_BIND_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    metrics_bind_address: SocketAddr,
+    /// Address of /healthz, /livez and /readyz (port 0: any free port, logged at start).
+    #[arg(
+        long,
+        env = "QSCALER_HEALTH_PROBE_BIND_ADDRESS",
+        default_value = "0.0.0.0:8081"
+    )]
+    health_probe_bind_address: SocketAddr,
     /// Log format.
     #[arg(long, env = "QSCALER_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 500ms, 2s, 5m"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?} (ms, s, m, h)")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
 }
 
 /// Whether text logs are coloured: only on a terminal, and not when `NO_COLOR` is set to a
@@ -173,7 +167,8 @@ async fn main() -> anyhow::Result<()> {
         },
         leader_election: leader_elect.then(|| (lease_namespace, args.lease_name.clone())),
         identity: format!("{host}_{}", std::process::id()),
-        metrics_addr: args.metrics_addr,
+        metrics_addr: args.metrics_bind_address,
+        probe_addr: args.health_probe_bind_address,
     };
     tracing::info!(?opts, "starting qscaler-operator");
 
@@ -207,7 +202,8 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("2").is_err(), "Go needs a unit");
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
         assert!(parse_duration("5x").is_err());
@@ -226,7 +222,18 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(a.leader_elect, Some(false));
+        assert_eq!(a.metrics_bind_address.port(), 0);
+        assert_eq!(a.health_probe_bind_address.port(), 8081);
+        let a = Args::try_parse_from([
+            "q",
+            "--metrics-bind-address=127.0.0.1:9090",
+            "--health-probe-bind-address=127.0.0.1:9091",
+        ])
+        .unwrap();
+        assert_eq!(a.metrics_bind_address.port(), 9090);
+        assert_eq!(a.health_probe_bind_address.port(), 9091);
         let a = Args::try_parse_from(["q", "--leader-elect"]).unwrap();
+        assert_eq!(a.metrics_bind_address.port(), 8080);
         assert_eq!(a.leader_elect, Some(true));
         Args::command().debug_assert();
     }

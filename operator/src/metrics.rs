@@ -1,182 +1,171 @@
-//! Prometheus metrics, hand-written text exposition (format 0.0.4): a handful of gauges, counters and
-//! one histogram do not need a registry crate. Every series has its labels rendered once, sorted.
+//! Prometheus metrics on `prometheus-client`: every metric is a typed family registered once, and the
+//! exposition (OpenMetrics text) is the registry's. A name that no family has is logged, never dropped
+//! silently, and a unit test checks every `qscaler_*` name used in the operator's sources is registered.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-type Labels = Vec<(&'static str, String)>;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// One series' labels, sorted by name.
+type Labels = Vec<(String, String)>;
+
+/// The content type of [`Metrics::render`].
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Upper bounds of the reconcile-duration histogram, in seconds.
 const BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-#[derive(Default)]
-struct Histogram {
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-struct Family {
-    help: &'static str,
-    kind: &'static str,
-}
-
-const FAMILIES: &[(&str, Family)] = &[
+/// Gauges: counts at the last poll or reconcile. Help texts end without a period: the encoder adds one.
+const GAUGES: &[(&str, &str)] = &[
     (
         "qscaler_queue_depth",
-        Family {
-            help: "Tasks waiting in the queue at the last poll.",
-            kind: "gauge",
-        },
+        "Tasks waiting in the queue at the last poll",
     ),
     (
         "qscaler_queue_in_flight",
-        Family {
-            help: "Tasks taken by task-mode workers and not finished.",
-            kind: "gauge",
-        },
+        "Tasks taken by task-mode workers and not finished",
     ),
     (
         "qscaler_desired_replicas",
-        Family {
-            help: "Workers the scaling rule asks for.",
-            kind: "gauge",
-        },
+        "Workers the scaling rule asks for",
     ),
     (
         "qscaler_current_replicas",
-        Family {
-            help: "Worker pods alive, draining ones included.",
-            kind: "gauge",
-        },
+        "Worker pods alive, draining ones included",
     ),
-    (
-        "qscaler_draining_replicas",
-        Family {
-            help: "Worker pods told to drain.",
-            kind: "gauge",
-        },
-    ),
+    ("qscaler_draining_replicas", "Worker pods told to drain"),
     (
         "qscaler_broker_healthy",
-        Family {
-            help: "1 when the ScalerConfig's broker answered the last check.",
-            kind: "gauge",
-        },
-    ),
-    (
-        "qscaler_reconciles_total",
-        Family {
-            help: "Reconciles run, by controller.",
-            kind: "counter",
-        },
-    ),
-    (
-        "qscaler_reconcile_errors_total",
-        Family {
-            help: "Reconciles that failed, by controller and error kind.",
-            kind: "counter",
-        },
-    ),
-    (
-        "qscaler_pods_created_total",
-        Family {
-            help: "Worker pods created.",
-            kind: "counter",
-        },
-    ),
-    (
-        "qscaler_pods_drained_total",
-        Family {
-            help: "Drain annotations set, by reason.",
-            kind: "counter",
-        },
-    ),
-    (
-        "qscaler_pods_undrained_total",
-        Family {
-            help: "Drain annotations removed because demand rose again.",
-            kind: "counter",
-        },
-    ),
-    (
-        "qscaler_pods_deleted_total",
-        Family {
-            help: "Worker pods deleted, by reason.",
-            kind: "counter",
-        },
-    ),
-    (
-        "qscaler_tasks_returned_total",
-        Family {
-            help: "In-flight tasks of dead pods returned to their queue.",
-            kind: "counter",
-        },
-    ),
-    (
-        "qscaler_tasks_dead_lettered_total",
-        Family {
-            help: "In-flight tasks of dead pods moved to the dead-letter list: their pods died more often than the retry limit allows.",
-            kind: "counter",
-        },
-    ),
-    (
-        "qscaler_reconcile_duration_seconds",
-        Family {
-            help: "Time spent in one reconcile, by controller.",
-            kind: "histogram",
-        },
+        "1 when the ScalerConfig's broker answered the last check",
     ),
 ];
 
-#[derive(Default)]
+/// Counters, by their exposed name (OpenMetrics: the family is the name without `_total`).
+const COUNTERS: &[(&str, &str)] = &[
+    ("qscaler_reconciles_total", "Reconciles run, by controller"),
+    (
+        "qscaler_reconcile_errors_total",
+        "Reconciles that failed, by controller and error kind",
+    ),
+    ("qscaler_pods_created_total", "Worker pods created"),
+    (
+        "qscaler_pods_drained_total",
+        "Drain annotations set, by reason",
+    ),
+    (
+        "qscaler_pods_undrained_total",
+        "Drain annotations removed because demand rose again",
+    ),
+    (
+        "qscaler_pods_deleted_total",
+        "Worker pods deleted, by reason",
+    ),
+    (
+        "qscaler_tasks_returned_total",
+        "In-flight tasks of dead pods returned to their queue",
+    ),
+    (
+        "qscaler_tasks_dead_lettered_total",
+        "In-flight tasks of dead pods moved to the dead-letter list: their pods died more often than the retry limit allows",
+    ),
+];
+
+const HISTOGRAMS: &[(&str, &str)] = &[(
+    "qscaler_reconcile_duration_seconds",
+    "Time spent in one reconcile, by controller",
+)];
+
+fn reconcile_histogram() -> Histogram {
+    Histogram::new(BUCKETS.iter().copied())
+}
+
 pub struct Metrics {
-    values: Mutex<BTreeMap<(&'static str, Labels), f64>>,
-    histograms: Mutex<BTreeMap<(&'static str, Labels), Histogram>>,
+    registry: Registry,
+    gauges: HashMap<&'static str, Family<Labels, Gauge>>,
+    counters: HashMap<&'static str, Family<Labels, Counter>>,
+    histograms: HashMap<&'static str, Family<Labels, Histogram, fn() -> Histogram>>,
+    /// Every series written, so that [`Metrics::forget`] can find a deleted QWorker's.
+    series: Mutex<BTreeSet<(&'static str, Labels)>>,
+    /// Names asked for that no family has (each logged once).
+    unknown: Mutex<HashSet<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let mut gauges = HashMap::new();
+        for (name, help) in GAUGES {
+            let family = Family::<Labels, Gauge>::default();
+            registry.register(*name, *help, family.clone());
+            gauges.insert(*name, family);
+        }
+        let mut counters = HashMap::new();
+        for (name, help) in COUNTERS {
+            let family = Family::<Labels, Counter>::default();
+            let base = name.strip_suffix("_total").unwrap_or(name);
+            registry.register(base, *help, family.clone());
+            counters.insert(*name, family);
+        }
+        let mut histograms = HashMap::new();
+        for (name, help) in HISTOGRAMS {
+            let family = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+                reconcile_histogram,
+            );
+            registry.register(*name, *help, family.clone());
+            histograms.insert(*name, family);
+        }
+        Metrics {
+            registry,
+            gauges,
+            counters,
+            histograms,
+            series: Mutex::default(),
+            unknown: Mutex::default(),
+        }
+    }
 }
 
 fn labels(pairs: &[(&'static str, &str)]) -> Labels {
-    let mut l: Labels = pairs.iter().map(|(k, v)| (*k, v.to_string())).collect();
+    let mut l: Labels = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     l.sort();
     l
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-fn render_labels(l: &Labels, extra: Option<(&str, String)>) -> String {
-    let mut parts: Vec<String> = l
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect();
-    if let Some((k, v)) = extra {
-        parts.push(format!("{k}=\"{v}\""));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
-}
-
 impl Metrics {
+    /// Sets gauge `name` (a count: stored as an integer).
     pub fn set(&self, name: &'static str, pairs: &[(&'static str, &str)], value: f64) {
-        if let Ok(mut v) = self.values.lock() {
-            v.insert((name, labels(pairs)), value);
+        match self.gauges.get(name) {
+            Some(family) => {
+                let l = labels(pairs);
+                family.get_or_create(&l).set(value.round() as i64);
+                self.written(name, l);
+            }
+            None => self.unknown(name),
         }
     }
 
+    /// Adds `by` (a whole number) to counter `name`.
     pub fn inc(&self, name: &'static str, pairs: &[(&'static str, &str)], by: f64) {
-        if let Ok(mut v) = self.values.lock() {
-            *v.entry((name, labels(pairs))).or_insert(0.0) += by;
+        match self.counters.get(name) {
+            Some(family) => {
+                let l = labels(pairs);
+                family.get_or_create(&l).inc_by(by.max(0.0).round() as u64);
+                self.written(name, l);
+            }
+            None => self.unknown(name),
         }
     }
 
@@ -203,71 +192,59 @@ impl Metrics {
         );
     }
 
-    /// Drops every series of `name` whose labels include `pair` (a deleted QWorker's gauges).
+    /// Drops every series whose labels include all of `pairs` (a deleted QWorker's).
     pub fn forget(&self, pairs: &[(&'static str, &str)]) {
         let want = labels(pairs);
-        if let Ok(mut v) = self.values.lock() {
-            v.retain(|(_, l), _| !want.iter().all(|p| l.contains(p)));
-        }
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        series.retain(|(name, l)| {
+            if !want.iter().all(|p| l.contains(p)) {
+                return true;
+            }
+            if let Some(f) = self.gauges.get(name) {
+                f.remove(l);
+            } else if let Some(f) = self.counters.get(name) {
+                f.remove(l);
+            } else if let Some(f) = self.histograms.get(name) {
+                f.remove(l);
+            }
+            false
+        });
     }
 
+    /// Records `d` in histogram `name`.
     pub fn observe(&self, name: &'static str, pairs: &[(&'static str, &str)], d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Ok(mut h) = self.histograms.lock() {
-            let h = h.entry((name, labels(pairs))).or_default();
-            if h.counts.is_empty() {
-                h.counts = vec![0; BUCKETS.len()];
+        match self.histograms.get(name) {
+            Some(family) => {
+                let l = labels(pairs);
+                family.get_or_create(&l).observe(d.as_secs_f64());
+                self.written(name, l);
             }
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    h.counts[i] += 1;
-                }
-            }
-            h.sum += secs;
-            h.count += 1;
+            None => self.unknown(name),
         }
     }
 
-    /// The text exposition of every series.
+    /// The OpenMetrics text exposition of every family ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let values = self.values.lock().map(|v| {
-            v.iter()
-                .map(|((n, l), x)| (*n, l.clone(), *x))
-                .collect::<Vec<_>>()
-        });
-        let values = values.unwrap_or_default();
-        for (family, meta) in FAMILIES {
-            let _ = writeln!(out, "# HELP {family} {}", meta.help);
-            let _ = writeln!(out, "# TYPE {family} {}", meta.kind);
-            if meta.kind == "histogram" {
-                if let Ok(hs) = self.histograms.lock() {
-                    for ((n, l), h) in hs.iter().filter(|((n, _), _)| n == family) {
-                        for (i, b) in BUCKETS.iter().enumerate() {
-                            let _ = writeln!(
-                                out,
-                                "{n}_bucket{} {}",
-                                render_labels(l, Some(("le", b.to_string()))),
-                                h.counts[i]
-                            );
-                        }
-                        let _ = writeln!(
-                            out,
-                            "{n}_bucket{} {}",
-                            render_labels(l, Some(("le", "+Inf".into()))),
-                            h.count
-                        );
-                        let _ = writeln!(out, "{n}_sum{} {}", render_labels(l, None), h.sum);
-                        let _ = writeln!(out, "{n}_count{} {}", render_labels(l, None), h.count);
-                    }
-                }
-                continue;
-            }
-            for (n, l, x) in values.iter().filter(|(n, _, _)| n == family) {
-                let _ = writeln!(out, "{n}{} {x}", render_labels(l, None));
-            }
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode the metrics");
         }
         out
+    }
+
+    fn written(&self, name: &'static str, l: Labels) {
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        series.insert((name, l));
+    }
+
+    fn unknown(&self, name: &str) {
+        let mut unknown = self.unknown.lock().unwrap_or_else(|e| e.into_inner());
+        if unknown.insert(name.to_string()) {
+            tracing::error!(
+                metric = name,
+                "no such metric is registered (operator bug): add it to metrics.rs"
+            );
+        }
     }
 }
 
@@ -303,19 +280,69 @@ mod tests {
             text.contains("qscaler_queue_depth{namespace=\"n\",qworker=\"w\"} 5\n"),
             "{text}"
         );
-        assert!(text.contains("qscaler_pods_created_total{namespace=\"n\",qworker=\"w\"} 3\n"));
+        assert!(
+            text.contains("qscaler_pods_created_total{namespace=\"n\",qworker=\"w\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "qscaler_reconcile_duration_seconds_bucket{le=\"0.05\",controller=\"qworker\"} 1\n"
+            ),
+            "{text}"
+        );
         assert!(text.contains(
-            "qscaler_reconcile_duration_seconds_bucket{controller=\"qworker\",le=\"0.05\"} 1\n"
-        ));
-        assert!(text.contains(
-            "qscaler_reconcile_duration_seconds_bucket{controller=\"qworker\",le=\"0.025\"} 0\n"
+            "qscaler_reconcile_duration_seconds_bucket{le=\"0.025\",controller=\"qworker\"} 0\n"
         ));
         assert!(
             text.contains("qscaler_reconcile_duration_seconds_count{controller=\"qworker\"} 1\n")
         );
-        assert!(text.contains("# TYPE qscaler_reconciles_total counter\n"));
+        assert!(
+            text.contains("# TYPE qscaler_pods_created counter\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
         m.forget(&[("qworker", "w"), ("namespace", "n")]);
-        assert!(!m.render().contains("qscaler_queue_depth{"));
+        let text = m.render();
+        assert!(!text.contains("qscaler_queue_depth{"), "{text}");
+        assert!(!text.contains("qscaler_pods_created_total{"), "{text}");
+        assert!(text.contains("qscaler_reconcile_duration_seconds_count{"));
+    }
+
+    #[test]
+    fn every_registered_family_is_rendered_once_written() {
+        let m = Metrics::default();
+        assert_eq!(m.render(), "# EOF\n", "no series yet");
+        let l = [("namespace", "n")];
+        for (name, _) in GAUGES {
+            m.set(name, &l, 2.0);
+        }
+        for (name, _) in COUNTERS {
+            m.inc(name, &l, 1.0);
+        }
+        for (name, _) in HISTOGRAMS {
+            m.observe(name, &l, Duration::from_millis(1));
+        }
+        let text = m.render();
+        for (name, help) in GAUGES.iter().chain(HISTOGRAMS) {
+            assert!(
+                text.contains(&format!("# HELP {name} {help}.\n")),
+                "{name}: {text}"
+            );
+        }
+        for (name, _) in GAUGES {
+            assert!(
+                text.contains(&format!("{name}{{namespace=\"n\"}} 2\n")),
+                "{text}"
+            );
+        }
+        for (name, _) in COUNTERS {
+            let base = name.strip_suffix("_total").expect("counters end in _total");
+            assert!(text.contains(&format!("# TYPE {base} counter\n")), "{text}");
+            assert!(
+                text.contains(&format!("{name}{{namespace=\"n\"}} 1\n")),
+                "{text}"
+            );
+        }
     }
 
     #[test]
@@ -342,7 +369,67 @@ mod tests {
     #[test]
     fn label_values_are_escaped() {
         let m = Metrics::default();
-        m.set("qscaler_queue_depth", &[("qworker", "a\"b")], 1.0);
-        assert!(m.render().contains("qworker=\"a\\\"b\""));
+        m.set("qscaler_queue_depth", &[("qworker", "a\"b\\c\nd")], 1.0);
+        assert!(
+            m.render().contains("qworker=\"a\\\"b\\\\c\\nd\""),
+            "{}",
+            m.render()
+        );
+    }
+
+    #[test]
+    fn an_unknown_name_writes_nothing_and_is_remembered() {
+        let m = Metrics::default();
+        let before = m.render();
+        m.set("qscaler_no_such_gauge", &[], 1.0);
+        m.inc("qscaler_no_such_total", &[], 1.0);
+        assert_eq!(m.render(), before);
+        let unknown = m.unknown.lock().expect("lock");
+        assert!(unknown.contains("qscaler_no_such_gauge"));
+        assert!(unknown.contains("qscaler_no_such_total"));
+    }
+
+    /// Every `"qscaler_…"` string in the operator's sources names a registered metric: a metric used
+    /// but never registered (the old hand-written exposition silently left it out) fails here.
+    #[test]
+    fn every_metric_name_in_the_sources_is_registered() {
+        let known: HashSet<&str> = GAUGES
+            .iter()
+            .chain(COUNTERS)
+            .chain(HISTOGRAMS)
+            .map(|(n, _)| *n)
+            .collect();
+        let mut stack = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+        let mut seen = 0;
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).expect("src dir") {
+                let path = entry.expect("dir entry").path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if path.extension().and_then(|e| e.to_str()) != Some("rs")
+                    || path.ends_with("metrics.rs")
+                {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("source");
+                for (i, _) in text.match_indices("\"qscaler_") {
+                    let rest = &text[i + 1..];
+                    let end = rest
+                        .find(|c: char| !(c.is_ascii_lowercase() || c == '_'))
+                        .unwrap_or(rest.len());
+                    if rest[end..].starts_with('"') {
+                        let name = &rest[..end];
+                        assert!(known.contains(name), "{}: {name}", path.display());
+                        seen += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            seen >= 8,
+            "only {seen} metric names found: is the scan right?"
+        );
     }
 }

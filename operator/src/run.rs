@@ -37,6 +37,8 @@ pub struct Options {
     pub leader_election: Option<(String, String)>,
     pub identity: String,
     pub metrics_addr: SocketAddr,
+    /// Address of /healthz, /livez and /readyz.
+    pub probe_addr: SocketAddr,
 }
 
 pub const INSTALL_HINT: &str = "install the CRDs first: kubectl apply --server-side -f crds/qworker.yaml -f crds/scalerconfig.yaml (or ./install.sh)";
@@ -89,10 +91,21 @@ pub async fn run(
 
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
-    let (bound, server_task) = server::serve(opts.metrics_addr, metrics.clone(), ready.clone())
-        .await
-        .with_context(|| format!("cannot listen on {}", opts.metrics_addr))?;
-    tracing::info!(addr = %bound, "serving /metrics, /healthz, /readyz");
+    let (bound, server_task) = server::serve(
+        opts.metrics_addr,
+        opts.probe_addr,
+        metrics.clone(),
+        ready.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot listen on {} and {}",
+            opts.metrics_addr, opts.probe_addr
+        )
+    })?;
+    tracing::info!(addr = %bound.metrics, "serving /metrics");
+    tracing::info!(addr = %bound.probes, "serving /healthz, /livez, /readyz");
 
     let shutdown = shutdown.shared();
     let elector = match &opts.leader_election {

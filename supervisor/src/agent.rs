@@ -236,8 +236,16 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
             activity: act_tx,
         };
         let r = requester.clone();
+        let remap_exit = o.remap_exit.clone();
         tokio::spawn(async move {
             let code = tasks.run().await;
+            let code = match crate::exit::remapped(code, &remap_exit) {
+                0 if code != 0 => {
+                    info!("task mode finished with {code}, remapped to 0 (--remap-exit)");
+                    0
+                }
+                c => c,
+            };
             info!("task mode finished; exiting with {code}");
             r.send(crate::bridge::Request::Exit(code));
         });

@@ -474,7 +474,8 @@ mod tests {
         };
         vec![
             Case {
-                // REAL-NODE.md: today's join (/sys/fs/cgroup/memory/kubepods/...) does not exist.
+                // A Docker container on a cgroup v1 host: the path /proc/self/cgroup names
+                // (/sys/fs/cgroup/memory/kubepods/...) does not exist inside it.
                 name: "docker v1 without a cgroup namespace",
                 cgroup: DOCKER_V1_CGROUP,
                 mountinfo: DOCKER_V1_MOUNTINFO,

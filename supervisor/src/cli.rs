@@ -43,6 +43,7 @@ ENVIRONMENT (set by the QScaler operator in worker pods):
                              Without a pod to read the grace from, SIGKILL is expected this + 10 s
                              after SIGTERM (else 30 s).
   RUST_LOG                   log filter (default: info). Logs go to stderr.
+  QSCALER_LOG_FORMAT         `text` (default) or `json`: one JSON object per line, as the operator's.
 
 SIGTERM (the kubelet deleting or evicting the pod, `docker stop`) IS A DRAIN:
   task mode: no new task; the running one is not signalled and may finish. Only shortly before the
@@ -61,7 +62,24 @@ TASK MODE REDIS CONTRACT:
   (count in hash <queue>:retries) and then moves it to <queue>:dead.
 
 EXIT CODE: the worker's own code, or 128+N when signal N killed it; 127/126 when COMMAND cannot be
-found/executed; 0 when the worker exited by itself after a drain request.";
+found/executed; 0 when the worker exited by itself after a drain request. Task mode: 0, or the code of
+a task cut at shutdown. A code given to --remap-exit (tini's -e) becomes 0: `-e 143` for a worker
+that exits 143 when it stops on SIGTERM. qsupervisor's own codes (2: usage, 1: a system call, 70:
+the task agent stopped, 126/127: COMMAND cannot start) are never remapped.
+
+PARENT DEATH (-p, tini's -p): when qsupervisor is not PID 1 but started by another process (a shell
+script, a test harness), `-p TERM` has the kernel send it SIGTERM when that process dies, which it
+then handles like any SIGTERM (a drain); a forwarded signal (INT, HUP, QUIT, USR1, USR2) is
+forwarded, KILL kills it.";
+
+/// How log lines are written: as the operator's `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `fields.message`, `target`), for log
+    /// pipelines that parse them.
+    Json,
+}
 
 /// PID 1 for queue-worker containers: runs COMMAND, reaps every zombie, forwards signals, reports
 /// usage, and on a drain request lets the current task finish before the container exits 0.
@@ -194,6 +212,28 @@ pub struct Options {
     #[arg(long, env = env::POD_NAMESPACE)]
     pub pod_namespace: Option<String>,
 
+    /// Log format.
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Exit 0 instead of CODE (0-255) when the worker ends with it (tini's -e): e.g. 143 for a
+    /// worker that stops on SIGTERM by dying of it. Repeatable, or comma-separated.
+    #[arg(
+        short = 'e',
+        long,
+        env = "QSCALER_REMAP_EXIT",
+        value_name = "CODE",
+        value_delimiter = ',',
+        value_parser = clap::value_parser!(u8)
+    )]
+    pub remap_exit: Vec<u8>,
+
+    /// Have the kernel send SIGNAL to qsupervisor when its parent process dies (tini's -p;
+    /// PR_SET_PDEATHSIG). It is handled as the same signal from anyone: TERM drains. The kernel's
+    /// "parent" is the thread that started qsupervisor: in a threaded spawner, that thread's end.
+    #[arg(short = 'p', long, env = "QSCALER_PARENT_DEATH_SIGNAL", value_name = "SIGNAL", value_parser = parse_signal)]
+    pub parent_death_signal: Option<Signal>,
+
     /// The worker (wrap mode) or the per-task command (task mode), after `--`.
     #[arg(required = true, last = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -241,27 +281,9 @@ impl Options {
     }
 }
 
-/// Parses `500ms`, `5s`, `1.5s`, `2m`, `1h` or a bare number of seconds.
+/// Parses a Go-style duration (`500ms`, `1.5s`, `1h30m`, a bare `0`): the one parser of every binary.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?} (e.g. 500ms, 5s, 2m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {text:?} (ms, s, m, h)")),
-    };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
-        return Err(format!("duration {text:?} out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    qscaler_crds::duration::parse_flag(text)
 }
 
 #[cfg(test)]
@@ -274,7 +296,7 @@ mod tests {
     fn durations() {
         for (t, d) in [
             ("5s", Duration::from_secs(5)),
-            ("5", Duration::from_secs(5)),
+            ("1m30s", Duration::from_secs(90)),
             ("500ms", Duration::from_millis(500)),
             ("1.5s", Duration::from_millis(1500)),
             ("2m", Duration::from_secs(120)),
@@ -283,7 +305,9 @@ mod tests {
         ] {
             assert_eq!(parse_duration(t), Ok(d), "{t}");
         }
-        for bad in ["", "s", "-1s", "5x", "1e999", "five", "5 s s", "1.2.3s"] {
+        for bad in [
+            "", "s", "-1s", "5", "5x", "1e999", "five", "5 s s", "1.2.3s",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
@@ -311,6 +335,44 @@ mod tests {
     fn task_mode_needs_a_queue_and_a_broker() {
         let o = Options::try_parse_from(["qsupervisor", "--task", "--", "cat"]).unwrap();
         assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn tini_options_and_log_format() {
+        let o = Options::try_parse_from([
+            "qsupervisor",
+            "-e",
+            "143",
+            "--remap-exit",
+            "1,255",
+            "-p",
+            "TERM",
+            "--log-format",
+            "json",
+            "--",
+            "w",
+        ])
+        .unwrap();
+        assert_eq!(o.remap_exit, vec![143, 1, 255]);
+        assert_eq!(o.parent_death_signal, Some(Signal::SIGTERM));
+        assert_eq!(o.log_format, LogFormat::Json);
+        let o = Options::try_parse_from(["qsupervisor", "--", "w"]).unwrap();
+        assert!(o.remap_exit.is_empty());
+        assert_eq!(o.parent_death_signal, None);
+        assert_eq!(o.log_format, LogFormat::Text);
+        for bad in [
+            &["-e", "256"][..],
+            &["-e", "x"],
+            &["-e", ""],
+            &["-p", "NOPE"],
+            &["-p", "0"],
+            &["--log-format", "xml"],
+        ] {
+            let mut argv = vec!["qsupervisor"];
+            argv.extend_from_slice(bad);
+            argv.extend_from_slice(&["--", "w"]);
+            assert!(Options::try_parse_from(&argv).is_err(), "{bad:?}");
+        }
     }
 
     proptest! {

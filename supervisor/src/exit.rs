@@ -76,6 +76,15 @@ pub fn worker_exit(outcome: Outcome, drain_signal: Option<i32>, timed_out: bool)
     }
 }
 
+/// The exit code after `--remap-exit` (tini's `-e`): 0 when `code` is one of `zero`, else `code`.
+/// Applied only to the worker's (or a cut task's) code, never to qsupervisor's own failures.
+pub fn remapped(code: i32, zero: &[u8]) -> i32 {
+    match u8::try_from(code) {
+        Ok(c) if zero.contains(&c) => 0,
+        _ => code,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +125,19 @@ mod tests {
         assert_eq!(spawn_failure_code(&e(nix::libc::EACCES)), 126);
         assert_eq!(spawn_failure_code(&e(nix::libc::ENOEXEC)), 126);
         assert_eq!(spawn_failure_code(&e(nix::libc::EPERM)), 126);
+    }
+
+    #[test]
+    fn remapping_zeroes_only_the_listed_codes() {
+        assert_eq!(remapped(143, &[143]), 0);
+        assert_eq!(remapped(143, &[1, 143]), 0);
+        assert_eq!(remapped(143, &[]), 143);
+        assert_eq!(remapped(137, &[143]), 137);
+        assert_eq!(remapped(0, &[143]), 0);
+        assert_eq!(remapped(0, &[0]), 0);
+        // Codes outside 0..=255 never match a listed code (no truncation: 399 is not 143).
+        assert_eq!(remapped(399, &[143]), 399);
+        assert_eq!(remapped(-113, &[143]), -113);
     }
 
     #[test]

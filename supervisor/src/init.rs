@@ -63,6 +63,8 @@ pub struct Config {
     pub drain_signal: Signal,
     /// Extra environment for the worker.
     pub env: Vec<(String, OsString)>,
+    /// The worker's exit codes reported as 0 (`--remap-exit`).
+    pub remap_exit: Vec<u8>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -315,7 +317,7 @@ impl Init {
                          qsupervisor shortly before the kubelet's SIGKILL; exit code {}",
                         outcome.code()
                     );
-                    self.begin_ending(outcome.code());
+                    self.begin_ending(self.remapped(outcome.code()));
                     return;
                 }
                 Verdict::PassThrough => info!("worker {pid} ended: {outcome:?}; exit code {code}"),
@@ -331,7 +333,7 @@ impl Init {
                     "worker {pid} did not finish within --drain-timeout and was killed; exit code {code}"
                 ),
             }
-            self.begin_ending(code);
+            self.begin_ending(self.remapped(code));
         } else if Some(pid) == self.task {
             self.task = None;
             debug!("task {pid} ended: {outcome:?}");
@@ -339,6 +341,15 @@ impl Init {
         } else {
             debug!("reaped {pid}: {outcome:?}");
         }
+    }
+
+    /// The worker's code after `--remap-exit`.
+    fn remapped(&self, code: i32) -> i32 {
+        let out = exit::remapped(code, &self.cfg.remap_exit);
+        if out != code {
+            info!("exit code {code} remapped to {out} (--remap-exit)");
+        }
+        out
     }
 
     fn handle_requests(&mut self) {

@@ -7,17 +7,19 @@ use clap::Parser;
 use qscaler_crds::names::env;
 use qsupervisor::bridge::bridge;
 use qsupervisor::broker::Broker;
-use qsupervisor::cli::{Options, ENV_ACTIVITY_SOCKET};
+use qsupervisor::cli::{LogFormat, Options, ENV_ACTIVITY_SOCKET};
 use qsupervisor::init::{self, Init};
 use qsupervisor::{activity, agent, sys};
 use tracing::{error, info, warn};
 
 fn main() -> ExitCode {
+    // Before anything else, for --parent-death-signal: the parent we must outlive no longer.
+    let parent = sys::parent_pid();
     let options = Options::parse();
-    logging();
+    logging(options.log_format);
     // A panic must never go unnoticed; the init loop itself never unwraps outside input.
     std::panic::set_hook(Box::new(|p| error!("panic: {p}")));
-    ExitCode::from((run(options) & 0xff) as u8)
+    ExitCode::from((run(options, parent) & 0xff) as u8)
 }
 
 /// The log filter without RUST_LOG. kube's HTTP layer logs every failed request at ERROR; each
@@ -25,21 +27,24 @@ fn main() -> ExitCode {
 /// lines would only repeat ours, unthrottled.
 const DEFAULT_LOG_FILTER: &str = "info,kube_client::client::builder=off";
 
-fn logging() {
+fn logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER));
-    tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false)
         // Never coloured: its stderr is the container's log (`kubectl logs`), a terminal only
         // under `docker run -t`, where the runtime stores the escape codes all the same.
-        .with_ansi(false)
-        .init();
+        .with_ansi(false);
+    match format {
+        // The operator's shape (the target included), so one log pipeline parses both.
+        LogFormat::Json => fmt.json().init(),
+        LogFormat::Text => fmt.with_target(false).init(),
+    }
 }
 
 /// The checklist; returns the exit code.
-fn run(options: Options) -> i32 {
+fn run(options: Options, parent: nix::unistd::Pid) -> i32 {
     if let Err(e) = options.validate() {
         error!("{e}");
         return 2;
@@ -59,7 +64,15 @@ fn run(options: Options) -> i32 {
         }
     };
 
-    // 2. Subreaper, unless we are PID 1 already.
+    // 2. The parent's death as a signal (blocked by now: it arrives on the signalfd).
+    if let Some(sig) = options.parent_death_signal {
+        if let Err(e) = sys::set_parent_death_signal(sig, parent) {
+            error!("{e}");
+            return 1;
+        }
+    }
+
+    // 3. Subreaper, unless we are PID 1 already.
     if sys::own_pid().as_raw() != 1 {
         match sys::become_subreaper() {
             Ok(()) => info!("not PID 1: registered as child subreaper"),
@@ -67,7 +80,7 @@ fn run(options: Options) -> i32 {
         }
     }
 
-    // 3. What the agent needs, prepared before the worker starts (the socket must exist first).
+    // 4. What the agent needs, prepared before the worker starts (the socket must exist first).
     let activity_socket = match options.activity_socket.as_deref().filter(|_| !options.task) {
         Some(path) => match activity::bind(path) {
             Ok(s) => Some(s),
@@ -101,7 +114,7 @@ fn run(options: Options) -> i32 {
     };
     let (init_side, agent_side) = bridge(waker);
 
-    // 4. The worker (wrap mode).
+    // 5. The worker (wrap mode).
     let mut extra_env = Vec::new();
     if let (Some(path), Some(_)) = (&options.activity_socket, &activity_socket) {
         extra_env.push((
@@ -116,6 +129,7 @@ fn run(options: Options) -> i32 {
         task_mode: options.task,
         drain_signal: options.drain_signal,
         env: extra_env,
+        remap_exit: options.remap_exit.clone(),
     };
     let worker = if options.task {
         None
@@ -129,7 +143,7 @@ fn run(options: Options) -> i32 {
         }
     };
 
-    // 5. The agent, on its own thread (inheriting the blocked mask). Always: besides the pod, task
+    // 6. The agent, on its own thread (inheriting the blocked mask). Always: besides the pod, task
     //    mode and usage, it keeps the kubelet's clock after SIGTERM (see `ending`).
     let pod_name = options
         .pod_name
@@ -161,6 +175,6 @@ fn run(options: Options) -> i32 {
         return 1;
     }
 
-    // 6. The loop.
+    // 7. The loop.
     Init::new(cfg, sigfd, init_side, agent_alive, worker).run()
 }

@@ -2,6 +2,8 @@
 
 use std::time::Instant;
 
+use nix::unistd::SysconfVar;
+
 use crate::cgroup::{self, Location};
 use crate::proctree;
 use crate::usage::Reading;
@@ -44,13 +46,14 @@ impl Sampler {
             root,
             procfs,
             cgroup,
-            page_size: procfs::page_size(),
+            page_size: sysconf_or(SysconfVar::PAGE_SIZE, 4096),
             origin: Instant::now(),
         }
     }
 
+    /// The unit of the CPU times in `/proc/<pid>/stat` (USER_HZ: 100 on every Linux we know of).
     pub fn ticks_per_sec() -> u64 {
-        procfs::ticks_per_second()
+        sysconf_or(SysconfVar::CLK_TCK, 100)
     }
 
     pub fn cgroup(&self) -> Option<&Location> {
@@ -75,5 +78,41 @@ impl Sampler {
                 .fold(0, u64::saturating_add),
             cgroup: self.cgroup.as_ref().map(cgroup::sample),
         })
+    }
+}
+
+/// A positive `sysconf` value, else `default` (sysconf cannot fail for these on Linux; never panic).
+fn sysconf_or(var: SysconfVar, default: u64) -> u64 {
+    match nix::unistd::sysconf(var) {
+        Ok(Some(v)) if v > 0 => v as u64,
+        _ => default,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_size_and_clock_ticks_are_the_kernels() {
+        // Against independent sources: the kernel's page size as the auxiliary vector has it, the
+        // tick rate as getconf reports it.
+        let page = std::fs::read("/proc/self/auxv").ok().and_then(|auxv| {
+            auxv.chunks_exact(16).find_map(|kv| {
+                let k = u64::from_ne_bytes(kv[..8].try_into().ok()?);
+                let v = u64::from_ne_bytes(kv[8..].try_into().ok()?);
+                (k == 6).then_some(v) // AT_PAGESZ
+            })
+        });
+        assert_eq!(Some(sysconf_or(SysconfVar::PAGE_SIZE, 0)), page);
+        let getconf = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .unwrap();
+        let ticks: u64 = String::from_utf8_lossy(&getconf.stdout)
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(Sampler::ticks_per_sec(), ticks);
     }
 }

@@ -81,6 +81,27 @@ pub fn become_subreaper() -> Result<()> {
     )
 }
 
+/// Has the kernel send `sig` to us when our parent dies (`PR_SET_PDEATHSIG`). Call it with `sig`
+/// blocked, so it arrives on the signalfd. `parent` is our parent as seen first thing in `main`:
+/// if it is gone already (it died before the prctl), `sig` is sent to ourselves at once, since the
+/// kernel never will.
+pub fn set_parent_death_signal(sig: Signal, parent: Pid) -> Result<()> {
+    sys(
+        "setting PR_SET_PDEATHSIG",
+        nix::sys::prctl::set_pdeathsig(Some(sig)),
+    )?;
+    if nix::unistd::getppid() != parent {
+        tracing::warn!("the parent process {parent} is gone already: {sig} to ourselves");
+        send(own_pid(), sig)?;
+    }
+    Ok(())
+}
+
+/// Our parent process (0 as PID 1 of a namespace: the parent is outside it).
+pub fn parent_pid() -> Pid {
+    nix::unistd::getppid()
+}
+
 /// An eventfd the agent writes to wake the init loop.
 pub fn waker() -> Result<EventFd> {
     sys(

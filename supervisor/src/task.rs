@@ -1,18 +1,15 @@
 //! Task mode: the supervisor consumes the Redis list itself, reliably (at-least-once).
 //!
-//! The contract (key names from `qscaler_crds::names::keys`):
+//! The protocol is [`qscaler_queue::task`]'s, shared with the operator: `BLMOVE` from the queue's
+//! right end into our processing list (FIFO with `LPUSH` producers), acknowledge on exit 0, count a
+//! failed run and run it again while the count is at most `--max-retries`, else dead-letter it.
+//! What this loop adds:
 //!
-//! * producers `LPUSH` payloads onto `<queue>`; consumers take from the right end, so the list is
-//!   FIFO (the Celery/RQ convention);
-//! * `BLMOVE <queue> <queue>:processing:<consumer> RIGHT LEFT` takes one task and records it as ours in
-//!   the same atomic step; COMMAND runs with the payload on stdin;
-//! * exit 0: `LREM <processing> 1 <payload>` and `HDEL <queue>:retries <payload>`;
-//! * failure: `HINCRBY <queue>:retries <payload> 1`; run again while the count is at most
-//!   `--max-retries`, then atomically `LREM` from processing, `LPUSH <queue>:dead`, `HDEL` the count;
+//! * COMMAND runs with the payload on stdin;
 //! * at start, and after any Redis error while taking, whatever is in our processing list is run
 //!   first (a restarted container, or a `BLMOVE` whose reply was lost);
 //! * at exit, anything still in our processing list (taken but not started because a drain came, or
-//!   cut by a pod deletion) is moved back to the right end of the queue, to be taken next.
+//!   cut by a pod deletion) is given back to the queue's right end, to be taken next.
 //!
 //! Every Redis call is retried with backoff until it succeeds, so a broker restart (with
 //! persistence) loses nothing; a task can run twice (at-least-once), never zero times. Retry counts
@@ -32,7 +29,8 @@ use std::future::Future;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use qscaler_crds::names::keys;
+use qscaler_queue::task::{self as queue, Settle};
+use qscaler_queue::TaskKeys;
 use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 use tokio::sync::{mpsc, watch};
@@ -46,7 +44,7 @@ use crate::ending::{self, Ending};
 use crate::exit::Outcome;
 
 /// How long one `BLMOVE` blocks (a safety net: drain wakes it earlier with `CLIENT UNBLOCK`).
-const BLMOVE_TIMEOUT_SECS: f64 = 5.0;
+const BLMOVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reply timeout of ordinary commands.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -73,9 +71,7 @@ pub struct TaskLoop {
 
 struct State {
     l: TaskLoop,
-    processing: String,
-    retries: String,
-    dead: String,
+    keys: TaskKeys,
     control: Option<MultiplexedConnection>,
     blocking: Option<(MultiplexedConnection, i64)>,
     backoff: Backoff,
@@ -136,18 +132,14 @@ impl TaskLoop {
                 }
             }
         }
-        let processing = keys::processing(&self.queue, &self.pod);
-        let retries = keys::retries(&self.queue);
-        let dead = keys::dead_letter(&self.queue);
+        let keys = TaskKeys::new(&self.queue, &self.pod);
         info!(
-            "task mode: {} queue {:?}, processing list {processing:?}, max retries {}",
-            self.broker, self.queue, self.max_retries
+            "task mode: {} queue {:?}, processing list {:?}, max retries {}",
+            self.broker, self.queue, keys.processing, self.max_retries
         );
         let mut s = State {
             l: self,
-            processing,
-            retries,
-            dead,
+            keys,
             control: None,
             blocking: None,
             backoff: Backoff::new(Duration::from_millis(100), Duration::from_secs(5)),
@@ -194,19 +186,13 @@ impl State {
         }
     }
 
-    /// Takes `item` off our processing list and forgets its retry count, in one MULTI; with
-    /// `dead_letter` it goes onto the dead-letter list in the same step.
-    async fn settle(&mut self, what: &str, item: &[u8], dead_letter: bool) {
+    /// Takes `item` off our processing list for good ([`queue::settle`]), through a shutdown.
+    async fn settle(&mut self, what: &str, item: &[u8], how: Settle) {
         let persist = std::mem::replace(&mut self.persist, true);
-        let mut pipe = redis::pipe();
-        pipe.atomic().lrem(&self.processing, 1, item).ignore();
-        if dead_letter {
-            pipe.lpush(&self.dead, item).ignore();
-        }
-        pipe.hdel(&self.retries, item).ignore();
+        let k = self.keys.clone();
         self.retry(what, |mut c| {
-            let pipe = pipe.clone();
-            async move { pipe.query_async::<()>(&mut c).await }
+            let k = k.clone();
+            async move { queue::settle(&mut c, &k, item, how).await }
         })
         .await;
         self.persist = persist;
@@ -260,18 +246,11 @@ impl State {
                 return;
             }
             if recover {
-                let key = self.processing.clone();
+                let k = self.keys.clone();
                 let Some(items) = self
                     .retry("reading our processing list", |mut c| {
-                        let key = key.clone();
-                        async move {
-                            redis::cmd("LRANGE")
-                                .arg(key)
-                                .arg(0)
-                                .arg(-1)
-                                .query_async::<Vec<Vec<u8>>>(&mut c)
-                                .await
-                        }
+                        let k = k.clone();
+                        async move { queue::held(&mut c, &k).await }
                     })
                     .await
                 else {
@@ -284,8 +263,7 @@ impl State {
                         items.len()
                     );
                 }
-                // The oldest is at the right end.
-                for item in items.into_iter().rev() {
+                for item in items {
                     if self.stopping() {
                         return;
                     }
@@ -318,10 +296,13 @@ impl State {
     /// One `BLMOVE`, woken early by a stop request.
     async fn take(&mut self) -> Take {
         if self.blocking.is_none() {
-            let timeout = Duration::from_secs_f64(BLMOVE_TIMEOUT_SECS) + CONTROL_TIMEOUT;
             let opened = async {
-                let mut c = self.l.broker.connect(timeout).await?;
-                let id: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut c).await?;
+                let mut c = self
+                    .l
+                    .broker
+                    .connect(BLMOVE_TIMEOUT + CONTROL_TIMEOUT)
+                    .await?;
+                let id = queue::client_id(&mut c).await?;
                 Ok::<_, redis::RedisError>((c, id))
             };
             match opened.await {
@@ -338,15 +319,9 @@ impl State {
         let Some((mut conn, id)) = self.blocking.clone() else {
             return Take::Failed;
         };
-        let blmove = redis::cmd("BLMOVE")
-            .arg(&self.l.queue)
-            .arg(&self.processing)
-            .arg("RIGHT")
-            .arg("LEFT")
-            .arg(BLMOVE_TIMEOUT_SECS)
-            .clone();
         self.may_hold = true;
-        let fut = async move { blmove.query_async::<Option<Vec<u8>>>(&mut conn).await };
+        let k = self.keys.clone();
+        let fut = async move { queue::take(&mut conn, &k, BLMOVE_TIMEOUT).await };
         tokio::pin!(fut);
         let early = {
             let (drain, shutdown, ending) =
@@ -364,11 +339,7 @@ impl State {
             Some(r) => r,
             None => {
                 if let Some(mut c) = self.control.clone() {
-                    let _ = redis::cmd("CLIENT")
-                        .arg("UNBLOCK")
-                        .arg(id)
-                        .query_async::<i64>(&mut c)
-                        .await;
+                    let _ = queue::unblock(&mut c, id).await;
                 }
                 fut.await
             }
@@ -436,7 +407,8 @@ impl State {
                 }
             };
             if outcome.success() {
-                self.settle("acknowledging a task", &item, false).await;
+                self.settle("acknowledging a task", &item, Settle::Done)
+                    .await;
                 info!("task {shown:?}: done");
                 return;
             }
@@ -453,30 +425,24 @@ impl State {
                 self.interrupted = Some(128 + sig);
                 return;
             }
-            let (r, it) = (self.retries.clone(), item.clone());
+            let (k, it) = (self.keys.clone(), item.as_slice());
             let persist = std::mem::replace(&mut self.persist, true);
             let count = self
                 .retry("counting a retry", |mut c| {
-                    let (r, it) = (r.clone(), it.clone());
-                    async move {
-                        redis::cmd("HINCRBY")
-                            .arg(r)
-                            .arg(it)
-                            .arg(1)
-                            .query_async::<i64>(&mut c)
-                            .await
-                    }
+                    let k = k.clone();
+                    async move { queue::count_failed_run(&mut c, &k, it).await }
                 })
                 .await;
             self.persist = persist;
             let Some(count) = count else {
                 return;
             };
-            if count > i64::from(self.l.max_retries) {
-                self.settle("dead-lettering a task", &item, true).await;
+            if queue::past_retries(count, self.l.max_retries) {
+                self.settle("dead-lettering a task", &item, Settle::DeadLetter)
+                    .await;
                 error!(
                     "task {shown:?}: failed ({outcome:?}) after {} retries; moved to {:?}",
-                    self.l.max_retries, self.dead
+                    self.l.max_retries, self.keys.dead
                 );
                 return;
             }
@@ -498,19 +464,11 @@ impl State {
     async fn return_leftovers(&mut self) {
         self.l.activity.send_replace(None);
         loop {
-            let (p, q) = (self.processing.clone(), self.l.queue.clone());
+            let k = self.keys.clone();
             let moved = self
                 .retry("returning unfinished tasks to the queue", |mut c| {
-                    let (p, q) = (p.clone(), q.clone());
-                    async move {
-                        redis::cmd("LMOVE")
-                            .arg(p)
-                            .arg(q)
-                            .arg("LEFT")
-                            .arg("RIGHT")
-                            .query_async::<Option<Vec<u8>>>(&mut c)
-                            .await
-                    }
+                    let k = k.clone();
+                    async move { queue::give_back(&mut c, &k).await }
                 })
                 .await;
             match moved {

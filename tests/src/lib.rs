@@ -6,12 +6,10 @@
 //! - [`wait`]: [`wait_for`], polling a condition with a timeout (no fixed sleeps in tests).
 //! - [`operator`]: [`operator::Operator`], the operator as a child process watching one test namespace.
 //! - [`real_node`]: attaching to the real node of `tests/node.sh` (kubelet + Docker), its images.
-//! - [`kubelet`]: the stand-in kubelet (the `qscaler-kubelet` binary) that runs pods as processes.
 //!
 //! Start the cluster first: `tests/cluster.sh up && eval "$(tests/cluster.sh env)"`.
 
 pub mod cluster;
-pub mod kubelet;
 pub mod operator;
 pub mod pods;
 pub mod real_node;

@@ -38,7 +38,8 @@ impl Operator {
             cmd.arg("--leader-elect=false");
         }
         let child = cmd
-            .args(["--namespace", ns, "--metrics-addr", "127.0.0.1:0"])
+            .args(["--namespace", ns, "--metrics-bind-address", "127.0.0.1:0"])
+            .args(["--health-probe-bind-address", "127.0.0.1:0"])
             .arg("--kubeconfig")
             .arg(&cluster.kubeconfig)
             .args(["--poll-interval", "200ms"])
@@ -69,9 +70,18 @@ impl Operator {
 
     /// The metrics address the operator logged (it binds port 0).
     pub async fn metrics_addr(&self) -> String {
-        wait_for("the operator's metrics address in its log", T, || async {
+        self.logged_addr("serving /metrics").await
+    }
+
+    /// The probes' address (/healthz, /livez, /readyz) the operator logged (it binds port 0).
+    pub async fn probe_addr(&self) -> String {
+        self.logged_addr("serving /healthz").await
+    }
+
+    async fn logged_addr(&self, marker: &str) -> String {
+        wait_for(&format!("{marker:?} in the operator's log"), T, || async {
             let log = self.log();
-            let line = log.lines().find(|l| l.contains("serving /metrics"))?;
+            let line = log.lines().find(|l| l.contains(marker))?;
             let clean = strip_ansi(line);
             let addr = clean.split("addr=").nth(1)?.split_whitespace().next()?;
             Some(addr.to_string())

@@ -131,7 +131,10 @@ async fn scales_up_fast_and_down_without_interrupting_tasks() {
         )),
         "{metrics}"
     );
-    assert_eq!(reqwest_get(&format!("http://{addr}/readyz")).await, "ok\n");
+    let probes = op.probe_addr().await;
+    assert_ne!(probes, addr, "metrics and probes on separate ports");
+    assert_eq!(reqwest_get(&format!("http://{probes}/readyz")).await, "ok\n");
+    assert_eq!(reqwest_get(&format!("http://{probes}/livez")).await, "ok\n");
 }
 
 /// A plain HTTP GET with a TcpStream (the operator's endpoint speaks HTTP/1.1 and closes).

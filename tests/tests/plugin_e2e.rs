@@ -22,31 +22,32 @@ use qscaler_crds::usage::{annotation_key, UsageReport};
 use qscaler_crds::QWorker;
 use qscaler_tests::{workspace_bin, Cluster};
 use serde_json::{json, Value};
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 /// How long one plugin command may take before the test calls it hung.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A directory holding only the plugin (as krew installs it): `target/debug` itself also holds
-/// cargo's `kubectl-qworker.d` dep-info file, which `kubectl plugin list` flags as a broken plugin.
-/// Made once per test process: the tests run on parallel threads, and a check-then-link per call
-/// raced (`File exists`).
+/// A directory holding only the plugin and its completion helper (as the krew archive has them):
+/// `target/debug` itself also holds cargo's `kubectl-qworker.d` dep-info file, which `kubectl
+/// plugin list` flags as a broken plugin. Made once per test process: the tests run on parallel
+/// threads, and a check-then-link per call raced (`File exists`).
 fn plugin_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let bin = workspace_bin("kubectl-qworker");
-        assert!(
-            bin.is_file(),
-            "{} is missing: run cargo build -p kubectl-qworker",
-            bin.display()
-        );
         let dir = std::env::temp_dir().join(format!("qscaler-plugin-e2e-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("create the plugin dir");
-        let link = dir.join("kubectl-qworker");
-        match std::os::unix::fs::symlink(&bin, &link) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => panic!("link the plugin into {}: {e}", dir.display()),
+        for name in ["kubectl-qworker", "kubectl_complete-qworker"] {
+            let bin = workspace_bin(name);
+            assert!(
+                bin.is_file(),
+                "{} is missing: run cargo build -p kubectl-qworker",
+                bin.display()
+            );
+            match std::os::unix::fs::symlink(&bin, dir.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => panic!("link {name} into {}: {e}", dir.display()),
+            }
         }
         dir
     })
@@ -245,9 +246,22 @@ async fn the_plugin_is_found_on_path_and_documents_itself() {
         String::from_utf8_lossy(&version.stdout).trim(),
         format!("kubectl-qworker {}", env!("CARGO_PKG_VERSION"))
     );
-    // A usage error is clap's exit 2, not a silent success.
-    let bad = run(&cluster, &["qworker", "top", "--sort-by=disk"]).await;
-    assert_eq!(bad.status.code(), Some(2));
+    // A usage error exits 1, as kubectl's own do (clap's default is 2), and says what is wrong.
+    for args in [
+        &["qworker", "top", "--sort-by=disk"][..],
+        &["qworker", "rollout", "status"],
+        &["qworker", "frobnicate"],
+        &["qworker", "top", "--watch", "--interval", "0"],
+        &["qworker"],
+    ] {
+        let bad = run(&cluster, args).await;
+        assert_eq!(bad.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&bad.stderr);
+        assert!(
+            err.starts_with("error: ") || err.contains("Usage: kubectl qworker"),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -404,10 +418,7 @@ async fn rollout_status_follows_the_status_until_it_is_rolled_out() {
         assert_eq!(line, expected);
     };
 
-    expect_line(
-        "Waiting for rollout to finish: waiting for the operator to observe the new spec...",
-    )
-    .await;
+    expect_line("Waiting for qworker \"mail\" spec update to be observed...").await;
     let base =
         json!({"observedGeneration": generation, "currentPodSpecHash": hash, "desiredReplicas": 3});
     let step = |extra: Value| {
@@ -424,11 +435,15 @@ async fn rollout_status_follows_the_status_until_it_is_rolled_out() {
         step(json!({"updatedReplicas": 1, "oldReplicas": 2, "currentReplicas": 3})),
     )
     .await;
-    expect_line("Waiting for rollout to finish: 1 out of 3 new workers have been updated...").await;
+    expect_line("Waiting for qworker \"mail\" rollout to finish: 1 out of 3 new workers have been updated...").await;
     patch_status(&cluster, &ns, "mail", step(json!({"updatedReplicas": 3, "oldReplicas": 2, "drainingReplicas": 2, "currentReplicas": 5}))).await;
-    expect_line("Waiting for rollout to finish: 2 old workers are draining...").await;
+    expect_line("Waiting for qworker \"mail\" rollout to finish: 2 old workers are draining...")
+        .await;
     patch_status(&cluster, &ns, "mail", step(json!({"oldReplicas": 0, "drainingReplicas": 0, "currentReplicas": 3, "availableReplicas": 1}))).await;
-    expect_line("Waiting for rollout to finish: 1 of 3 updated workers are available...").await;
+    expect_line(
+        "Waiting for qworker \"mail\" rollout to finish: 1 of 3 updated workers are available...",
+    )
+    .await;
     patch_status(&cluster, &ns, "mail", step(json!({"availableReplicas": 3}))).await;
     expect_line("qworker \"mail\" successfully rolled out").await;
     let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
@@ -452,7 +467,7 @@ async fn rollout_status_follows_the_status_until_it_is_rolled_out() {
             &["rollout", "status", "mail", "--watch=false"]
         )
         .await,
-        "Waiting for rollout to finish: waiting for the operator to observe the new spec...\n"
+        "Waiting for qworker \"mail\" spec update to be observed...\n"
     );
     // ...and waiting for it times out with exit 1.
     let started = std::time::Instant::now();
@@ -902,7 +917,7 @@ async fn rollout_status_fails_when_the_qworker_is_deleted() {
         .expect("read stdout");
     assert_eq!(
         first.as_deref(),
-        Some("Waiting for rollout to finish: waiting for the operator to observe the new spec...")
+        Some("Waiting for qworker \"mail\" spec update to be observed...")
     );
     Api::<QWorker>::namespaced(cluster.client.clone(), &ns)
         .delete("mail", &Default::default())
@@ -917,4 +932,356 @@ async fn rollout_status_fails_when_the_qworker_is_deleted() {
         String::from_utf8_lossy(&output.stderr),
         "error: qworker \"mail\" was deleted while waiting for its rollout\n"
     );
+}
+
+/// `kubectl __complete` is what kubectl's completion scripts run on <TAB>; for a plugin, kubectl
+/// 1.26+ asks `kubectl_complete-qworker` (found on PATH) and relays its answer.
+async fn complete(cluster: &Cluster, words: &[&str]) -> (Vec<String>, String) {
+    let out = run(cluster, &[&["__complete", "qworker"], words].concat()).await;
+    assert!(out.status.success(), "kubectl __complete failed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    let directive = lines.pop().unwrap_or_default();
+    let values = lines
+        .into_iter()
+        .map(|l| l.split('\t').next().unwrap_or_default().to_owned())
+        .collect();
+    (values, directive)
+}
+
+#[tokio::test]
+async fn kubectl_completes_subcommands_flags_and_names_through_the_helper() {
+    let (cluster, ns) = setup("plugin-complete").await;
+    for name in ["mail", "maps", "thumbs"] {
+        create_qworker(&cluster, &ns, qworker_json(name, "worker:v1")).await;
+    }
+    let (values, directive) = complete(&cluster, &[""]).await;
+    for sub in ["completion", "rollout", "top"] {
+        assert!(values.contains(&sub.to_owned()), "{values:?}");
+    }
+    assert_eq!(directive, ":4", "no file names among subcommands");
+    assert_eq!(complete(&cluster, &["rollout", "st"]).await.0, ["status"]);
+    assert_eq!(
+        complete(&cluster, &["top", "--sort-by", ""]).await.0,
+        ["cpu", "memory"]
+    );
+    assert!(complete(&cluster, &["top", "--wa"])
+        .await
+        .0
+        .contains(&"--watch".to_owned()));
+    // QWorker names, from the namespace given in any form, matched to what is typed.
+    assert_eq!(
+        complete(&cluster, &["-n", &ns, "rollout", "status", "ma"]).await,
+        (vec!["mail".to_owned(), "maps".to_owned()], ":4".to_owned())
+    );
+    assert_eq!(
+        complete(&cluster, &["top", &format!("--namespace={ns}"), ""])
+            .await
+            .0,
+        ["mail", "maps", "thumbs"]
+    );
+    // Namespaces after -n; contexts after --context, from the kubeconfig named.
+    assert!(complete(&cluster, &["-n", &ns[..ns.len() - 1]])
+        .await
+        .0
+        .contains(&ns));
+    let kubeconfig = contexts_kubeconfig(&cluster, &ns);
+    let kubeconfig = kubeconfig.display().to_string();
+    let (contexts, _) = complete(&cluster, &["--kubeconfig", &kubeconfig, "--context", ""]).await;
+    for context in ["nobody", "scoped", "unreachable"] {
+        assert!(contexts.contains(&context.to_owned()), "{contexts:?}");
+    }
+    // The context's namespace is where names come from; a forbidden or unreachable cluster gives
+    // none, at once and without a word on the command line.
+    assert_eq!(
+        complete(
+            &cluster,
+            &[
+                "--kubeconfig",
+                &kubeconfig,
+                "--context",
+                "scoped",
+                "top",
+                "t"
+            ]
+        )
+        .await
+        .0,
+        ["thumbs"]
+    );
+    for context in ["nobody", "unreachable"] {
+        let started = std::time::Instant::now();
+        let out = run(
+            &cluster,
+            &[
+                "__complete",
+                "qworker",
+                "--kubeconfig",
+                &kubeconfig,
+                "--context",
+                context,
+                "-n",
+                &ns,
+                "top",
+                "",
+            ],
+        )
+        .await;
+        assert_eq!(String::from_utf8_lossy(&out.stdout), ":4\n", "{context}");
+        assert!(
+            !String::from_utf8_lossy(&out.stderr).contains("error"),
+            "{context}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(started.elapsed() < Duration::from_secs(10), "{context}");
+    }
+    // A path: the shell completes file names (directive 0).
+    assert_eq!(
+        complete(&cluster, &["top", "--kubeconfig", ""]).await,
+        (vec![], ":0".to_owned())
+    );
+    let _ = std::fs::remove_file(&kubeconfig);
+}
+
+/// A QWorker with a queue of `depth` and no pods, for `top`.
+async fn qworker_with_queue(cluster: &Cluster, ns: &str, depth: i64) {
+    let qw = get_qworker(cluster, ns, "mail").await;
+    let hash = pod_spec_hash(&qw.spec);
+    patch_status(
+        cluster,
+        ns,
+        "mail",
+        json!({"observedGeneration": 1, "currentPodSpecHash": hash.full(), "queueDepth": depth, "inFlight": 0,
+               "desiredReplicas": 0, "currentReplicas": 0, "updatedReplicas": 0, "drainingReplicas": 0}),
+    )
+    .await;
+}
+
+/// The QUEUE cell of the `mail` row of one look at `top mail`.
+fn queue_of(look: &str) -> Option<&str> {
+    look.lines()
+        .find(|l| l.starts_with("mail "))
+        .and_then(|l| l.split_whitespace().nth(1))
+}
+
+fn interrupt(pid: Option<u32>) {
+    let pid = pid.expect("the child's pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("SIGINT the plugin");
+}
+
+#[tokio::test]
+async fn top_watch_streams_each_look_when_not_on_a_terminal() {
+    let (cluster, ns) = setup("plugin-watch").await;
+    create_qworker(&cluster, &ns, qworker_json("mail", "worker:v1")).await;
+    qworker_with_queue(&cluster, &ns, 42).await;
+    // kubectl execs the plugin: the child is the plugin itself.
+    let mut child = kubectl(
+        &cluster,
+        &[
+            "qworker",
+            "-n",
+            &ns,
+            "top",
+            "mail",
+            "--watch",
+            "--interval",
+            "500ms",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start kubectl qworker top --watch");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    // One look: the QWorker table, a blank line, the worker table, and a blank line after it.
+    let mut next_look = async || {
+        let mut look = String::new();
+        let mut blanks = 0;
+        while blanks < 2 {
+            let line = tokio::time::timeout(COMMAND_TIMEOUT, lines.next_line())
+                .await
+                .expect("a look within the timeout")
+                .expect("read stdout")
+                .expect("top --watch ended");
+            blanks += usize::from(line.is_empty());
+            look.push_str(&line);
+            look.push('\n');
+        }
+        look
+    };
+    let first = next_look().await;
+    assert!(first.starts_with("NAME "), "{first}");
+    assert!(first.ends_with("\n\nNo worker pods.\n\n"), "{first:?}");
+    assert_eq!(queue_of(&first), Some("42"));
+    assert!(
+        !first.contains('\x1b'),
+        "no terminal codes into a pipe: {first:?}"
+    );
+    // The next looks follow the cluster.
+    qworker_with_queue(&cluster, &ns, 7).await;
+    let mut looks = 1;
+    loop {
+        let look = next_look().await;
+        looks += 1;
+        assert!(look.starts_with("NAME "), "{look}");
+        if queue_of(&look) == Some("7") {
+            break;
+        }
+        assert_eq!(queue_of(&look), Some("42"), "{look}");
+        assert!(looks < 100, "the new queue depth never showed");
+    }
+    // Ctrl-C ends it with success.
+    interrupt(child.id());
+    let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
+        .await
+        .expect("top --watch exits on SIGINT")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0));
+
+    // A QWorker that does not exist fails at once, as without --watch.
+    let err = plugin_err(&cluster, &ns, &["top", "ghost", "--watch"]).await;
+    assert!(err.contains("\"ghost\" not found"), "{err}");
+}
+
+#[tokio::test]
+async fn top_watch_redraws_in_place_on_a_terminal_and_gives_it_back_on_ctrl_c() {
+    const ENTER: &str = "\x1b[?1049h\x1b[?25l";
+    const LEAVE: &str = "\x1b[?25h\x1b[?1049l";
+    const HOME: &str = "\x1b[1;1H";
+    const CLEAR_BELOW: &str = "\x1b[J";
+    let (cluster, ns) = setup("plugin-watch-tty").await;
+    create_qworker(&cluster, &ns, qworker_json("mail", "worker:v1")).await;
+    qworker_with_queue(&cluster, &ns, 42).await;
+    // `script` runs the command on a pseudo-terminal of its own and copies what it writes; what is
+    // written to its stdin is typed on that terminal (so ^C is a Ctrl-C).
+    let command = format!("kubectl qworker -n {ns} top mail --watch --interval 500ms");
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .env("PATH", format!("{}:{path}", plugin_dir().display()))
+        .env("KUBECONFIG", &cluster.kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start script (util-linux) to give the plugin a terminal");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut seen = Vec::new();
+    let mut read_until = async |done: &dyn Fn(&str) -> bool| {
+        tokio::time::timeout(COMMAND_TIMEOUT, async {
+            let mut buf = [0u8; 4096];
+            while !done(&String::from_utf8_lossy(&seen)) {
+                let n = stdout.read(&mut buf).await.expect("read the terminal");
+                assert!(n > 0, "ended early: {:?}", String::from_utf8_lossy(&seen));
+                seen.extend_from_slice(&buf[..n]);
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("not within {COMMAND_TIMEOUT:?}"));
+        String::from_utf8_lossy(&seen).into_owned()
+    };
+    read_until(&|t| t.matches(HOME).count() >= 2).await;
+    qworker_with_queue(&cluster, &ns, 7).await;
+    // A look showing the new depth (a row `mail   7`), drawn over the last one.
+    read_until(&|t| {
+        t.rsplit(HOME)
+            .next()
+            .is_some_and(|look| look.contains("mail   7 ") && look.contains(CLEAR_BELOW))
+    })
+    .await;
+    child
+        .stdin
+        .as_mut()
+        .expect("stdin")
+        .write_all(b"\x03")
+        .await
+        .expect("type Ctrl-C");
+    let text = read_until(&|t| t.ends_with(LEAVE)).await;
+    let status = tokio::time::timeout(COMMAND_TIMEOUT, child.wait())
+        .await
+        .expect("script ends with the plugin")
+        .expect("wait");
+    assert_eq!(status.code(), Some(0), "Ctrl-C is a clean end");
+
+    let body = text
+        .strip_prefix(ENTER)
+        .unwrap_or_else(|| panic!("the alternate screen first: {text:?}"));
+    let looks: Vec<&str> = body.split(HOME).skip(1).collect();
+    assert!(looks.len() >= 3, "{text:?}");
+    let title = format!("Every 500ms: kubectl qworker top, namespace {ns}");
+    for look in &looks[..looks.len() - 1] {
+        // Each look: title, tables, and the rest of the screen cleared before the next one.
+        assert!(look.contains(&title), "{look:?}");
+        assert!(look.contains("No worker pods."), "{look:?}");
+        assert!(look.ends_with(CLEAR_BELOW), "{look:?}");
+    }
+    assert!(looks.iter().any(|l| l.contains("mail   42 ")), "{text:?}");
+    assert!(looks.last().is_some_and(|l| l.ends_with(LEAVE)));
+}
+
+/// Every short name of every resource the API server serves, with the resources that use it.
+async fn short_names(cluster: &Cluster) -> std::collections::BTreeMap<String, Vec<String>> {
+    let client = &cluster.client;
+    let mut lists = vec![client
+        .list_core_api_resources("v1")
+        .await
+        .expect("core resources")];
+    for group in client.list_api_groups().await.expect("API groups").groups {
+        let Some(version) = group.preferred_version.or(group.versions.first().cloned()) else {
+            continue;
+        };
+        lists.push(
+            client
+                .list_api_group_resources(&version.group_version)
+                .await
+                .expect("group resources"),
+        );
+    }
+    let mut names: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for list in lists {
+        for r in list.resources {
+            for short in r.short_names.unwrap_or_default() {
+                names
+                    .entry(short)
+                    .or_default()
+                    .push(format!("{}.{}", r.name, list.group_version));
+            }
+        }
+    }
+    names
+}
+
+#[tokio::test]
+async fn the_short_names_are_the_crds_own() {
+    let (cluster, ns) = setup("plugin-shortnames").await;
+    let expected = |short: &str, resource: &str| (short.to_owned(), vec![resource.to_owned()]);
+    let wanted = [
+        expected("qw", "qworkers.quickube.com/v1alpha1"),
+        expected("qsc", "scalerconfigs.quickube.com/v1alpha1"),
+        // `sc` stays StorageClass's alone.
+        expected("sc", "storageclasses.storage.k8s.io/v1"),
+    ];
+    // The API server publishes a CRD's new names once its naming controller has accepted them.
+    let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
+    loop {
+        let names = short_names(&cluster).await;
+        let found: Vec<(String, Vec<String>)> = wanted
+            .iter()
+            .map(|(short, _)| (short.clone(), names.get(short).cloned().unwrap_or_default()))
+            .collect();
+        if found == wanted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "short names: {found:?}, expected {wanted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = run(&cluster, &["get", "qsc", "-n", &ns]).await;
+    assert!(out.status.success(), "kubectl get qsc");
 }

@@ -28,13 +28,15 @@ pub enum State {
 }
 
 /// The state of a QWorker's rollout, as kubectl's deployment status viewer decides it, from the
-/// counts the operator writes into status.
+/// counts the operator writes into status, worded as kubectl words a deployment's (the resource
+/// named in every line, so that several rollouts followed at once can be told apart).
 pub fn state(qw: &QWorker) -> State {
     let name = qw.metadata.name.as_deref().unwrap_or_default();
-    let waiting =
-        |what: String| State::Waiting(format!("Waiting for rollout to finish: {what}..."));
+    let unobserved = State::Waiting(format!(
+        "Waiting for qworker \"{name}\" spec update to be observed..."
+    ));
     let Some(status) = &qw.status else {
-        return waiting("waiting for the operator to observe the new spec".into());
+        return unobserved;
     };
     let find = |type_: &str| status.conditions.iter().find(|c| c.type_ == type_);
     if let Some(c) = find(conditions::SPEC_VALID).filter(|c| c.status == "False") {
@@ -48,7 +50,7 @@ pub fn state(qw: &QWorker) -> State {
     let observed = status.observed_generation.unwrap_or(0);
     let stale_hash = status.current_pod_spec_hash != pod_spec_hash(&qw.spec).full();
     if observed < qw.metadata.generation.unwrap_or(0) || stale_hash {
-        return waiting("waiting for the operator to observe the new spec".into());
+        return unobserved;
     }
     let crashing = find(conditions::WORKERS_CRASHING)
         .filter(|c| c.status == "True")
@@ -65,7 +67,7 @@ pub fn state(qw: &QWorker) -> State {
         .unwrap_or_default();
     let waiting = |what: String| {
         State::Waiting(format!(
-            "Waiting for rollout to finish: {what}...{crashing}"
+            "Waiting for qworker \"{name}\" rollout to finish: {what}...{crashing}"
         ))
     };
     let (desired, updated, available, old) = (
@@ -210,30 +212,32 @@ mod tests {
     use crate::testing::{condition, qworker};
 
     fn waiting(what: &str) -> State {
-        State::Waiting(format!("Waiting for rollout to finish: {what}..."))
+        State::Waiting(format!(
+            "Waiting for qworker \"mail\" rollout to finish: {what}..."
+        ))
+    }
+
+    fn unobserved() -> State {
+        State::Waiting("Waiting for qworker \"mail\" spec update to be observed...".into())
     }
 
     #[test]
     fn before_the_operator_has_seen_the_spec() {
-        assert_eq!(
-            state(&qworker("mail").build()),
-            waiting("waiting for the operator to observe the new spec")
-        );
+        assert_eq!(state(&qworker("mail").build()), unobserved());
         let old_generation = qworker("mail")
             .generation(1)
             .status(|_| {})
             .generation(2)
             .build();
-        assert_eq!(
-            state(&old_generation),
-            waiting("waiting for the operator to observe the new spec")
-        );
+        assert_eq!(state(&old_generation), unobserved());
         let other_hash = qworker("mail")
             .status(|s| s.current_pod_spec_hash = "0123456789abcdef".into())
             .build();
+        assert_eq!(state(&other_hash), unobserved());
+        // Another QWorker's lines name that one.
         assert_eq!(
-            state(&other_hash),
-            waiting("waiting for the operator to observe the new spec")
+            state(&qworker("thumbs").build()),
+            State::Waiting("Waiting for qworker \"thumbs\" spec update to be observed...".into())
         );
     }
 
@@ -308,7 +312,7 @@ mod tests {
         assert_eq!(
             state(&crashing),
             State::Waiting(
-                "Waiting for rollout to finish: 0 of 2 updated workers are available... (workers are crashing: exit code 3)".into()
+                "Waiting for qworker \"mail\" rollout to finish: 0 of 2 updated workers are available... (workers are crashing: exit code 3)".into()
             )
         );
     }
@@ -327,7 +331,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "Waiting for rollout to finish: 1 of 2 updated workers are available...\nqworker \"mail\" successfully rolled out\n"
+            "Waiting for qworker \"mail\" rollout to finish: 1 of 2 updated workers are available...\nqworker \"mail\" successfully rolled out\n"
         );
         let err = step(
             "mail",
@@ -351,7 +355,7 @@ mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "timed out after 1m30s waiting for qworker \"mail\" to roll out; last state: Waiting for rollout to finish: 2 old workers are draining..."
+            "timed out after 1m30s waiting for qworker \"mail\" to roll out; last state: Waiting for qworker \"mail\" rollout to finish: 2 old workers are draining..."
         );
     }
 }

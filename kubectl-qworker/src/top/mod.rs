@@ -1,10 +1,12 @@
-//! `top [NAME] [-A]`: per QWorker the queue and worker counts, per worker pod its revision, state
-//! and CPU/memory (now and peak, from the supervisors' usage reports) against requests and limits.
+//! `top [NAME] [-A] [--watch]`: per QWorker the queue and worker counts, per worker pod its revision,
+//! state and CPU/memory (now and peak, from the supervisors' usage reports) against requests and
+//! limits; with `--watch` ([`watch`]) again every interval.
 
 pub mod render;
 pub mod rows;
+pub mod watch;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use k8s_openapi::api::core::v1::Pod;
@@ -20,6 +22,7 @@ use crate::error::{resource, Action, Context, Result};
 use crate::output::write_structured;
 use render::{write_top, View};
 use rows::{qworker_rows, sort, worker_rows, QWorkerRow, WorkerRow};
+use watch::Screen;
 
 /// What `-o json|yaml` prints.
 #[derive(Serialize)]
@@ -30,14 +33,40 @@ pub struct Top {
 }
 
 pub async fn run(ctx: &Ctx, args: &TopArgs, out: &mut impl Write) -> Result<ExitCode> {
-    let namespace = (!args.all_namespaces).then_some(ctx.namespace.as_str());
-    let (qworkers, pods) = collect(ctx, args, namespace).await?;
+    if args.watch {
+        // Redrawn in place only where someone watches; a pipe or file gets every look in turn.
+        let screen = match std::io::stdout().is_terminal() {
+            true => Screen::Terminal,
+            false => Screen::Stream,
+        };
+        return watch::run(ctx, args, screen, out).await;
+    }
+    match look(ctx, args).await? {
+        Some(text) => out.write_all(text.as_bytes())?,
+        None => eprintln!("{}", no_resources(scope(ctx, args))),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The namespace looked at; `None` for every namespace (`-A`).
+fn scope<'a>(ctx: &'a Ctx, args: &TopArgs) -> Option<&'a str> {
+    (!args.all_namespaces).then_some(ctx.namespace.as_str())
+}
+
+/// What kubectl says when there is nothing to list.
+pub fn no_resources(namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("No resources found in {ns} namespace."),
+        None => "No resources found".to_owned(),
+    }
+}
+
+/// One look at the cluster, as `top` prints it; `None` when there is no QWorker to show (tables
+/// only: `-o json|yaml` prints the empty lists).
+pub async fn look(ctx: &Ctx, args: &TopArgs) -> Result<Option<String>> {
+    let (qworkers, pods) = collect(ctx, args, scope(ctx, args)).await?;
     if qworkers.is_empty() && args.output.is_none() {
-        match namespace {
-            Some(ns) => eprintln!("No resources found in {ns} namespace."),
-            None => eprintln!("No resources found"),
-        }
-        return Ok(ExitCode::SUCCESS);
+        return Ok(None);
     }
     let mut workers = worker_rows(&qworkers, &pods, args.containers);
     sort(&mut workers, args.sort_by);
@@ -45,8 +74,9 @@ pub async fn run(ctx: &Ctx, args: &TopArgs, out: &mut impl Write) -> Result<Exit
         qworkers: qworker_rows(&qworkers),
         workers,
     };
+    let mut out = Vec::new();
     match args.output {
-        Some(format) => write_structured(out, format, &top)?,
+        Some(format) => write_structured(&mut out, format, &top)?,
         None => {
             let view = View {
                 all_namespaces: args.all_namespaces,
@@ -54,10 +84,10 @@ pub async fn run(ctx: &Ctx, args: &TopArgs, out: &mut impl Write) -> Result<Exit
                 containers: args.containers,
                 headers: !args.no_headers,
             };
-            write_top(out, &top.qworkers, &top.workers, view)?;
+            write_top(&mut out, &top.qworkers, &top.workers, view)?;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(Some(String::from_utf8_lossy(&out).into_owned()))
 }
 
 /// The QWorkers asked for and the pods that carry a QWorker label in the same scope.

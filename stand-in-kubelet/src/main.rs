@@ -1,10 +1,10 @@
-//! The stand-in kubelet of the local test cluster (see `qscaler_tests::kubelet`).
+//! The stand-in kubelet of the local test cluster (see `qscaler_stand_in_kubelet`).
 //!
-//! `qscaler-kubelet __launch ...` is its container launcher (see `qscaler_tests::kubelet::launcher`);
+//! `qscaler-kubelet __launch ...` is its container launcher (see `qscaler_stand_in_kubelet::launcher`);
 //! it must stay single-threaded, so it is dispatched before the runtime starts.
 
 use clap::Parser;
-use qscaler_tests::kubelet::{self, launcher};
+use qscaler_stand_in_kubelet::{self as kubelet, launcher};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> anyhow::Result<()> {

@@ -58,12 +58,13 @@ pub struct Args {
     /// Where pod directories go: `<state-dir>/<namespace>_<pod>/{<container>.log,kubeconfig}`.
     #[arg(long)]
     pub state_dir: PathBuf,
-    /// The image table (tests/images.toml).
+    /// The image table (stand-in-kubelet/images.toml).
     #[arg(long)]
     pub image_table: PathBuf,
-    /// The Cargo workspace whose `target/debug` leads containers' PATH.
+    /// The directory whose executables lead containers' PATH (default: the kubelet's own, which
+    /// Cargo builds beside the workspace's other binaries).
     #[arg(long)]
-    pub workspace: PathBuf,
+    pub bin_dir: Option<PathBuf>,
     /// The Node's name.
     #[arg(long, default_value = "qscaler-node")]
     pub node_name: String,
@@ -108,7 +109,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let endpoint = identity::ApiEndpoint::from_kubeconfig(&args.kubeconfig)?;
     std::fs::create_dir_all(&args.state_dir)
         .with_context(|| format!("creating {}", args.state_dir.display()))?;
-    let workspace = std::fs::canonicalize(&args.workspace).unwrap_or(args.workspace.clone());
+    let launcher = std::env::current_exe().context("locating the kubelet's own executable")?;
+    let bin_dir = match &args.bin_dir {
+        Some(dir) => std::fs::canonicalize(dir).unwrap_or(dir.clone()),
+        None => launcher
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .context("the kubelet's executable has no directory")?,
+    };
     let cgroups = cgroup::Layout::detect();
     tracing::info!(?cgroups, "cgroup layout");
     let node = Arc::new(Node {
@@ -118,11 +126,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         images,
         container_path: format!(
             "{}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            workspace.join("target/debug").display()
+            bin_dir.display()
         ),
         endpoint,
         cgroups,
-        launcher: std::env::current_exe().context("locating the kubelet's own executable")?,
+        launcher,
         events: events::Events::new(client.clone(), &args.node_name),
     });
 

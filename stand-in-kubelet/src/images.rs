@@ -4,7 +4,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-/// The parsed `tests/images.toml`.
+/// The parsed `stand-in-kubelet/images.toml`.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct ImageTable {
     #[serde(default, rename = "image")]
@@ -136,8 +136,7 @@ mod tests {
 
     #[test]
     fn the_shipped_table_parses_and_maps_workspace_images() {
-        let table =
-            ImageTable::parse(include_str!("../../images.toml")).expect("images.toml parses");
+        let table = ImageTable::parse(include_str!("../images.toml")).expect("images.toml parses");
         assert_eq!(
             table.argv("qscaler/qsupervisor:latest", &[], &s(&["--", "w"])),
             Some(s(&["qsupervisor", "--", "w"]))

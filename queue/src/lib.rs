@@ -1,0 +1,18 @@
+//! The task queue on Redis, written once for both of its users: the operator (depths, returning a
+//! dead pod's tasks) and qsupervisor's task mode (taking, settling, giving back).
+//!
+//! * [`params`]: where the broker is and how its TLS certificate is checked → a client and
+//!   connections with timeouts; never shows the password;
+//! * [`keys`]: the lists and hash of one consumer of one queue (names from `qscaler_crds`);
+//! * [`task`]: take (`BLMOVE`), settle (acknowledge, count a failed run, dead-letter), give back and
+//!   return a consumer's tasks;
+//! * [`depth`]: what a queue holds (`LLEN` of the queue and of its consumers' processing lists) and
+//!   which consumers hold tasks.
+
+pub mod depth;
+pub mod keys;
+pub mod params;
+pub mod task;
+
+pub use keys::TaskKeys;
+pub use params::{check_ca_pem, Connector, ParamsError, RedisParams, Timeouts};

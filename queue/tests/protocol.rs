@@ -1,0 +1,254 @@
+//! The task protocol against a real redis-server on a free loopback port, started per test.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use qscaler_queue::depth::{self, KeyRole, Lengths, Query};
+use qscaler_queue::task::{self, Returned, Settle};
+use qscaler_queue::{keys, Connector, RedisParams, TaskKeys, Timeouts};
+use redis::aio::MultiplexedConnection;
+use redis::AsyncCommands;
+
+/// A redis-server without persistence, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const T: Timeouts = Timeouts {
+    connect: Duration::from_secs(2),
+    response: Duration::from_secs(5),
+};
+
+impl Server {
+    async fn start() -> (Server, MultiplexedConnection) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let server = Server { child, port };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = server.connect().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+                {
+                    return (server, c);
+                }
+            }
+            assert!(Instant::now() < deadline, "redis-server did not answer");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn params(&self) -> RedisParams {
+        RedisParams::from_url(&format!("redis://127.0.0.1:{}/0", self.port)).unwrap()
+    }
+
+    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
+        Connector::new(&self.params()).unwrap().connect(T).await
+    }
+}
+
+async fn list(c: &mut MultiplexedConnection, key: &str) -> Vec<String> {
+    c.lrange(key, 0, -1).await.unwrap()
+}
+
+async fn count(c: &mut MultiplexedConnection, k: &TaskKeys, item: &str) -> Option<i64> {
+    c.hget(&k.retries, item).await.unwrap()
+}
+
+#[tokio::test]
+async fn take_settle_and_give_back_keep_each_task_in_one_list() {
+    let (_s, mut c) = Server::start().await;
+    let k = TaskKeys::new("jobs", &keys::consumer(Some("ns"), "w-1"));
+    for p in ["a", "b", "c", "d"] {
+        let _: () = c.lpush(&k.queue, p).await.unwrap();
+    }
+    // FIFO: the first pushed is taken first, and is then ours.
+    let block = Duration::from_millis(100);
+    let a = task::take(&mut c, &k, block).await.unwrap().unwrap();
+    assert_eq!(a, b"a");
+    assert_eq!(list(&mut c, &k.processing).await, ["a"]);
+    task::settle(&mut c, &k, &a, Settle::Done).await.unwrap();
+    assert!(list(&mut c, &k.processing).await.is_empty());
+
+    // A failed run is counted; past the limit it is dead-lettered with its count cleared.
+    let b = task::take(&mut c, &k, block).await.unwrap().unwrap();
+    assert_eq!(task::count_failed_run(&mut c, &k, &b).await.unwrap(), 1);
+    assert_eq!(task::count_failed_run(&mut c, &k, &b).await.unwrap(), 2);
+    assert!(task::past_retries(2, 1));
+    task::settle(&mut c, &k, &b, Settle::DeadLetter)
+        .await
+        .unwrap();
+    assert_eq!(list(&mut c, &k.dead).await, ["b"]);
+    assert_eq!(count(&mut c, &k, "b").await, None);
+    assert!(list(&mut c, &k.processing).await.is_empty());
+
+    // Held tasks read oldest first; given back, they are the next ones taken.
+    let c1 = task::take(&mut c, &k, block).await.unwrap().unwrap();
+    let d1 = task::take(&mut c, &k, block).await.unwrap().unwrap();
+    assert_eq!((c1.as_slice(), d1.as_slice()), (&b"c"[..], &b"d"[..]));
+    assert_eq!(task::held(&mut c, &k).await.unwrap(), [b"c", b"d"]);
+    let _: () = c.lpush(&k.queue, "e").await.unwrap();
+    assert_eq!(task::give_back(&mut c, &k).await.unwrap().unwrap(), b"d");
+    assert_eq!(task::give_back(&mut c, &k).await.unwrap().unwrap(), b"c");
+    assert_eq!(task::give_back(&mut c, &k).await.unwrap(), None);
+    assert_eq!(list(&mut c, &k.queue).await, ["e", "d", "c"]);
+    assert_eq!(
+        count(&mut c, &k, "c").await,
+        None,
+        "a give-back is no retry"
+    );
+    let next = task::take(&mut c, &k, block).await.unwrap().unwrap();
+    assert_eq!(next, b"c");
+
+    // An empty queue: the take times out with nothing.
+    let other = TaskKeys::new("empty", "w-1");
+    assert_eq!(task::take(&mut c, &other, block).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_blocked_take_is_woken_by_unblock() {
+    let (s, mut control) = Server::start().await;
+    let k = TaskKeys::new("idle", "w-1");
+    let mut blocking = s.connect().await.unwrap();
+    let id = task::client_id(&mut blocking).await.unwrap();
+    let k2 = k.clone();
+    let started = Instant::now();
+    let taker =
+        tokio::spawn(async move { task::take(&mut blocking, &k2, Duration::from_secs(4)).await });
+    // Unblock until it has taken effect: the take may not have reached Redis yet.
+    while !taker.is_finished() {
+        task::unblock(&mut control, id).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(started.elapsed() < Duration::from_secs(3), "not woken");
+    }
+    assert_eq!(taker.await.unwrap().unwrap(), None);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[tokio::test]
+async fn a_dead_consumers_tasks_are_returned_counted_or_dead_lettered() {
+    let (_s, mut c) = Server::start().await;
+    let k = TaskKeys::new("q", &keys::consumer(Some("ns"), "dead-pod"));
+    for p in ["fresh", "tired", "new"] {
+        let _: () = c.lpush(&k.processing, p).await.unwrap();
+    }
+    // "tired" already failed twice; with max_retries 2 this lost run is one too many.
+    let _: () = c.hset(&k.retries, "tired", 2).await.unwrap();
+    let _: () = c.lpush(&k.queue, "waiting").await.unwrap();
+    let r = task::return_held(&mut c, &k, 2).await.unwrap();
+    assert_eq!(
+        r,
+        Returned {
+            requeued: 2,
+            dead_lettered: 1
+        }
+    );
+    assert!(list(&mut c, &k.processing).await.is_empty());
+    assert_eq!(list(&mut c, &k.dead).await, ["tired"]);
+    assert_eq!(count(&mut c, &k, "tired").await, None);
+    assert_eq!(count(&mut c, &k, "fresh").await, Some(1));
+    assert_eq!(count(&mut c, &k, "new").await, Some(1));
+    // Returned to the consuming (right) end, so they are taken before what was waiting, the
+    // oldest held ("fresh", taken first) first.
+    assert_eq!(list(&mut c, &k.queue).await, ["waiting", "new", "fresh"]);
+    // Nothing held: nothing to do.
+    assert_eq!(
+        task::return_held(&mut c, &k, 2).await.unwrap(),
+        Returned::default()
+    );
+}
+
+#[tokio::test]
+async fn depths_count_queued_and_in_flight_and_name_a_broken_key() {
+    let (_s, mut c) = Server::start().await;
+    let consumers = vec![
+        keys::consumer(Some("ns"), "a"),
+        keys::consumer(Some("ns"), "b"),
+    ];
+    for i in 0..5 {
+        let _: () = c.lpush("jobs", i).await.unwrap();
+    }
+    let _: () = c
+        .lpush(keys::processing("jobs", &consumers[0]), "x")
+        .await
+        .unwrap();
+    let _: () = c.set("text", "not a list").await.unwrap();
+    let none: Vec<String> = vec![];
+    let got = depth::read(
+        &mut c,
+        &[
+            Query {
+                queue: "jobs",
+                consumers: &consumers,
+            },
+            Query {
+                queue: "text",
+                consumers: &none,
+            },
+            Query {
+                queue: "missing",
+                consumers: &none,
+            },
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        got[0],
+        Ok(Lengths {
+            queued: 5,
+            in_flight: 1
+        })
+    );
+    let failed = got[1].clone().unwrap_err();
+    assert_eq!(
+        (failed.role, failed.key.as_str(), failed.holds.as_deref()),
+        (KeyRole::Queue, "text", Some("string"))
+    );
+    assert_eq!(got[2], Ok(Lengths::default()));
+    assert!(depth::read(&mut c, &[]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn holders_are_the_namespaces_consumers_with_a_list() {
+    let (_s, mut c) = Server::start().await;
+    // A queue name with glob characters is matched literally.
+    let queue = "q[1]*";
+    for (ns, pod) in [("ns", "a"), ("ns", "b"), ("other", "c")] {
+        let key = keys::processing(queue, &keys::consumer(Some(ns), pod));
+        let _: () = c.lpush(key, "t").await.unwrap();
+    }
+    let _: () = c
+        .lpush(
+            keys::processing("q[1]x", &keys::consumer(Some("ns"), "z")),
+            "t",
+        )
+        .await
+        .unwrap();
+    let mut found = depth::holders(&mut c, queue, "ns").await.unwrap();
+    found.sort();
+    assert_eq!(found, ["a", "b"]);
+    assert!(depth::holders(&mut c, queue, "none")
+        .await
+        .unwrap()
+        .is_empty());
+}
