@@ -48,12 +48,31 @@ fn the_filled_in_template_is_a_krew_plugin_for_this_binary() {
             .filter(|f| f["to"] == ".")
             .filter_map(|f| f["from"].as_str())
             .collect();
-        for file in ["kubectl-qworker", "LICENSE"] {
+        for file in ["kubectl-qworker", "kubectl_complete-qworker", "LICENSE"] {
             assert!(
                 extracted.contains(&file),
                 "{file} is not extracted: {extracted:?}"
             );
         }
+    }
+    // krew links only `bin`: the caveats say where the completion helper is, for this version.
+    let caveats = plugin["spec"]["caveats"].as_str().expect("caveats");
+    assert!(
+        caveats.contains(&format!(
+            "/store/qworker/{version}/kubectl_complete-qworker"
+        )),
+        "{caveats}"
+    );
+}
+
+/// The binaries the archive must hold are this package's: cargo builds both for its tests.
+#[test]
+fn the_binaries_krew_extracts_are_built_by_this_package() {
+    for bin in [
+        env!("CARGO_BIN_EXE_kubectl-qworker"),
+        env!("CARGO_BIN_EXE_kubectl_complete-qworker"),
+    ] {
+        assert!(std::path::Path::new(bin).is_file(), "{bin}");
     }
 }
 
