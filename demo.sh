@@ -116,6 +116,20 @@ show() {
   kubectl qworker top -n "$NS" 2>/dev/null || true
 }
 
+# A picture of the whole run: kubectl qworker timeline records in the background until told to stop
+# (SIGTERM), at most 8 minutes.
+OUT=${DEMO_OUT:-/tmp/qscaler-demo}
+mkdir -p "$OUT"
+step "recording a timeline of the run in the background (kubectl qworker timeline)"
+kubectl qworker timeline demo-worker -n "$NS" --for 8m -o "$OUT/timeline.svg" \
+  --save-samples "$OUT/timeline.json" >"$OUT/timeline.log" 2>&1 &
+timeline_pid=$!
+# The operator announces a scale (an Event: a mark on the timeline) once it has a status to scale from.
+for _ in $(seq 1 60); do
+  [ -n "$(kubectl -n "$NS" get qworker demo-worker -o jsonpath='{.status.queueDepth}' 2>/dev/null)" ] && break
+  sleep 1
+done
+
 step "pushing $TASKS tasks"
 for i in $(seq 1 "$TASKS"); do rcli LPUSH "$QUEUE" "task-$i" >/dev/null; done
 
@@ -149,6 +163,14 @@ if [ -n "$last_worker" ]; then
   step "kubectl logs $last_worker (the last worker seen running)"
   printf '%s\n' "$last_log" | tail -n 25
 fi
+step "the timeline of the run"
+kill -TERM "$timeline_pid" 2>/dev/null || true
+wait "$timeline_pid" || echo "kubectl qworker timeline failed, see $OUT/timeline.log" >&2
+tail -n 2 "$OUT/timeline.log"
+kubectl qworker timeline --from-samples "$OUT/timeline.json" -o "$OUT/timeline.png" ||
+  echo "(no PNG; the SVG needs no fonts)" >&2
+echo "timeline: $OUT/timeline.svg ($OUT/timeline.png; samples in $OUT/timeline.json)"
+
 dead=$(rcli LLEN "$QUEUE:dead")
 echo "queue left: $(rcli LLEN "$QUEUE"), dead-lettered: $dead"
 if [ "$scaled_up" = 1 ] && [ "${current:-0}" = 0 ]; then

@@ -54,6 +54,12 @@ pub enum Item {
         width: f64,
         dashed: bool,
     },
+    /// A closed, filled polygon.
+    Area {
+        points: Vec<(f64, f64)>,
+        fill: &'static str,
+        opacity: f64,
+    },
     Text {
         x: f64,
         y: f64,
@@ -248,6 +254,33 @@ pub fn short_label(reason: &str, note: &str) -> String {
     }
 }
 
+/// The label of an Event. A repeated scale Event's note is its first occurrence's (see
+/// [`Marker::occurrence`]), so its count comes from the status instead: the first desired count
+/// after the Event that differs from the one before it.
+pub fn event_label(event: &Marker, samples: &[Sample]) -> String {
+    if event.occurrence <= 1 {
+        return short_label(&event.reason, &event.note);
+    }
+    let before = samples
+        .iter()
+        .take_while(|s| s.t < event.t)
+        .last()
+        .map(|s| s.desired);
+    let after = samples
+        .iter()
+        .skip_while(|s| s.t < event.t)
+        .map(|s| s.desired)
+        .find(|d| Some(*d) != before);
+    match (event.reason.as_str(), after) {
+        ("ScaledUp", Some(n)) => format!("↑{n}"),
+        ("ScaledDown", Some(n)) => format!("↓{n}"),
+        ("ScaledUp", None) => "scaled up".into(),
+        ("ScaledDown", None) => "scaled down".into(),
+        ("Draining", _) => "drain".into(),
+        _ => short_label(&event.reason, &event.note),
+    }
+}
+
 /// Puts labels that start at `x` and are `width` wide on lanes so that none overlaps the one
 /// before it on its lane; the lane of each label, in input order. Beyond `max_lanes`, the lane
 /// that frees first is shared.
@@ -376,14 +409,23 @@ pub fn layout(rec: &Recording) -> Drawing {
     events.sort_by(|a, b| a.t.total_cmp(&b.t));
     let labels: Vec<String> = events
         .iter()
-        .map(|e| short_label(&e.reason, &e.note))
+        .map(|e| event_label(e, &rec.samples))
         .collect();
-    let spans: Vec<(f64, f64)> = events
+    // A label starts right of its line, or ends left of it where it would leave the picture.
+    let spans: Vec<(f64, f64, bool)> = events
         .iter()
         .zip(&labels)
-        .map(|(e, l)| (x(e.t), l.chars().count() as f64 * CHAR_W + 8.0))
+        .map(|(e, l)| {
+            let width = l.chars().count() as f64 * CHAR_W + 8.0;
+            let left_of_line = x(e.t) + width > WIDTH - 4.0;
+            let start = if left_of_line { x(e.t) - width } else { x(e.t) };
+            (start, width, left_of_line)
+        })
         .collect();
-    let event_lanes = lanes(&spans, 4);
+    let event_lanes = lanes(
+        &spans.iter().map(|&(s, w, _)| (s, w)).collect::<Vec<_>>(),
+        4,
+    );
     let lane_count = event_lanes.iter().max().map_or(0, |l| l + 1);
     let lanes_top = 56.0;
     let tasks_top = lanes_top + lane_count.max(1) as f64 * LANE_H + 10.0;
@@ -427,7 +469,7 @@ pub fn layout(rec: &Recording) -> Drawing {
             "tasks",
             tasks_top,
             TASKS_H,
-            &[Series::InFlight, Series::Queue][..],
+            &[Series::Queue, Series::InFlight][..],
         ),
         (
             "workers",
@@ -477,15 +519,29 @@ pub fn layout(rec: &Recording) -> Drawing {
             false,
         ));
         for &kind in series {
-            let paths = steps(&rec.samples, kind)
-                .into_iter()
-                .map(|run| Item::Path {
-                    points: run.into_iter().map(|(t, v)| (x(t), y(v))).collect(),
+            let mut paths = Vec::new();
+            for run in steps(&rec.samples, kind) {
+                let points: Vec<(f64, f64)> = run.into_iter().map(|(t, v)| (x(t), y(v))).collect();
+                // The queue as a shaded area, so that the in-flight line on it stays visible.
+                if kind == Series::Queue {
+                    if let (Some(&(first, _)), Some(&(last, _))) = (points.first(), points.last()) {
+                        let mut area = points.clone();
+                        area.push((last, y(0.0)));
+                        area.push((first, y(0.0)));
+                        paths.push(Item::Area {
+                            points: area,
+                            fill: kind.colour(),
+                            opacity: 0.15,
+                        });
+                    }
+                }
+                paths.push(Item::Path {
+                    points,
                     stroke: kind.colour(),
                     width: 2.0,
                     dashed: kind.dashed(),
-                })
-                .collect();
+                });
+            }
             items.push(Item::Group {
                 class: "series",
                 data: vec![("series", kind.as_str().to_owned())],
@@ -553,8 +609,23 @@ pub fn layout(rec: &Recording) -> Drawing {
     }
 
     // Events: a line through everything, the label on its lane.
-    for ((event, label), lane) in events.iter().zip(labels).zip(&event_lanes) {
+    for (((event, label), lane), &(_, _, left_of_line)) in
+        events.iter().zip(labels).zip(&event_lanes).zip(&spans)
+    {
         let ex = x(event.t);
+        let (label_x, anchor) = if left_of_line {
+            (ex - 3.0, Anchor::End)
+        } else {
+            (ex + 3.0, Anchor::Start)
+        };
+        let repeat = if event.occurrence > 1 {
+            format!(
+                " (occurrence {}; a repeated Event keeps its first note)",
+                event.occurrence
+            )
+        } else {
+            String::new()
+        };
         let colour = if event.warning { "#cb181d" } else { "#525252" };
         let label_y = lanes_top + *lane as f64 * LANE_H + 10.0;
         items.push(Item::Group {
@@ -563,10 +634,13 @@ pub fn layout(rec: &Recording) -> Drawing {
                 ("reason", event.reason.clone()),
                 ("t", format!("{:.3}", event.t)),
             ],
-            title: Some(format!("{:.1} s {}: {}", event.t, event.reason, event.note)),
+            title: Some(format!(
+                "{:.1} s {}: {}{repeat}",
+                event.t, event.reason, event.note
+            )),
             items: vec![
                 line(ex, label_y - 9.0, ex, rows_bottom, colour, 1.0, true),
-                text(ex + 3.0, label_y, label, 11.0, Anchor::Start, colour, true),
+                text(label_x, label_y, label, 11.0, anchor, colour, true),
             ],
         });
     }
@@ -833,6 +907,35 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_scale_event_takes_its_count_from_the_status() {
+        let samples: Vec<Sample> = [(0.0, 2), (1.0, 2), (2.0, 1), (3.0, 1), (4.0, 0)]
+            .into_iter()
+            .map(|(t, desired)| Sample {
+                t,
+                desired,
+                ..Default::default()
+            })
+            .collect();
+        let stale = |t: f64, occurrence: i32, reason: &str| Marker {
+            t,
+            reason: reason.into(),
+            note: "scaled down from 2 to 1 workers".into(),
+            warning: false,
+            occurrence,
+        };
+        assert_eq!(event_label(&stale(1.5, 1, "ScaledDown"), &samples), "↓1");
+        // The repeat at 3.5 s scaled to 0, whatever its note says; the status is read after it
+        // (the operator publishes the Event before it writes the status).
+        assert_eq!(event_label(&stale(3.5, 2, "ScaledDown"), &samples), "↓0");
+        assert_eq!(event_label(&stale(3.0, 2, "ScaledDown"), &samples), "↓0");
+        assert_eq!(
+            event_label(&stale(4.5, 2, "ScaledDown"), &samples),
+            "scaled down"
+        );
+        assert_eq!(event_label(&stale(3.5, 2, "Draining"), &samples), "drain");
+    }
+
+    #[test]
     fn labels_that_would_overlap_go_to_the_next_lane() {
         assert_eq!(
             lanes(&[(0.0, 30.0), (10.0, 30.0), (35.0, 10.0), (50.0, 5.0)], 4),
@@ -885,12 +988,14 @@ mod tests {
                     reason: "ScaledDown".into(),
                     note: "scaled down from 2 to 1 workers".into(),
                     warning: false,
+                    occurrence: 1,
                 },
                 Marker {
                     t: 10.0,
                     reason: "ScaledUp".into(),
                     note: "scaled up from 0 to 2 workers".into(),
                     warning: false,
+                    occurrence: 1,
                 },
             ],
         }

@@ -34,6 +34,9 @@ pub enum Error {
     #[error("no font found for the PNG's text (searched the system font directories): install one (e.g. DejaVu Sans) or write an .svg, which needs none")]
     NoFonts,
 
+    #[error("cannot handle Ctrl-C and SIGTERM: {0}")]
+    Signals(std::io::Error),
+
     #[error("cannot render the PNG: {0}")]
     Render(String),
 

@@ -94,6 +94,11 @@ pub struct Marker {
     pub note: String,
     /// `Warning` Events are drawn in red.
     pub warning: bool,
+    /// Which occurrence of a repeated Event this is (0 or 1: the first). kube's event recorder
+    /// keeps the first note for the repeats (its key leaves the note out), so a repeat's note may
+    /// be stale: "scaled down from 2 to 1" again when it scaled from 1 to 0.
+    #[serde(default)]
+    pub occurrence: i32,
 }
 
 /// The state of one pod; what its drain annotation, deletion, phase and activity say.
@@ -194,6 +199,7 @@ pub fn marker(started: Timestamp, qworker: &str, event: &Event) -> Option<Marker
         reason: event.reason.clone().unwrap_or_default(),
         note: event.message.clone().unwrap_or_default(),
         warning: event.type_.as_deref() == Some("Warning"),
+        occurrence: occurrences(event),
     })
 }
 
@@ -304,7 +310,10 @@ mod tests {
             "2026-12-01T10:00:01Z",
             Some("2026-12-01T10:00:09Z"),
         );
-        assert_eq!(marker(start, "mail", &e).map(|m| m.t), Some(9.0));
+        assert_eq!(
+            marker(start, "mail", &e).map(|m| (m.t, m.occurrence)),
+            Some((9.0, 3))
+        );
         assert_eq!(occurrences(&e), 3);
         // Before the recording, about a pod, about another QWorker: no marker.
         for e in [
@@ -336,6 +345,7 @@ mod tests {
                 reason: "ScaledUp".into(),
                 note: "n".into(),
                 warning: false,
+                occurrence: 1,
             }],
         };
         let text = serde_json::to_string(&r).unwrap();

@@ -98,6 +98,22 @@ fn write_item(out: &mut String, item: &Item) {
                 dash(*dashed)
             );
         }
+        Item::Area {
+            points,
+            fill,
+            opacity,
+        } => {
+            let list: Vec<String> = points
+                .iter()
+                .map(|(x, y)| format!("{},{}", num(*x), num(*y)))
+                .collect();
+            let _ = writeln!(
+                out,
+                r#"<polygon points="{}" fill="{fill}" fill-opacity="{}" stroke="none"/>"#,
+                list.join(" "),
+                num(*opacity)
+            );
+        }
         Item::Text {
             x,
             y,
