@@ -179,11 +179,11 @@ mod tests {
 
     #[test]
     fn yaml_formatting_and_key_order_do_not_change_the_hash() {
-        let one: QWorkerSpec = serde_yaml::from_str(
+        let one: QWorkerSpec = serde_saphyr::from_str(
             "podSpec:\n  containers:\n  - name: w\n    image: i\n    args: [a, b]\nscaleConfig: {queue: q, scalerConfigRef: s, maxReplicas: 1}\n",
         )
         .expect("yaml");
-        let two: QWorkerSpec = serde_yaml::from_str(
+        let two: QWorkerSpec = serde_saphyr::from_str(
             "scaleConfig:\n  maxReplicas: 1\n  scalerConfigRef: s\n  queue: q\npodSpec: {containers: [{args: [\"a\", \"b\"], image: \"i\", name: \"w\"}]}\n",
         )
         .expect("yaml");

@@ -443,12 +443,12 @@ mod tests {
     #[test]
     fn the_seed_example_is_valid() {
         let text = include_str!("../examples/qworker.yaml");
-        let qw: crate::QWorker = serde_yaml::from_str(text).expect("the seed example parses");
+        let qw: crate::QWorker = serde_saphyr::from_str(text).expect("the seed example parses");
         assert_eq!(validate_qworker(&qw.spec), vec![]);
         assert_eq!(qw.spec.scale_config.scaling_factor, 2.0);
         assert!(qw.spec.scale_config.activate_vpa);
         let sc: crate::ScalerConfig =
-            serde_yaml::from_str(include_str!("../examples/scalerconfig.yaml")).expect("parses");
+            serde_saphyr::from_str(include_str!("../examples/scalerconfig.yaml")).expect("parses");
         assert_eq!(validate_scaler_config(&sc.spec), vec![]);
     }
 

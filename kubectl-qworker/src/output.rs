@@ -20,7 +20,7 @@ pub fn write_structured(
             writeln!(out)?;
         }
         OutputFormat::Yaml => {
-            let text = serde_yaml::to_string(value).map_err(|e| Error::Encode(e.to_string()))?;
+            let text = serde_saphyr::to_string(value).map_err(|e| Error::Encode(e.to_string()))?;
             out.write_all(text.as_bytes())?;
         }
     }

@@ -177,7 +177,7 @@ pub fn write_revision(out: &mut impl Write, name: &str, revision: &Revision) -> 
     }
     writeln!(out, "Pod Template:")?;
     let yaml =
-        serde_yaml::to_string(&revision.template).map_err(|e| Error::Encode(e.to_string()))?;
+        serde_saphyr::to_string(&revision.template).map_err(|e| Error::Encode(e.to_string()))?;
     for line in yaml.lines() {
         writeln!(out, "  {line}")?;
     }

@@ -1,6 +1,6 @@
 //! The krew manifest template: once its placeholders are filled in, it is a krew Plugin for this binary.
 
-use serde_yaml::Value;
+use serde_json::Value;
 
 #[test]
 fn the_filled_in_template_is_a_krew_plugin_for_this_binary() {
@@ -23,7 +23,7 @@ fn the_filled_in_template_is_a_krew_plugin_for_this_binary() {
         !body.contains("{{"),
         "a placeholder the test does not know:\n{body}"
     );
-    let plugin: Value = serde_yaml::from_str(&body).expect("valid YAML");
+    let plugin: Value = serde_saphyr::from_str(&body).expect("valid YAML");
     assert_eq!(plugin["kind"], "Plugin");
     assert_eq!(
         plugin["apiVersion"],
@@ -32,7 +32,7 @@ fn the_filled_in_template_is_a_krew_plugin_for_this_binary() {
     assert_eq!(plugin["metadata"]["name"], "qworker");
     assert_eq!(plugin["spec"]["version"].as_str(), Some(version.as_str()));
     let platforms = plugin["spec"]["platforms"]
-        .as_sequence()
+        .as_array()
         .expect("platforms");
     assert_eq!(platforms.len(), 4);
     for p in platforms {
@@ -42,7 +42,7 @@ fn the_filled_in_template_is_a_krew_plugin_for_this_binary() {
             .as_str()
             .is_some_and(|u| u.starts_with("https://example.com/releases/kubectl-qworker-v")));
         let extracted: Vec<&str> = p["files"]
-            .as_sequence()
+            .as_array()
             .expect("files")
             .iter()
             .filter(|f| f["to"] == ".")

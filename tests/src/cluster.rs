@@ -158,7 +158,7 @@ impl Cluster {
             let path = dir.join(file);
             let text = std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-            let crd: serde_json::Value = serde_yaml::from_str(&text)
+            let crd: serde_json::Value = serde_saphyr::from_str(&text)
                 .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
             let name = crd["metadata"]["name"]
                 .as_str()

@@ -854,7 +854,7 @@ async fn errors_say_what_is_wrong_and_exit_1() {
 /// unprivileged user whose token is `nobody-<admin token>`, see tests/cluster.sh).
 fn contexts_kubeconfig(cluster: &Cluster, ns: &str) -> PathBuf {
     let text = std::fs::read_to_string(&cluster.kubeconfig).expect("read the kubeconfig");
-    let mut config: Value = serde_yaml::from_str(&text).expect("parse the kubeconfig");
+    let mut config: Value = serde_saphyr::from_str(&text).expect("parse the kubeconfig");
     let cluster_name = config["clusters"][0]["name"].clone();
     let admin = config["users"][0].clone();
     let token = admin["user"]["token"]
@@ -878,7 +878,7 @@ fn contexts_kubeconfig(cluster: &Cluster, ns: &str) -> PathBuf {
         .expect("clusters")
         .push(closed);
     let path = std::env::temp_dir().join(format!("qscaler-plugin-e2e-{ns}.kubeconfig"));
-    std::fs::write(&path, serde_yaml::to_string(&config).expect("write YAML"))
+    std::fs::write(&path, serde_saphyr::to_string(&config).expect("write YAML"))
         .expect("write the kubeconfig");
     path
 }
