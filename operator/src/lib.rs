@@ -8,7 +8,8 @@
 //! - [`crash`]: crash-loop backoff and the WorkersCrashing streak.
 //! - [`deletion`]: what a QWorker's deletion (its finalizer) does to its pods.
 //! - [`observe`]: worker pods (`qscaler_crds::worker_pod`) → planning view, status counts, usage folding.
-//! - [`conditions`], [`status`]: the QWorker status (and its conditions) from one reconcile.
+//! - [`conditions`], [`status`]: the QWorker status (and its conditions) from one reconcile;
+//!   [`status_write`]: whether it is worth a write.
 //! - [`sizing`]: requests of new pods from observed peaks (activateVPA).
 //! - [`rejection`]: the API server's refusal of a worker pod as a readable SpecValid message.
 //! - [`pods`], [`revisions`]: the worker pod and the ControllerRevision the operator writes.
@@ -52,6 +53,7 @@ pub(crate) mod scaling;
 pub mod server;
 pub(crate) mod sizing;
 pub(crate) mod status;
+pub(crate) mod status_write;
 pub(crate) mod triggers;
 
 pub use error::Error;

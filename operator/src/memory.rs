@@ -1,5 +1,5 @@
 //! What the operator remembers about each QWorker between reconciles (stabilization window,
-//! expectations, crash-loop streak, spec check, revision history, OOM kills), and the one owner of
+//! expectations, crash-loop streak, spec check, revision history, OOM kills, last status written), and the one owner of
 //! that memory: [`MemoryStore`], whose lock is taken nowhere else. A reconcile works on one
 //! QWorker's [`Memory`] inside [`MemoryStore::with`]; the decision itself is a pure function of it
 //! (see `qworker_controller::decide`).
@@ -12,6 +12,7 @@ use crate::crash::CrashTracker;
 use crate::expectations::{Expect, Expectations};
 use crate::object_key::ObjectKey;
 use crate::scaling::Stabilizer;
+use crate::status_write::Written;
 
 /// What the API server said of one generation's pod: a server-side dry run (or a real create) was
 /// made, and refused or not. A refused generation creates no pod until the spec changes.
@@ -35,6 +36,8 @@ pub(crate) struct Memory {
     /// Containers seen OOM-killed (their memory request gets the OOM bump).
     oom_killed: BTreeSet<String>,
     spec_check: Option<SpecCheck>,
+    /// The last status written (see [`crate::status_write`]).
+    pub status_written: Option<Written>,
 }
 
 impl Memory {

@@ -19,8 +19,9 @@ use crate::object_key::ObjectKey;
 use crate::readings::{ReadError, Reading};
 use crate::scaling::wanted;
 
-/// The least time between two triggers caused only by a changed depth (status display).
-pub(crate) const STATUS_REFRESH: Duration = Duration::from_secs(3);
+/// The least time between two triggers caused only by a changed depth (status display): as often
+/// as the status may show a new depth (a reconcile sooner would only hold the write back).
+pub(crate) const STATUS_REFRESH: Duration = crate::status_write::DEPTH_REFRESH;
 /// How often lists of unknown pods are looked for (and a live departed pod looked up again).
 pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// How soon a failed look-up of a departed pod is retried.

@@ -42,8 +42,8 @@ use crate::planning::{self, ObservedPod};
 use crate::revisions;
 use crate::sizing::quantities;
 use crate::status::ScalerHealth;
+use crate::status_write::{status_write, StatusWrite, Written};
 use crate::Error;
-use apply::Applied;
 use decide::{decide, requeue_after, Decision, Seen};
 use events::publish;
 
@@ -110,24 +110,45 @@ fn now_time() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
+/// Writes `status` when it is worth it (see [`crate::status_write`]); returns how soon to come
+/// back when a depth-only change was held back.
 async fn write_status(
     ctx: &Context,
     qw: &QWorker,
-    old: &QWorkerStatus,
     status: &QWorkerStatus,
-) -> Result<(), Error> {
-    if status == old && qw.status.is_some() {
-        return Ok(());
+) -> Result<Option<Duration>, Error> {
+    let key = ObjectKey::of(qw);
+    let now = Instant::now();
+    let verdict = ctx.memory.with(&key, |m| {
+        status_write(qw.status.as_ref(), m.status_written.as_ref(), status, now)
+    });
+    let counted = |result: &str| {
+        let labels = [("namespace", key.namespace.as_str()), ("result", result)];
+        ctx.metrics.inc("qscaler_status_writes_total", &labels, 1.0)
+    };
+    match verdict {
+        StatusWrite::Skip => return Ok(None),
+        StatusWrite::Defer(wait) => {
+            counted("deferred");
+            return Ok(Some(wait));
+        }
+        StatusWrite::Write => {}
     }
-    let api: Api<QWorker> =
-        Api::namespaced(ctx.client.clone(), &qw.namespace().unwrap_or_default());
+    let api: Api<QWorker> = Api::namespaced(ctx.client.clone(), &key.namespace);
     api.patch_status(
-        &qw.name_any(),
+        &key.name,
         &PatchParams::default(),
         &Patch::Merge(serde_json::json!({ "status": status })),
     )
     .await?;
-    Ok(())
+    counted("written");
+    ctx.memory.with(&key, |m| {
+        m.status_written = Some(Written {
+            status: status.clone(),
+            at: now,
+        })
+    });
+    Ok(None)
 }
 
 async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Error> {
@@ -210,7 +231,7 @@ async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Err
     let sizing = inputs::sizing(ctx, qw, &key, &old, &cached);
 
     // Apply, then Events, status and metrics from what was done.
-    let applied = act(
+    let acted = act(
         ctx,
         qw,
         &Act {
@@ -226,10 +247,13 @@ async fn reconcile_inner(qw: &QWorker, ctx: &Arc<Context>) -> Result<Action, Err
         },
     )
     .await?;
-    if let Some(e) = applied.errors.into_iter().next() {
+    if let Some(e) = acted.applied.errors.into_iter().next() {
         return Err(e);
     }
-    Ok(Action::requeue(requeue_after(&d, depth.is_some())))
+    let next = requeue_after(&d, depth.is_some());
+    Ok(Action::requeue(
+        acted.status_deferred.map_or(next, |w| next.min(w)),
+    ))
 }
 
 /// What [`act`] carries out and reports.
@@ -248,7 +272,7 @@ struct Act<'a> {
 
 /// Applies the decision's plan, records what was done as expectations, publishes the Events and
 /// writes the status of what was done (a failed write is neither announced nor counted).
-async fn act(ctx: &Context, qw: &QWorker, a: &Act<'_>) -> Result<Applied, Error> {
+async fn act(ctx: &Context, qw: &QWorker, a: &Act<'_>) -> Result<Acted, Error> {
     let key = ObjectKey::of(qw);
     let d = a.decision;
     let applied = apply::apply_plan(ctx, qw, a.hash, a.sc, &a.sizing.requests, &d.plan).await;
@@ -306,7 +330,7 @@ async fn act(ctx: &Context, qw: &QWorker, a: &Act<'_>) -> Result<Applied, Error>
             recommended,
         },
     );
-    write_status(ctx, qw, a.old, &status).await?;
+    let deferred = write_status(ctx, qw, &status).await?;
 
     let m = &ctx.metrics;
     let l = [
@@ -320,7 +344,17 @@ async fn act(ctx: &Context, qw: &QWorker, a: &Act<'_>) -> Result<Applied, Error>
         m.set("qscaler_queue_depth", &l, dp.queued as f64);
         m.set("qscaler_queue_in_flight", &l, dp.in_flight as f64);
     }
-    Ok(applied)
+    Ok(Acted {
+        applied,
+        status_deferred: deferred,
+    })
+}
+
+/// What [`act`] leaves to the reconcile.
+struct Acted {
+    applied: apply::Applied,
+    /// A depth-only status change held back for this long (see [`crate::status_write`]).
+    status_deferred: Option<Duration>,
 }
 
 /// An invalid spec: SpecValid and Ready false with every problem, an Event once per new message;
@@ -349,7 +383,7 @@ async fn report_invalid(
         generation,
         now_t,
     );
-    write_status(ctx, qw, old, &status).await?;
+    write_status(ctx, qw, &status).await?;
     if !already {
         tracing::warn!(qworker = %qw.name_any(), namespace = %qw.namespace().unwrap_or_default(), problems = %msg, "invalid QWorker");
         publish(

@@ -135,7 +135,7 @@ async fn next(api: &mut ApiServer) -> (Method, String, Value, mock::SendResponse
 
 /// Runs [`act`] for [`scale_down`] against `serve`, which answers every request it expects and
 /// returns them; then checks nothing else was asked.
-async fn run_scale_down<F, Fut>(serve: F) -> super::Applied
+async fn run_scale_down<F, Fut>(serve: F) -> super::apply::Applied
 where
     F: FnOnce(ApiServer) -> Fut,
     Fut: std::future::Future<Output = ApiServer> + Send + 'static,
@@ -171,7 +171,8 @@ where
         },
     )
     .await
-    .expect("the status write succeeds");
+    .expect("the status write succeeds")
+    .applied;
     let mut api = server.await.unwrap();
     // Every client (and the recorder's) is the context's: dropping it ends the request stream.
     let Context {
