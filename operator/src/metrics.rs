@@ -78,6 +78,18 @@ const COUNTERS: &[(&str, &str)] = &[
         "qscaler_tasks_dead_lettered_total",
         "In-flight tasks of dead pods moved to the dead-letter list: their pods died more often than the retry limit allows",
     ),
+    (
+        "qscaler_queue_reads_total",
+        "Poller ticks that read the queues, by ScalerConfig and result (ok, error)",
+    ),
+    (
+        "qscaler_poller_wakes_total",
+        "Poller ticks started early by a keyspace notification of a push",
+    ),
+    (
+        "qscaler_status_writes_total",
+        "QWorker status writes, by result (written, deferred: a depth-only change held back)",
+    ),
 ];
 
 const HISTOGRAMS: &[(&str, &str)] = &[(

@@ -209,7 +209,8 @@ async fn reconcile_inner(
     let generation = sc.metadata.generation;
     status.observed_generation = generation;
     let (healthy, ready_reason, message, spec_valid) = match &health {
-        Ok(h) if h.ok => (true, reason::CONNECTED, "connected".to_string(), None),
+        // "connected", and whether a push wakes the poller (see the poller's push module).
+        Ok(h) if h.ok => (true, reason::CONNECTED, h.message.clone(), None),
         Ok(h) => (false, reason::BROKER_UNREACHABLE, h.message.clone(), None),
         Err(Blocked::SecretNotFound(m)) => (false, reason::SECRET_NOT_FOUND, m.clone(), None),
         Err(Blocked::Invalid(m)) => (false, reason::INVALID_SPEC, m.clone(), Some(m.clone())),

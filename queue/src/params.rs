@@ -239,6 +239,12 @@ impl Connector {
             .await
     }
 
+    /// A pub/sub connection (e.g. for keyspace notifications), with the same address, TLS and
+    /// credentials; the caller bounds the wait.
+    pub async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
+        self.client.get_async_pubsub().await
+    }
+
     /// Where the client connects (for tests of the TLS choice).
     pub fn addr(&self) -> &ConnectionAddr {
         self.client.get_connection_info().addr()

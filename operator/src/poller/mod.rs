@@ -21,14 +21,14 @@
 //! `<queue>:dead`, as qsupervisor dead-letters. A dead pod's list is returned on the broker the pod
 //! consumed from (its env): after a ScalerConfig change that is not the poller's own connection.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{ObjectRef, Store};
 use qscaler_crds::{QWorker, ScalerConfig};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::broker::Broker;
@@ -38,9 +38,11 @@ use crate::readings::Readings;
 use crate::redis_broker::{RedisBroker, RedisParams};
 use crate::triggers::Triggers;
 
+mod push;
 mod returns;
 mod tick;
 
+pub(crate) use push::PushWake;
 use returns::give_back;
 pub(crate) use returns::{list_owners, look_up, params_of_pod, return_now, PodInfo, Returner};
 pub(crate) use tick::Health;
@@ -78,6 +80,8 @@ pub(crate) struct PollerHandle {
     params: RedisParams,
     health: watch::Receiver<Option<Health>>,
     task: JoinHandle<()>,
+    /// The keyspace subscription (see [`push`]).
+    push_task: JoinHandle<()>,
 }
 
 impl PollerHandle {
@@ -90,6 +94,7 @@ impl PollerHandle {
 impl Drop for PollerHandle {
     fn drop(&mut self) {
         self.task.abort();
+        self.push_task.abort();
     }
 }
 
@@ -144,12 +149,40 @@ impl Pollers {
 fn spawn(env: PollerEnv, key: ObjectKey, params: RedisParams) -> PollerHandle {
     let (tx, rx) = watch::channel(None);
     let broker = RedisBroker::new(params.clone(), env.returner.broker_timeout);
-    let task = tokio::spawn(run(env, key, broker, params.clone(), tx));
+    let (queues_tx, queues) = watch::channel(BTreeSet::new());
+    let (state_tx, state) = watch::channel(None);
+    let wake = Arc::new(Notify::new());
+    let push_task = tokio::spawn(
+        push::Subscriber {
+            params: params.clone(),
+            timeout: env.returner.broker_timeout,
+            queues,
+            wake: wake.clone(),
+            state: state_tx,
+            scaler: key.to_string(),
+        }
+        .run(),
+    );
+    let push = PushSide {
+        wake,
+        queues: queues_tx,
+        state,
+    };
+    let task = tokio::spawn(run(env, key, broker, params.clone(), tx, push));
     PollerHandle {
         params,
         health: rx,
         task,
+        push_task,
     }
+}
+
+/// The poller's end of the keyspace subscription: what wakes it, where it says which queues to
+/// watch, what the subscription found.
+struct PushSide {
+    wake: Arc<Notify>,
+    queues: watch::Sender<BTreeSet<String>>,
+    state: watch::Receiver<Option<PushWake>>,
 }
 
 /// The I/O loop: read the caches, ask the broker, let [`TickState::tick`] decide, carry it out.
@@ -159,14 +192,34 @@ async fn run<B: Broker>(
     mut broker: B,
     params: RedisParams,
     health_tx: watch::Sender<Option<Health>>,
+    push: PushSide,
 ) {
     let _ = env.caches.clone().wait_for(|r| *r).await;
     let mut ticker = tokio::time::interval(env.poll_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut state = TickState::new(Instant::now());
     let sc_ref = ObjectRef::new(&key.name).within(&key.namespace);
+    let labels = [
+        ("namespace", key.namespace.as_str()),
+        ("scalerconfig", key.name.as_str()),
+    ];
+    let mut last_tick: Option<tokio::time::Instant> = None;
     loop {
-        ticker.tick().await;
+        // The regular tick, or a push (never sooner than MIN_WAKE_GAP after the last tick).
+        let woken = tokio::select! {
+            _ = ticker.tick() => false,
+            _ = push.wake.notified() => true,
+        };
+        if woken {
+            if let Some(t) = last_tick {
+                tokio::time::sleep_until(t + push::MIN_WAKE_GAP).await;
+            }
+            ticker.reset();
+            env.returner
+                .metrics
+                .inc("qscaler_poller_wakes_total", &labels, 1.0);
+        }
+        last_tick = Some(tokio::time::Instant::now());
         if env.scalers.get(&sc_ref).is_none() {
             tracing::info!(namespace = %key.namespace, scalerconfig = %key.name, "ScalerConfig gone; poller stops");
             break;
@@ -180,12 +233,29 @@ async fn run<B: Broker>(
             })
             .collect();
         let queries: Vec<_> = views.iter().map(|v| v.query.clone()).collect();
+        push.queues.send_if_modified(|q| {
+            let now: BTreeSet<String> = views.iter().map(|v| v.queue.clone()).collect();
+            let changed = *q != now;
+            *q = now;
+            changed
+        });
         let result = if queries.is_empty() {
             broker.ping().await.map(|_| vec![])
         } else {
             broker.depths(&queries).await
         };
-        let actions = state.tick(&views, &result, Instant::now());
+        let read = if result.is_ok() { "ok" } else { "error" };
+        env.returner.metrics.inc(
+            "qscaler_queue_reads_total",
+            &[labels[0], labels[1], ("result", read)],
+            1.0,
+        );
+        let mut actions = state.tick(&views, &result, Instant::now());
+        if let (Some(h), Some(p)) = (actions.health.as_mut(), push.state.borrow().as_ref()) {
+            if h.ok {
+                h.message = p.message();
+            }
+        }
         let ns_pods: Vec<Arc<Pod>> = pods.values().flatten().cloned().collect();
         let mut io = Io {
             env: &env,
@@ -309,9 +379,10 @@ impl<B: Broker> Io<'_, B> {
             &[("namespace", &key.namespace), ("scalerconfig", &key.name)],
             if health.ok { 1.0 } else { 0.0 },
         );
+        // A healthy broker's message (what push wake-ups do) is stable; an error's may vary.
+        let seen = |h: &Health| (h.ok, h.auth_failed, h.ok.then(|| h.message.clone()));
         let flipped = health_tx.send_if_modified(|h| {
-            let changed =
-                h.as_ref().map(|h| (h.ok, h.auth_failed)) != Some((health.ok, health.auth_failed));
+            let changed = h.as_ref().map(seen) != Some(seen(&health));
             *h = Some(health.clone());
             changed
         });

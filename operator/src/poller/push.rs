@@ -1,0 +1,249 @@
+//! Wake on a push (issue 17.3): a Redis keyspace-notification subscription to the poller's queue
+//! keys (`__keyspace@<db>__:<queue>`) that starts the next tick at once when a task is pushed, so
+//! a push to an idle queue does not wait for the poll interval. Polling stays as the fallback.
+//!
+//! The operator never reconfigures a user's Redis: it reads `notify-keyspace-events` (`CONFIG
+//! GET`), and when it lacks keyspace (`K`) list (`l`, or `A`) events it polls only and says so in
+//! the ScalerConfig's status message and once in the log. It subscribes either way (cheap), so
+//! notifications enabled later work. The subscription reconnects (with backoff) when the
+//! connection ends, e.g. on a Redis restart, and checks the setting again each time and every
+//! [`CHECK_EVERY`].
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use qscaler_queue::{Connector, RedisParams, Timeouts};
+use tokio::sync::{watch, Notify};
+
+/// How often the connection is pinged and the setting read again.
+const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// Reconnect backoff bounds.
+const RECONNECT_MIN: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
+/// The least time between two ticks started by pushes: a busy queue must not turn the poller into
+/// a busy loop.
+pub(super) const MIN_WAKE_GAP: Duration = Duration::from_millis(200);
+
+/// The keyspace channel of `key` in database `db`.
+pub(super) fn channel(db: i64, key: &str) -> String {
+    format!("__keyspace@{db}__:{key}")
+}
+
+/// Whether a keyspace event on a list key adds an element (a push, or the destination of a move).
+pub(super) fn is_push(event: &str) -> bool {
+    matches!(event, "lpush" | "rpush" | "linsert")
+}
+
+/// Whether a `notify-keyspace-events` value sends keyspace events of list commands.
+pub(super) fn enabled(setting: &str) -> bool {
+    setting.contains('K') && (setting.contains('l') || setting.contains('A'))
+}
+
+/// What the poller knows of push wake-ups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum PushWake {
+    /// Keyspace notifications of lists are on: a push wakes the poller.
+    On,
+    /// They are off (the setting as Redis reports it): polling only.
+    Off(String),
+    /// The setting could not be read (e.g. CONFIG is renamed or refused).
+    Unknown(String),
+}
+
+impl PushWake {
+    pub fn of(setting: Result<String, String>) -> PushWake {
+        match setting {
+            Ok(s) if enabled(&s) => PushWake::On,
+            Ok(s) => PushWake::Off(s),
+            Err(e) => PushWake::Unknown(e),
+        }
+    }
+
+    /// The ScalerConfig's status message while the broker answers.
+    pub fn message(&self) -> String {
+        match self {
+            PushWake::On => "connected; a push wakes the poller (keyspace notifications)".into(),
+            PushWake::Off(s) => format!(
+                "connected; polling only: Redis notify-keyspace-events is {s:?}, without keyspace list events (K and l; e.g. CONFIG SET notify-keyspace-events Kl) a push waits for the next poll"
+            ),
+            PushWake::Unknown(e) => format!(
+                "connected; notify-keyspace-events could not be read ({e}): a push wakes the poller only if it includes K and l"
+            ),
+        }
+    }
+}
+
+/// The next reconnect delay after `last`: doubled, within bounds.
+pub(super) fn next_backoff(last: Option<Duration>) -> Duration {
+    last.map_or(RECONNECT_MIN, |d| {
+        (d * 2).clamp(RECONNECT_MIN, RECONNECT_MAX)
+    })
+}
+
+/// The subscription's side of a poller: which queues to watch (from the poller), whom to wake,
+/// what to report.
+pub(super) struct Subscriber {
+    pub params: RedisParams,
+    pub timeout: Duration,
+    pub queues: watch::Receiver<BTreeSet<String>>,
+    pub wake: Arc<Notify>,
+    pub state: watch::Sender<Option<PushWake>>,
+    /// For logs.
+    pub scaler: String,
+}
+
+impl Subscriber {
+    /// Runs until the poller drops its end of `queues`.
+    pub async fn run(mut self) {
+        let mut backoff = None;
+        loop {
+            let started = tokio::time::Instant::now();
+            match self.session().await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::debug!(scalerconfig = %self.scaler, error = %e, "keyspace subscription ended; reconnecting")
+                }
+            }
+            if self.queues.has_changed().is_err() {
+                return;
+            }
+            if started.elapsed() > RECONNECT_MAX {
+                backoff = None;
+            }
+            let wait = next_backoff(backoff);
+            backoff = Some(wait);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn report(&self, now: PushWake) {
+        let changed = self.state.send_if_modified(|s| {
+            let changed = s.as_ref() != Some(&now);
+            *s = Some(now.clone());
+            changed
+        });
+        if changed {
+            match &now {
+                PushWake::On => {
+                    tracing::info!(scalerconfig = %self.scaler, "keyspace notifications on: a push wakes the poller")
+                }
+                _ => {
+                    tracing::warn!(scalerconfig = %self.scaler, "{}", now.message())
+                }
+            }
+        }
+    }
+
+    /// One connection's life: `Ok` when the poller is gone, `Err` when the connection ended.
+    async fn session(&mut self) -> Result<(), String> {
+        let connector = Connector::new(&self.params).map_err(|e| e.to_string())?;
+        let t = Timeouts {
+            connect: self.timeout,
+            response: self.timeout,
+        };
+        let mut conn = tokio::time::timeout(self.timeout * 2, connector.connect(t))
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        self.report(PushWake::of(read_setting(&mut conn).await));
+        let pubsub = tokio::time::timeout(self.timeout * 2, connector.pubsub())
+            .await
+            .map_err(|_| "connect timed out".to_string())?
+            .map_err(|e| e.to_string())?;
+        let (mut sink, mut stream) = pubsub.split();
+        let db = self.params.db;
+        let mut subscribed: BTreeSet<String> = BTreeSet::new();
+        let mut check = tokio::time::interval(CHECK_EVERY);
+        check.tick().await;
+        loop {
+            let want = self.queues.borrow_and_update().clone();
+            for q in want.difference(&subscribed) {
+                sink.subscribe(channel(db, q))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            for q in subscribed.difference(&want) {
+                sink.unsubscribe(channel(db, q))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            subscribed = want;
+            tokio::select! {
+                msg = stream.next() => {
+                    let msg = msg.ok_or("connection closed")?;
+                    if msg.get_payload::<String>().is_ok_and(|e| is_push(&e)) {
+                        self.wake.notify_one();
+                    }
+                }
+                changed = self.queues.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+                _ = check.tick() => {
+                    tokio::time::timeout(self.timeout * 2, sink.ping::<String>())
+                        .await
+                        .map_err(|_| "ping timed out".to_string())?
+                        .map_err(|e| e.to_string())?;
+                    self.report(PushWake::of(read_setting(&mut conn).await));
+                }
+            }
+        }
+    }
+}
+
+/// `CONFIG GET notify-keyspace-events`: the value, or why it could not be read.
+async fn read_setting(c: &mut redis::aio::MultiplexedConnection) -> Result<String, String> {
+    let pair: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query_async(c)
+        .await
+        .map_err(|e| e.to_string())?;
+    pair.get(1)
+        .cloned()
+        .ok_or_else(|| "no such setting".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keyspace_list_events_are_needed() {
+        assert!(enabled("Kl"));
+        assert!(enabled("KEA"));
+        assert!(enabled("lK"));
+        assert!(!enabled(""));
+        assert!(!enabled("El"), "keyevent only: no per-key channel");
+        assert!(!enabled("Kg$"), "no list events");
+        assert_eq!(PushWake::of(Ok("Klg".into())), PushWake::On);
+        assert_eq!(PushWake::of(Ok("".into())), PushWake::Off("".into()));
+        assert!(matches!(
+            PushWake::of(Err("unknown command".into())),
+            PushWake::Unknown(_)
+        ));
+    }
+
+    #[test]
+    fn only_additions_wake() {
+        for e in ["lpush", "rpush", "linsert"] {
+            assert!(is_push(e), "{e}");
+        }
+        for e in ["lpop", "rpop", "del", "lrem", "ltrim", "expired", "lset"] {
+            assert!(!is_push(e), "{e}");
+        }
+        assert_eq!(channel(3, "mail"), "__keyspace@3__:mail");
+    }
+
+    #[test]
+    fn reconnects_back_off_within_bounds() {
+        let a = next_backoff(None);
+        assert_eq!(a, RECONNECT_MIN);
+        let b = next_backoff(Some(a));
+        assert_eq!(b, RECONNECT_MIN * 2);
+        assert_eq!(next_backoff(Some(RECONNECT_MAX)), RECONNECT_MAX);
+    }
+}
