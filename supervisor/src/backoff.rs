@@ -1,51 +1,46 @@
 //! Reconnect delays: exponential with a cap, and jitter so that many pods do not reconnect in step
-//! after a broker restart.
+//! after a broker restart. The schedule is backon's jittered exponential backoff; this module only
+//! fixes its envelope and adds a reset.
 
 use std::time::{Duration, Instant};
 
-/// Delay before attempt `attempt` (0-based): `base * 2^attempt`, capped at `max`, then scaled by
-/// `jitter` in [0.5, 1.0] (pass a random-ish fraction in [0, 1]).
-pub fn delay(attempt: u32, base: Duration, max: Duration, jitter: f64) -> Duration {
-    let exp = base.saturating_mul(1u32 << attempt.min(20));
-    let capped = exp.min(max);
-    let j = 0.5 + 0.5 * jitter.clamp(0.0, 1.0);
-    capped.mul_f64(j)
-}
+use backon::BackoffBuilder;
 
-/// A cheap jitter source: the sub-second nanoseconds of the clock (good enough to spread pods).
-pub fn jitter() -> f64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    f64::from(nanos % 1000) / 1000.0
-}
-
-/// Counts attempts for [`delay`]; reset after a success.
-#[derive(Clone, Copy, Debug)]
+/// Delays before attempts in a row: attempt `n` waits within `[d/2, d)`, `d = min(base * 2^n, max)`
+/// (backon's jitter adds up to its delay again, so it is given half of `base` and `max`). Reset after
+/// a success.
+#[derive(Debug)]
 pub struct Backoff {
-    attempt: u32,
-    pub base: Duration,
-    pub max: Duration,
+    base: Duration,
+    max: Duration,
+    delays: backon::ExponentialBackoff,
+}
+
+fn schedule(base: Duration, max: Duration) -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(base / 2)
+        .with_max_delay((max / 2).max(base / 2))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 impl Backoff {
     pub fn new(base: Duration, max: Duration) -> Self {
         Backoff {
-            attempt: 0,
             base,
             max,
+            delays: schedule(base, max),
         }
     }
 
     pub fn next_delay(&mut self) -> Duration {
-        let d = delay(self.attempt, self.base, self.max, jitter());
-        self.attempt = self.attempt.saturating_add(1);
-        d
+        self.delays.next().unwrap_or(self.max).min(self.max)
     }
 
     pub fn reset(&mut self) {
-        self.attempt = 0;
+        self.delays = schedule(self.base, self.max);
     }
 }
 
@@ -103,16 +98,33 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
 
+    /// The envelope of attempt `n`: `[d/2, d]` with `d = min(base * 2^n, max)`.
+    fn envelope(n: u32, base: Duration, max: Duration) -> (Duration, Duration) {
+        let d = base.saturating_mul(1u32 << n.min(20)).min(max);
+        (d / 2, d)
+    }
+
+    /// The Kubernetes API reconnect schedule (200 ms doubling to 10 s): each delay within its
+    /// envelope, and not all at one end of it (jitter).
     #[test]
-    fn doubles_then_caps() {
-        let d = |a| delay(a, 100 * MS, 5000 * MS, 1.0);
-        assert_eq!(
-            [d(0), d(1), d(2), d(3)],
-            [100 * MS, 200 * MS, 400 * MS, 800 * MS]
+    fn api_reconnect_schedule() {
+        let (base, max) = (200 * MS, 10_000 * MS);
+        let mut b = Backoff::new(base, max);
+        let delays: Vec<Duration> = (0..40).map(|_| b.next_delay()).collect();
+        for (n, d) in delays.iter().enumerate() {
+            let (lo, hi) = envelope(n as u32, base, max);
+            // backon computes in f32 seconds: a microsecond of slack.
+            assert!(
+                *d + MS / 1000 >= lo && *d <= hi,
+                "attempt {n}: {d:?} not in [{lo:?}, {hi:?}]"
+            );
+        }
+        let capped = &delays[10..];
+        assert!(
+            capped.iter().any(|d| *d < 9000 * MS),
+            "jittered: {capped:?}"
         );
-        assert_eq!(d(6), 5000 * MS);
-        assert_eq!(d(u32::MAX), 5000 * MS);
-        assert_eq!(delay(0, 100 * MS, 5000 * MS, 0.0), 50 * MS);
+        assert!(capped.iter().any(|d| *d > 6000 * MS), "{capped:?}");
     }
 
     #[test]
@@ -121,26 +133,9 @@ mod tests {
         for _ in 0..10 {
             b.next_delay();
         }
-        assert!(b.next_delay() <= 1000 * MS);
+        assert!(b.next_delay() >= 500 * MS);
         b.reset();
         assert!(b.next_delay() <= 100 * MS);
-    }
-
-    /// The Kubernetes API reconnect schedule (200 ms doubling to 10 s): the delays before each
-    /// attempt, at both ends of the jitter.
-    #[test]
-    fn api_reconnect_schedule() {
-        let (base, max) = (200 * MS, 10_000 * MS);
-        let top: Vec<_> = (0..9).map(|a| delay(a, base, max, 1.0)).collect();
-        assert_eq!(
-            top,
-            [200, 400, 800, 1600, 3200, 6400, 10_000, 10_000, 10_000].map(|ms| ms * MS)
-        );
-        let low: Vec<_> = (0..8).map(|a| delay(a, base, max, 0.0)).collect();
-        assert_eq!(
-            low,
-            [100, 200, 400, 800, 1600, 3200, 5000, 5000].map(|ms| ms * MS)
-        );
     }
 
     #[test]
@@ -178,10 +173,15 @@ mod tests {
 
     proptest! {
         #[test]
-        fn bounded(attempt in any::<u32>(), j in -1.0f64..2.0, base in 1u64..10_000, max in 1u64..100_000) {
-            let d = delay(attempt, Duration::from_millis(base), Duration::from_millis(max), j);
-            prop_assert!(d <= Duration::from_millis(max));
-            prop_assert!(d + Duration::from_nanos(1) >= Duration::from_millis(base.min(max)) / 2);
+        fn bounded(base in 1u64..10_000, max in 1u64..100_000, attempts in 1usize..40) {
+            let (base, max) = (Duration::from_millis(base), Duration::from_millis(max));
+            let mut b = Backoff::new(base, max);
+            for n in 0..attempts {
+                let d = b.next_delay();
+                let (lo, hi) = envelope(n as u32, base, max);
+                prop_assert!(d <= hi, "{n}: {d:?} > {hi:?}");
+                prop_assert!(d + MS / 1000 >= lo.min(max / 2), "{n}: {d:?} < {lo:?}");
+            }
         }
     }
 }
