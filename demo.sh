@@ -134,12 +134,19 @@ step "pushing $TASKS tasks"
 for i in $(seq 1 "$TASKS"); do rcli LPUSH "$QUEUE" "task-$i" >/dev/null; done
 
 step "watching the workers scale up, drain the queue, and scale back down"
+# On a terminal a live view (kubectl qworker top --watch redraws in place until told to stop);
+# piped (CI), the tables once per pass.
+live_pid=""
+if [ -t 1 ]; then
+  kubectl qworker top -n "$NS" --watch --interval 1s 2>/dev/null &
+  live_pid=$!
+fi
 deadline=$((SECONDS + 300))
 scaled_up=0
 last_worker=""
 last_log=""
 while [ $SECONDS -lt $deadline ]; do
-  show
+  [ -n "$live_pid" ] || show
   # Keep the log of a worker while it exists: workers are deleted once they have exited.
   running=$(kubectl -n "$NS" get pods -l quickube.com/qworker=demo-worker \
     -o jsonpath='{.items[?(@.status.phase=="Running")].metadata.name}' 2>/dev/null || true)
@@ -155,6 +162,10 @@ while [ $SECONDS -lt $deadline ]; do
   fi
   sleep 2
 done
+if [ -n "$live_pid" ]; then
+  kill -TERM "$live_pid" 2>/dev/null || true
+  wait "$live_pid" 2>/dev/null || true
+fi
 show
 
 step "what happened"
