@@ -431,7 +431,8 @@ pub fn layout(rec: &Recording) -> Drawing {
     let tasks_top = lanes_top + lane_count.max(1) as f64 * LANE_H + 10.0;
     let workers_top = tasks_top + TASKS_H + PANEL_GAP;
     let rows_top = workers_top + WORKERS_H + PANEL_GAP + 6.0;
-    let rows_bottom = rows_top + rows.len() as f64 * (ROW_H + ROW_GAP);
+    // With no pod, one row's room for saying so.
+    let rows_bottom = rows_top + rows.len().max(1) as f64 * (ROW_H + ROW_GAP);
     let axis_y = rows_bottom + 4.0;
 
     // Grid and time axis.
@@ -564,7 +565,7 @@ pub fn layout(rec: &Recording) -> Drawing {
     if rows.is_empty() {
         items.push(text(
             left + 4.0,
-            rows_top + 4.0,
+            rows_top + ROW_H - 3.0,
             "no worker pods in this recording".into(),
             11.0,
             Anchor::Start,

@@ -96,7 +96,8 @@ pub async fn run(
         (Some(path), _) => read_samples(path)?,
         (None, Some(name)) => {
             let ctx = client::connect(kube).await?;
-            record::record(&ctx, name, args.duration, args.interval).await?
+            let duration = args.duration.filter(|d| !d.is_zero());
+            record::record(&ctx, name, duration, args.interval).await?
         }
         (None, None) => return Err(Error::NoName.into()),
     };
