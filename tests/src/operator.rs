@@ -42,7 +42,10 @@ impl Operator {
             .args(["--health-probe-bind-address", "127.0.0.1:0"])
             .arg("--kubeconfig")
             .arg(&cluster.kubeconfig)
-            .args(["--poll-interval", "200ms"])
+            .args(["--poll-interval", "200ms"].into_iter().filter(|_| {
+                // clap refuses a flag given twice.
+                !extra.iter().any(|a| a.starts_with("--poll-interval"))
+            }))
             .args(extra)
             .env("RUST_LOG", "info,qscaler_operator=debug")
             .stdout(Stdio::from(out))
@@ -81,7 +84,8 @@ impl Operator {
     async fn logged_addr(&self, marker: &str) -> String {
         wait_for(&format!("{marker:?} in the operator's log"), T, || async {
             let log = self.log();
-            let line = log.lines().find(|l| l.contains(marker))?;
+            // The last: an operator restarted in the same test appends to the same log.
+            let line = log.lines().rfind(|l| l.contains(marker))?;
             let clean = strip_ansi(line);
             let addr = clean.split("addr=").nth(1)?.split_whitespace().next()?;
             Some(addr.to_string())
