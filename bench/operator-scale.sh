@@ -16,7 +16,17 @@
 # between 0 and 1 each second (LPUSH/LPOP), so each QWorker's status is refreshed, i.e. reconciled, every
 # few seconds: CPU, and reconcile p50/p99 from the `qscaler_reconcile_duration_seconds{controller="qworker"}`
 # bucket counts scraped before and after the window (interpolated inside a bucket, as Prometheus'
-# histogram_quantile does). RSS is read at the end; peak RSS is VmHWM over the whole run.
+# histogram_quantile does; the p99's bucket is shown beside it). RSS is read at the end; peak RSS is VmHWM
+# over the whole run.
+#
+# The API server's bill (issue 17 item 5): the kube-apiserver's own /metrics (`kubectl get --raw /metrics`) is
+# read before and after each window: writes (POST, PUT, PATCH, DELETE, APPLY in apiserver_request_total, dry
+# runs left out) and watch events sent (apiserver_watch_events_total), per QWorker per minute. The metrics
+# carry no client or user agent, so writes are attributed by resource: qworkers (status, finalizers), pod
+# creates and deletes, and events are the operator's; pod PATCHes without a subresource are annotations (the
+# operator's drain, or qsupervisors' activity and usage: none here, the pods run plain `sleep`); pods/status,
+# nodes, leases and the rest are the kubelet's and the control plane's. With the cluster of its own that this
+# bench brings up (QSCALER_CLUSTER_DIR default), nothing else writes to that API server.
 #
 # Uses the cluster in QSCALER_CLUSTER_DIR if it answers, else brings one up and tears it down at the end.
 set -euo pipefail
@@ -56,7 +66,13 @@ cleanup() {
   if [ "$OWN_CLUSTER" = 1 ]; then
     tests/cluster.sh down >/dev/null 2>&1 || true
   else
-    for ns in "${NAMESPACES[@]}"; do kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true; done
+    for ns in "${NAMESPACES[@]}"; do
+      # No operator runs now to release the finalizers.
+      kubectl get qworkers,scalerconfigs -n "$ns" -o name 2>/dev/null | while read -r obj; do
+        kubectl patch -n "$ns" "$obj" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+      done
+      kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
+    done
   fi
   rm -rf "$work"
 }
@@ -95,6 +111,8 @@ cpu_ticks() { # pid → utime + stime in clock ticks (fields 14, 15 of /proc/pid
 status_kib() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; } # pid, VmRSS|VmHWM
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 scrape() { curl -sf --max-time 20 "http://127.0.0.1:$1/metrics"; }
+# The kube-apiserver's request and watch-event counters.
+api_scrape() { kubectl get --raw /metrics | grep -E '^apiserver_(request|watch_events)_total\{' >"$1"; }
 
 # --- one setting ---------------------------------------------------------------------------------
 
@@ -234,10 +252,14 @@ run_setting() { # label, QWorkers, first|last → one result line in $work/resul
 
   # Idle window: nothing changes, the operator only polls.
   sleep 5
-  local i0 i1
+  local i0 i1 iw0 iw1
+  api_scrape "$work/$label.api0"
   i0=$(cpu_ticks "$OPERATOR_PID")
+  iw0=$(date +%s.%N)
   sleep "$IDLE_WINDOW"
   i1=$(cpu_ticks "$OPERATOR_PID")
+  iw1=$(date +%s.%N)
+  api_scrape "$work/$label.api1"
 
   # Churn window: every queue's depth flips each second, so every QWorker is reconciled every few seconds.
   local c0 c1 w0 w1
@@ -251,14 +273,12 @@ run_setting() { # label, QWorkers, first|last → one result line in $work/resul
   CHURN_PID=""
   c1=$(cpu_ticks "$OPERATOR_PID")
   w1=$(date +%s.%N)
+  api_scrape "$work/$label.api2"
   scrape "$port" >"$work/$label.metrics1"
   local rss hwm
   rss=$(status_kib "$OPERATOR_PID" VmRSS)
   hwm=$(status_kib "$OPERATOR_PID" VmHWM)
   awk '{ print "DEL", $1 }' "$work/$label.queues" | redis-cli -p "$redis_port" >/dev/null
-
-  stop_pid "$OPERATOR_PID"
-  OPERATOR_PID=""
 
   python3 - "$work/$label.metrics0" "$work/$label.metrics1" >"$work/$label.latency" <<'EOF'
 import re, sys
@@ -287,29 +307,83 @@ def q(p):
         c = diff[le]
         if c >= rank:
             if le == float("inf"):
-                return prev_le
-            return prev_le + (le - prev_le) * (rank - prev_c) / max(c - prev_c, 1e-9)
+                return prev_le, (prev_le, le)
+            return prev_le + (le - prev_le) * (rank - prev_c) / max(c - prev_c, 1e-9), (prev_le, le)
         prev_le, prev_c = le, c
-    return prev_le
-print(f"{q(0.5) * 1000:.1f} {q(0.99) * 1000:.1f} {int(total)} {scope}")
+    return prev_le, (prev_le, float("inf"))
+(p50, _), (p99, (lo, hi)) = q(0.5), q(0.99)
+bucket = f"{lo * 1000:g}-{hi * 1000:g}ms" if hi != float("inf") else f">{lo * 1000:g}ms"
+print(f"{p50 * 1000:.1f} {p99 * 1000:.1f} {int(total)} {scope} {bucket}")
 EOF
-  local p50 p99 count scope
-  read -r p50 p99 count scope <"$work/$label.latency"
+  local p50 p99 count scope bucket
+  read -r p50 p99 count scope bucket <"$work/$label.latency"
+  # API writes and watch events per QWorker per minute, idle and churn.
+  python3 - "$work/$label.api0" "$work/$label.api1" "$work/$label.api2" "$n" \
+    "$(python3 -c "print($iw1 - $iw0)")" "$(python3 -c "print($w1 - $w0)")" >"$work/$label.api" <<'EOF'
+import json, re, sys
+from collections import Counter
+WRITES = {"POST", "PUT", "PATCH", "DELETE", "APPLY"}
+def read(path):
+    writes, watch = Counter(), Counter()
+    for line in open(path):
+        m = re.match(r'(apiserver_\w+)\{(.*)\} (\S+)$', line.strip())
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2)))
+        v = float(m.group(3))
+        if m.group(1) == "apiserver_request_total":
+            if labels.get("verb") in WRITES and not labels.get("dry_run"):
+                sub = labels.get("subresource", "")
+                res = labels.get("resource", "") + ("/" + sub if sub else "")
+                writes[(labels["verb"], res)] += v
+        elif m.group(1) == "apiserver_watch_events_total":
+            watch[labels.get("kind", "")] += v
+    return writes, watch
+def who(verb, res):
+    if (res.startswith("qworkers") and verb in ("PATCH", "PUT", "APPLY")) or (res == "events" and verb != "DELETE") \
+            or (res == "pods" and verb in ("POST", "DELETE")):
+        return "operator"
+    if res == "pods" and verb in ("PATCH", "APPLY", "PUT"):
+        return "annotations"
+    return "other"
+snaps = [read(p) for p in sys.argv[1:4]]
+n, secs = int(sys.argv[4]), {"idle": float(sys.argv[5]), "churn": float(sys.argv[6])}
+out = {}
+for name, (a, b) in (("idle", (snaps[0], snaps[1])), ("churn", (snaps[1], snaps[2]))):
+    per = 60.0 / secs[name] / n  # per QWorker per minute
+    w = {k: (b[0][k] - a[0].get(k, 0)) * per for k in b[0]}
+    e = {k: (b[1][k] - a[1].get(k, 0)) * per for k in b[1]}
+    out[name] = {
+        "writes": {f"{v} {r}": x for (v, r), x in w.items() if x > 0},
+        "by": {g: sum(x for (v, r), x in w.items() if who(v, r) == g) for g in ("operator", "annotations", "other")},
+        "watch": {k: x for k, x in e.items() if x > 0},
+    }
+print(json.dumps(out))
+EOF
   local errors load
   load=$(cut -d' ' -f1 /proc/loadavg)
   errors=$(awk '/^qscaler_reconcile_errors_total/ { s += $NF } END { print s + 0 }' "$work/$label.metrics1")
+  if [ "$errors" != 0 ]; then
+    log "$label: $errors reconcile errors; by kind:"
+    grep '^qscaler_reconcile_errors_total' "$work/$label.metrics1" >&2 || true
+    grep -i '"level":"\(error\|warn\)' "$work/operator-$label.log" | head -3 >&2 || true
+  fi
   python3 - <<EOF >>"$work/results"
 tck = $CLK_TCK
 print("$label", $n, $want, "$t_pods", "$t_conv", f"{$ticks_conv / tck:.2f}",
       f"{($i1 - $i0) / tck / $IDLE_WINDOW:.4f}", f"{($c1 - $c0) / tck / ($w1 - $w0):.4f}",
-      f"{$rss / 1024:.1f}", f"{$hwm / 1024:.1f}", "$p50", "$p99", "$count", "$scope", "$t_run", $errors, $load)
+      f"{$rss / 1024:.1f}", f"{$hwm / 1024:.1f}", "$p50", "$p99", "$count", "$scope", "$t_run", $errors, $load,
+      "$bucket")
 EOF
   if [ "$3" = last ] && [ "$OWN_CLUSTER" = 1 ]; then
     log "$label: done; the cluster teardown removes $ns"
   else
+    # While the operator runs: the QWorkers' and ScalerConfig's finalizers need it.
     log "$label: done; deleting $ns (waiting for its pods to go)"
     wait_namespace_gone "$ns" 600
   fi
+  stop_pid "$OPERATOR_PID"
+  OPERATOR_PID=""
 }
 
 log "baseline: $BASE_N QWorkers x $PODS pods; large: $BIG_N QWorkers x $PODS pods"
@@ -317,13 +391,22 @@ log "baseline: $BASE_N QWorkers x $PODS pods; large: $BIG_N QWorkers x $PODS pod
 run_setting baseline "$BASE_N" first
 run_setting large "$BIG_N" last
 
-python3 - "$work/results" "$WINDOW" "$IDLE_WINDOW" <<'EOF'
-import os, sys
+python3 - "$work/results" "$WINDOW" "$IDLE_WINDOW" "$work" <<'EOF'
+import json, os, sys
 rows = [l.split() for l in open(sys.argv[1])]
 window, idle = sys.argv[2], sys.argv[3]
+api = {row[0]: json.load(open(os.path.join(sys.argv[4], row[0] + ".api"))) for row in rows}
+def bill(label):
+    a = api[label]
+    w = lambda win: sum(a[win]["by"].values())
+    return (f"{w('idle'):.1f} ({a['idle']['by']['operator']:.1f}) / {w('churn'):.1f} ({a['churn']['by']['operator']:.1f})")
+def watch(label):
+    a = api[label]
+    return f"{sum(a['idle']['watch'].values()):.1f} / {sum(a['churn']['watch'].values()):.1f}"
 print("| setting | QWorkers | pods | pods created | converged (all Running) | CPU to converge | CPU idle | CPU churn "
-      "| RSS / peak RSS | reconciles (errors) | CPU per reconcile | reconcile p50 / p99 |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+      "| RSS / peak RSS | reconciles (errors) | CPU per reconcile | reconcile p50 / p99 (p99's bucket) "
+      "| API writes /QWorker/min idle / churn (operator's) | watch events /QWorker/min idle / churn |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 def per_reconcile(row):
     # Operator CPU over the churn window divided by the reconciles in it: its own cost per reconcile,
     # apart from the time a reconcile waits for the API server (which the latency includes).
@@ -331,11 +414,11 @@ def per_reconcile(row):
     return float(row[7]) * float(window) / count * 1000 if count > 0 else 0.0
 for row in rows:
     (label, n, pods, t_pods, t_conv, cpu_conv, idle_c, churn_c, rss, hwm, p50, p99, count, scope, t_run,
-     errors, load) = row
+     errors, load, bucket) = row
     print(f"| {label} | {n} | {pods} | {t_pods} s | {t_conv} s ({t_run} s) | {cpu_conv} CPU-s "
           f"| {float(idle_c):.4f} cores | {float(churn_c):.4f} cores | {rss} / {hwm} MiB "
           f"| {count} in {scope} ({errors}) | {per_reconcile(row):.2f} ms "
-          f"| {p50} / {p99} ms |")
+          f"| {p50} / {p99} ms ({bucket}) | {bill(label)} | {watch(label)} |")
 b, l = rows[0], rows[1]
 def r(i):
     x, y = float(l[i]), float(b[i])
@@ -347,5 +430,21 @@ print(f"\nCPU idle: {idle} s with no input; CPU churn and reconcile latency: {wi
       "depth flips 0/1 each second (each QWorker's status is refreshed at most every 3 s).")
 print("1-min load average at the end of each churn window (the whole machine): "
       + ", ".join(f"{row[0]} {row[16]}" for row in rows) + f" ({os.cpu_count()} cores)")
+# The bill in detail: every write kind and watched kind, per QWorker per minute.
+cols = [(row[0], win) for row in rows for win in ("idle", "churn")]
+print("\nAPI server's bill per QWorker per minute (kube-apiserver /metrics; writes by verb and resource, "
+      "then watch events sent, by kind):\n")
+print("| | " + " | ".join(f"{l} {w}" for l, w in cols) + " |")
+print("|---|" + "---|" * len(cols))
+def line(name, get):
+    vals = [get(l, w) for l, w in cols]
+    if any(v > 0 for v in vals):
+        print(f"| {name} | " + " | ".join(f"{v:.2f}" for v in vals) + " |")
+for k in sorted({k for l, w in cols for k in api[l][w]["writes"]}):
+    line(k, lambda l, w: api[l][w]["writes"].get(k, 0.0))
+for g in ("operator", "annotations", "other"):
+    line(f"**writes: {g}**", lambda l, w: api[l][w]["by"][g])
+for k in sorted({k for l, w in cols for k in api[l][w]["watch"]}):
+    line(f"watch events: {k}", lambda l, w: api[l][w]["watch"].get(k, 0.0))
 EOF
 log "wall time $((SECONDS - t_start)) s"
