@@ -21,7 +21,7 @@
 //! `<queue>:dead`, as qsupervisor dead-letters. A dead pod's list is returned on the broker the pod
 //! consumed from (its env): after a ScalerConfig change that is not the poller's own connection.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -149,8 +149,14 @@ impl Pollers {
 fn spawn(env: PollerEnv, key: ObjectKey, params: RedisParams) -> PollerHandle {
     let (tx, rx) = watch::channel(None);
     let broker = RedisBroker::new(params.clone(), env.returner.broker_timeout);
-    let (queues_tx, queues) = watch::channel(BTreeSet::new());
     let (state_tx, state) = watch::channel(None);
+    let (qworkers, sc) = (env.qworkers.clone(), key.clone());
+    let queues: push::Queues = Box::new(move || {
+        qworkers_of(&qworkers, &sc)
+            .iter()
+            .map(|q| q.spec.scale_config.queue.clone())
+            .collect()
+    });
     let wake = Arc::new(Notify::new());
     let push_task = tokio::spawn(
         push::Subscriber {
@@ -163,11 +169,7 @@ fn spawn(env: PollerEnv, key: ObjectKey, params: RedisParams) -> PollerHandle {
         }
         .run(),
     );
-    let push = PushSide {
-        wake,
-        queues: queues_tx,
-        state,
-    };
+    let push = PushSide { wake, state };
     let task = tokio::spawn(run(env, key, broker, params.clone(), tx, push));
     PollerHandle {
         params,
@@ -177,11 +179,9 @@ fn spawn(env: PollerEnv, key: ObjectKey, params: RedisParams) -> PollerHandle {
     }
 }
 
-/// The poller's end of the keyspace subscription: what wakes it, where it says which queues to
-/// watch, what the subscription found.
+/// The poller's end of the keyspace subscription: what wakes it, what the subscription found.
 struct PushSide {
     wake: Arc<Notify>,
-    queues: watch::Sender<BTreeSet<String>>,
     state: watch::Receiver<Option<PushWake>>,
 }
 
@@ -233,12 +233,6 @@ async fn run<B: Broker>(
             })
             .collect();
         let queries: Vec<_> = views.iter().map(|v| v.query.clone()).collect();
-        push.queues.send_if_modified(|q| {
-            let now: BTreeSet<String> = views.iter().map(|v| v.queue.clone()).collect();
-            let changed = *q != now;
-            *q = now;
-            changed
-        });
         let result = if queries.is_empty() {
             broker.ping().await.map(|_| vec![])
         } else {

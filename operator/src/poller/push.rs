@@ -19,6 +19,9 @@ use tokio::sync::{watch, Notify};
 
 /// How often the connection is pinged and the setting read again.
 const CHECK_EVERY: Duration = Duration::from_secs(30);
+/// How often the set of queues is read again from the QWorker cache (a new QWorker's queue is
+/// watched within this, not at the next poll, which may be long).
+const QUEUES_EVERY: Duration = Duration::from_secs(1);
 /// Reconnect backoff bounds.
 const RECONNECT_MIN: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
@@ -82,12 +85,15 @@ pub(super) fn next_backoff(last: Option<Duration>) -> Duration {
     })
 }
 
-/// The subscription's side of a poller: which queues to watch (from the poller), whom to wake,
-/// what to report.
+/// The queues to watch now.
+pub(super) type Queues = Box<dyn Fn() -> BTreeSet<String> + Send + Sync>;
+
+/// The subscription's side of a poller: which queues to watch, whom to wake, what to report. Runs
+/// until its poller's handle aborts it.
 pub(super) struct Subscriber {
     pub params: RedisParams,
     pub timeout: Duration,
-    pub queues: watch::Receiver<BTreeSet<String>>,
+    pub queues: Queues,
     pub wake: Arc<Notify>,
     pub state: watch::Sender<Option<PushWake>>,
     /// For logs.
@@ -95,20 +101,12 @@ pub(super) struct Subscriber {
 }
 
 impl Subscriber {
-    /// Runs until the poller drops its end of `queues`.
-    pub async fn run(mut self) {
+    pub async fn run(self) {
         let mut backoff = None;
         loop {
             let started = tokio::time::Instant::now();
-            match self.session().await {
-                Ok(()) => return,
-                Err(e) => {
-                    tracing::debug!(scalerconfig = %self.scaler, error = %e, "keyspace subscription ended; reconnecting")
-                }
-            }
-            if self.queues.has_changed().is_err() {
-                return;
-            }
+            let e = self.session().await;
+            tracing::debug!(scalerconfig = %self.scaler, error = %e, "keyspace subscription ended; reconnecting");
             if started.elapsed() > RECONNECT_MAX {
                 backoff = None;
             }
@@ -136,8 +134,15 @@ impl Subscriber {
         }
     }
 
-    /// One connection's life: `Ok` when the poller is gone, `Err` when the connection ended.
-    async fn session(&mut self) -> Result<(), String> {
+    /// One connection's life, until it fails.
+    async fn session(&self) -> String {
+        match self.subscribed().await {
+            Ok(never) => match never {},
+            Err(e) => e,
+        }
+    }
+
+    async fn subscribed(&self) -> Result<std::convert::Infallible, String> {
         let connector = Connector::new(&self.params).map_err(|e| e.to_string())?;
         let t = Timeouts {
             connect: self.timeout,
@@ -157,19 +162,8 @@ impl Subscriber {
         let mut subscribed: BTreeSet<String> = BTreeSet::new();
         let mut check = tokio::time::interval(CHECK_EVERY);
         check.tick().await;
+        let mut refresh = tokio::time::interval(QUEUES_EVERY);
         loop {
-            let want = self.queues.borrow_and_update().clone();
-            for q in want.difference(&subscribed) {
-                sink.subscribe(channel(db, q))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            for q in subscribed.difference(&want) {
-                sink.unsubscribe(channel(db, q))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            subscribed = want;
             tokio::select! {
                 msg = stream.next() => {
                     let msg = msg.ok_or("connection closed")?;
@@ -177,10 +171,15 @@ impl Subscriber {
                         self.wake.notify_one();
                     }
                 }
-                changed = self.queues.changed() => {
-                    if changed.is_err() {
-                        return Ok(());
+                _ = refresh.tick() => {
+                    let want = (self.queues)();
+                    for q in want.difference(&subscribed) {
+                        sink.subscribe(channel(db, q)).await.map_err(|e| e.to_string())?;
                     }
+                    for q in subscribed.difference(&want) {
+                        sink.unsubscribe(channel(db, q)).await.map_err(|e| e.to_string())?;
+                    }
+                    subscribed = want;
                 }
                 _ = check.tick() => {
                     tokio::time::timeout(self.timeout * 2, sink.ping::<String>())
