@@ -31,9 +31,7 @@ fn the_filled_in_template_is_a_krew_plugin_for_this_binary() {
     );
     assert_eq!(plugin["metadata"]["name"], "qworker");
     assert_eq!(plugin["spec"]["version"].as_str(), Some(version.as_str()));
-    let platforms = plugin["spec"]["platforms"]
-        .as_array()
-        .expect("platforms");
+    let platforms = plugin["spec"]["platforms"].as_array().expect("platforms");
     assert_eq!(platforms.len(), 4);
     for p in platforms {
         assert_eq!(p["bin"], "kubectl-qworker");

@@ -97,6 +97,9 @@ const HISTOGRAMS: &[(&str, &str)] = &[(
     "Time spent in one reconcile, by controller",
 )];
 
+/// Histogram families build their histograms with [`reconcile_histogram`]'s buckets.
+type HistogramFamily = Family<Labels, Histogram, fn() -> Histogram>;
+
 fn reconcile_histogram() -> Histogram {
     Histogram::new(BUCKETS.iter().copied())
 }
@@ -105,7 +108,7 @@ pub struct Metrics {
     registry: Registry,
     gauges: HashMap<&'static str, Family<Labels, Gauge>>,
     counters: HashMap<&'static str, Family<Labels, Counter>>,
-    histograms: HashMap<&'static str, Family<Labels, Histogram, fn() -> Histogram>>,
+    histograms: HashMap<&'static str, HistogramFamily>,
     /// Every series written, so that [`Metrics::forget`] can find a deleted QWorker's.
     series: Mutex<BTreeSet<(&'static str, Labels)>>,
     /// Names asked for that no family has (each logged once).
@@ -130,9 +133,7 @@ impl Default for Metrics {
         }
         let mut histograms = HashMap::new();
         for (name, help) in HISTOGRAMS {
-            let family = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
-                reconcile_histogram,
-            );
+            let family = HistogramFamily::new_with_constructor(reconcile_histogram);
             registry.register(*name, *help, family.clone());
             histograms.insert(*name, family);
         }
