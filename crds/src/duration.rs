@@ -225,7 +225,7 @@ mod tests {
             ("5m", Duration::from_secs(300)),
             (" 10s ", Duration::from_secs(10)),
         ] {
-            assert_eq!(parse(&text), Ok(d), "{text}");
+            assert_eq!(parse(text), Ok(d), "{text}");
         }
     }
 
