@@ -93,6 +93,7 @@ async fn main() -> Result<()> {
 
     let bench = target::Bench::set_up(args.real_node).await?;
     let result = run_all(&args, &bench, &intervals, trial_timeout).await;
+    let keyspace_events = bench.keyspace_events.clone();
     bench.tear_down().await;
     let rows = result?;
 
@@ -100,6 +101,8 @@ async fn main() -> Result<()> {
         "{}",
         report::table(&rows, args.tasks, args.task_ms, args.max_replicas)
     );
+    // Whether the operator could be woken by a push instead of waiting for its next poll.
+    println!("\nRedis notify-keyspace-events during the run: {keyspace_events:?}");
     if let Some(path) = &args.raw {
         std::fs::write(path, report::raw(&rows))
             .with_context(|| format!("writing {}", path.display()))?;
@@ -812,6 +815,8 @@ mod target {
         pods: Pods,
         watch: JoinHandle<()>,
         log_dir: PathBuf,
+        /// Redis' `notify-keyspace-events` at the start (a push can wake the operator only with them).
+        pub keyspace_events: String,
     }
 
     pub struct RunningOperator {
@@ -895,6 +900,13 @@ mod target {
                 .await
                 .context("creating the ScalerConfig")?;
             let redis = redis::Client::open(cluster.redis_url.as_str())?;
+            let mut conn = redis.get_multiplexed_async_connection().await?;
+            let (_, keyspace_events): (String, String) = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg("notify-keyspace-events")
+                .query_async(&mut conn)
+                .await
+                .context("CONFIG GET notify-keyspace-events")?;
             let pods: Pods = Default::default();
             let watch = tokio::spawn(observe::watch_pods(
                 Api::namespaced(cluster.client.clone(), &ns),
@@ -919,6 +931,7 @@ mod target {
                 pods,
                 watch,
                 log_dir,
+                keyspace_events,
             })
         }
 
