@@ -133,7 +133,10 @@ async fn scales_up_fast_and_down_without_interrupting_tasks() {
     );
     let probes = op.probe_addr().await;
     assert_ne!(probes, addr, "metrics and probes on separate ports");
-    assert_eq!(reqwest_get(&format!("http://{probes}/readyz")).await, "ok\n");
+    assert_eq!(
+        reqwest_get(&format!("http://{probes}/readyz")).await,
+        "ok\n"
+    );
     assert_eq!(reqwest_get(&format!("http://{probes}/livez")).await, "ok\n");
 }
 
@@ -156,6 +159,114 @@ async fn reqwest_get(url: &str) -> String {
     out.split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default()
+}
+
+/// The sum of counter `name`'s series whose labels include every one of `labels`, from the
+/// operator's /metrics.
+async fn counter(op: &Operator, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let addr = op.metrics_addr().await;
+    let text = reqwest_get(&format!("http://{addr}/metrics")).await;
+    text.lines()
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            (rest.is_empty() || rest.starts_with('{')).then_some(())?;
+            labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// Waits until the operator has had its chances: `ticks` more poller ticks (queue reads with
+/// `result`) of the namespace's ScalerConfig and `reconciles` more QWorker reconciles than now.
+async fn wait_for_chances(op: &Operator, ns: &str, result: &str, ticks: f64, reconciles: f64) {
+    let reads = [("namespace", ns), ("result", result)];
+    let qworker = [("controller", "qworker")];
+    let t0 = counter(op, "qscaler_queue_reads_total", &reads).await;
+    let r0 = counter(op, "qscaler_reconciles_total", &qworker).await;
+    wait_for(
+        &format!("{ticks} more poller ticks ({result}) and {reconciles} more reconciles"),
+        Duration::from_secs(90),
+        || async {
+            let t = counter(op, "qscaler_queue_reads_total", &reads).await;
+            let r = counter(op, "qscaler_reconciles_total", &qworker).await;
+            (t >= t0 + ticks && r >= r0 + reconciles).then_some(())
+        },
+    )
+    .await;
+}
+
+/// A push wakes the poller: with keyspace notifications on (`notify-keyspace-events Kl` on the
+/// test's own Redis) and a 30 s poll interval, a task pushed to an empty queue has its pod within a
+/// few seconds, by a tick a notification started; the ScalerConfig's status says pushes wake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_wakes_the_poller() {
+    let redis = OwnRedis::start().await;
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Kl")
+        .query_async(&mut conn)
+        .await
+        .expect("CONFIG SET notify-keyspace-events");
+    let (cluster, ns, op, _guard) =
+        setup("op-push", Some(redis.port), &["--poll-interval", "30s"]).await;
+    let queue = format!("{ns}-jobs");
+    create_qworker(
+        &cluster,
+        &ns,
+        idle_qworker("w", &queue, json!({"maxReplicas": 2})),
+    )
+    .await;
+    wait_for(
+        "the ScalerConfig says a push wakes the poller",
+        T,
+        || async {
+            let sc = Api::<ScalerConfig>::namespaced(cluster.client.clone(), &ns)
+                .get("redis")
+                .await
+                .ok()?;
+            sc.status?
+                .message
+                .contains("a push wakes the poller")
+                .then_some(())
+        },
+    )
+    .await;
+    let channel = format!("__keyspace@0__:{queue}");
+    wait_for("the operator subscribed to the queue's key", T, || {
+        let mut conn = conn.clone();
+        let channel = channel.clone();
+        async move {
+            let (_, n): (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(&channel)
+                .query_async(&mut conn)
+                .await
+                .ok()?;
+            (n >= 1).then_some(())
+        }
+    })
+    .await;
+    let wakes = [("namespace", ns.as_str())];
+    let woken_before = counter(&op, "qscaler_poller_wakes_total", &wakes).await;
+    let pushed = Instant::now();
+    push_tasks(&mut conn, &queue, 0..1).await;
+    wait_for(
+        "a pod within 5 s of the push",
+        Duration::from_secs(5),
+        || async { (!worker_pods(&cluster, &ns, "w").await.is_empty()).then_some(()) },
+    )
+    .await;
+    eprintln!("a pod {:?} after the push", pushed.elapsed());
+    assert!(
+        counter(&op, "qscaler_poller_wakes_total", &wakes).await > woken_before,
+        "the tick was a push's\n{}",
+        op.log()
+    );
 }
 
 /// Redis stops: the replicas are held (no pod drained or deleted), ScalerHealthy turns False with
@@ -206,8 +317,9 @@ async fn broker_outage_holds_replicas_and_recovers() {
         .then_some(())
     })
     .await;
-    // Hold for a while longer than the stabilization window (0 s) and several poll intervals.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The operator has had its chances to act on the outage (stabilization window 0 s): several
+    // failed reads and reconciles after it showed.
+    wait_for_chances(&op, &ns, "error", 10.0, 2.0).await;
     let after: BTreeSet<String> = worker_pods(&cluster, &ns, "w")
         .await
         .into_iter()
@@ -295,7 +407,7 @@ async fn operator_killed_mid_scale_converges_without_over_creation() {
         (st.desired_replicas == 6 && st.current_replicas == 6).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_for_chances(&op2, &ns, "ok", 10.0, 1.0).await;
     sampler.abort();
     let s = samples.lock().unwrap_or_else(|e| e.into_inner());
     assert_eq!(
@@ -340,8 +452,9 @@ async fn crash_looping_workers_back_off_with_a_condition() {
         .then_some(())
     })
     .await;
-    // Watch for 10 more seconds: with 0.5 s doubling to 8 s, only a handful of pods may be created.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Let it have its chances (about 10 s of ticks, and reconciles, each of which would refill the
+    // slots without backoff): with 0.5 s doubling to 8 s, only a handful of pods may be created.
+    wait_for_chances(&op, &ns, "ok", 50.0, 10.0).await;
     sampler.abort();
     let elapsed = started.elapsed();
     let s = samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -686,7 +799,7 @@ async fn leader_election_one_decider_and_failover() {
         .and_then(|s| s.holder_identity)
         .expect("a holder");
     assert_ne!(new_holder, holder, "{}", follower.log());
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_for_chances(follower, &ns, "ok", 5.0, 1.0).await;
     sampler.abort();
     let s = samples.lock().unwrap_or_else(|e| e.into_inner());
     assert_eq!(s.names.len(), 5, "pods ever created: {:?}", s.names);
