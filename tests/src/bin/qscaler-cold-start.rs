@@ -1159,8 +1159,8 @@ mod target {
             .await
         }
 
-        /// Deletes what the run left: QWorkers (finalizers released: no operator runs now), the
-        /// namespace; stops the pod watch.
+        /// Deletes what the run left: QWorkers and the ScalerConfig (finalizers released: no operator
+        /// runs now), the namespace; stops the pod watch.
         pub async fn tear_down(self) {
             self.watch.abort();
             let api: Api<QWorker> = Api::namespaced(self.cluster.client.clone(), &self.ns);
@@ -1175,6 +1175,11 @@ mod target {
                         .await;
                 }
             }
+            let scs: Api<ScalerConfig> = Api::namespaced(self.cluster.client.clone(), &self.ns);
+            let release = json!({"metadata": {"finalizers": null}});
+            let _ = scs
+                .patch("redis", &PatchParams::default(), &Patch::Merge(&release))
+                .await;
             self.cluster.delete_namespace(&self.ns).await;
         }
     }
