@@ -48,19 +48,45 @@ pub fn to_string(value: &Value, style: GoStyle) -> String {
 }
 
 fn write(value: &Value, style: GoStyle, out: &mut String) {
+    write_sorted(
+        value,
+        Members::KeepNull,
+        &|s, out| write_str(s, style, out),
+        out,
+    );
+}
+
+/// Whether object members whose value is null are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Members {
+    KeepNull,
+    DropNull,
+}
+
+/// Compact JSON with object keys sorted by their bytes (as Go sorts map keys), strings (keys and
+/// values) written by `string`: the one walk behind Go's re-encoding here and the pod-spec hash's
+/// canonical form ([`crate::hash::canonical_json`]).
+pub(crate) fn write_sorted(
+    value: &Value,
+    members: Members,
+    string: &dyn Fn(&str, &mut String),
+    out: &mut String,
+) {
     match value {
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            // Go sorts map keys by their bytes; so does `str`'s ordering.
+            let mut entries: Vec<(&String, &Value)> = map
+                .iter()
+                .filter(|(_, v)| members == Members::KeepNull || !v.is_null())
+                .collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
             out.push('{');
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                write_str(k, style, out);
+                string(k, out);
                 out.push(':');
-                write(v, style, out);
+                write_sorted(v, members, string, out);
             }
             out.push('}');
         }
@@ -70,11 +96,11 @@ fn write(value: &Value, style: GoStyle, out: &mut String) {
                 if i > 0 {
                     out.push(',');
                 }
-                write(v, style, out);
+                write_sorted(v, members, string, out);
             }
             out.push(']');
         }
-        Value::String(s) => write_str(s, style, out),
+        Value::String(s) => string(s, out),
         // Integers print alike; null and booleans too. (Fractions are not part of a pod spec.)
         other => out.push_str(&other.to_string()),
     }

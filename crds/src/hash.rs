@@ -68,38 +68,15 @@ pub fn hash_value(value: &Value) -> PodSpecHash {
 /// JSON with sorted keys, nulls in objects dropped, no insignificant whitespace.
 pub fn canonical_json(value: &Value) -> String {
     let mut out = String::new();
-    write_canonical(value, &mut out);
+    let serde_string =
+        |s: &str, out: &mut String| out.push_str(&Value::String(s.into()).to_string());
+    crate::gojson::write_sorted(
+        value,
+        crate::gojson::Members::DropNull,
+        &serde_string,
+        &mut out,
+    );
     out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Object(map) => {
-            let mut entries: Vec<_> = map.iter().filter(|(_, v)| !v.is_null()).collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(v, out);
-            }
-            out.push('}');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(v, out);
-            }
-            out.push(']');
-        }
-        scalar => out.push_str(&scalar.to_string()),
-    }
 }
 
 fn to_value<T: serde::Serialize>(v: &T) -> Value {
