@@ -26,8 +26,7 @@
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -91,44 +90,48 @@ pub struct Init {
     warm_sent: bool,
     /// The pod is ending: the kubelet's SIGKILL is due then.
     hard_deadline: Option<Instant>,
+    /// Task mode: the command, prepared at the first task and reused for every other.
+    program: Option<sys::Program>,
     /// Wrap mode: we SIGKILLed the worker shortly before the kubelet would have.
     deadline_killed: bool,
     phase: Phase,
 }
 
-/// Starts the command; the child's signal mask is emptied before `exec` (std resets SIGPIPE).
-pub fn spawn(cfg: &Config, stdin: Option<Vec<u8>>) -> std::io::Result<Pid> {
-    let (prog, args) = cfg
-        .command
-        .split_first()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "empty command"))?;
-    let mut cmd = Command::new(prog);
-    cmd.args(args);
-    cmd.envs(cfg.env.iter().map(|(k, v)| (k, v)));
-    if cfg.signal_group {
-        cmd.process_group(0);
+/// Payloads up to this size are written into the task's stdin pipe before it starts: an empty pipe
+/// holds at least one page (even when the kernel shrinks pipes of a user over its pipe quota), so
+/// the write never blocks and no writer thread is needed.
+const DIRECT_STDIN_MAX: usize = 4096;
+
+/// Starts `program`, with `stdin` (the task's payload) on a pipe as its standard input, or with ours.
+pub fn spawn(program: &sys::Program, stdin: Option<Vec<u8>>) -> std::io::Result<Pid> {
+    let Some(payload) = stdin else {
+        return program.spawn(None);
+    };
+    let (reader, mut writer) = std::io::pipe()?;
+    if payload.len() <= DIRECT_STDIN_MAX {
+        writer.write_all(&payload)?;
+        drop(writer);
+        return program.spawn(Some(reader.as_fd()));
     }
-    sys::unblock_in_child(&mut cmd);
-    if stdin.is_some() {
-        cmd.stdin(Stdio::piped());
+    let pid = program.spawn(Some(reader.as_fd()))?;
+    drop(reader);
+    // A thread, so a large payload never blocks the init loop; it inherits the blocked mask.
+    let written = std::thread::Builder::new()
+        .name("task-stdin".into())
+        .spawn(move || {
+            if let Err(e) = writer.write_all(&payload) {
+                debug!("task stopped reading its stdin: {e}");
+            }
+        });
+    if let Err(e) = written {
+        error!("could not start the stdin writer, the task gets an empty stdin: {e}");
     }
-    let mut child = cmd.spawn()?;
-    let pid = Pid::from_raw(child.id() as i32);
-    if let (Some(mut pipe), Some(payload)) = (child.stdin.take(), stdin) {
-        // A thread, so a large payload never blocks the init loop; it inherits the blocked mask.
-        let writer = std::thread::Builder::new()
-            .name("task-stdin".into())
-            .spawn(move || {
-                if let Err(e) = pipe.write_all(&payload) {
-                    debug!("task stopped reading its stdin: {e}");
-                }
-            });
-        if let Err(e) = writer {
-            error!("could not start the stdin writer, the task gets an empty stdin: {e}");
-        }
-    }
-    // Dropping `child` neither waits nor kills: the init loop reaps it.
     Ok(pid)
+}
+
+/// The command of `cfg`, ready to start.
+fn program(cfg: &Config) -> std::io::Result<sys::Program> {
+    sys::Program::new(&cfg.command, &cfg.env, cfg.signal_group)
 }
 
 impl Init {
@@ -151,6 +154,7 @@ impl Init {
             drain_timed_out: false,
             warm_sent: false,
             hard_deadline: None,
+            program: None,
             deadline_killed: false,
             phase: Phase::Running,
         }
@@ -388,7 +392,7 @@ impl Init {
                 let result = if !running || self.task.is_some() {
                     Err(126)
                 } else {
-                    match spawn(&self.cfg, Some(payload)) {
+                    match self.spawn_task(payload) {
                         Ok(pid) => {
                             self.task = Some(pid);
                             Ok(pid.as_raw())
@@ -456,6 +460,16 @@ impl Init {
                 }
             }
         }
+    }
+
+    fn spawn_task(&mut self, payload: Vec<u8>) -> std::io::Result<Pid> {
+        let program = match self.program.take() {
+            Some(p) => p,
+            None => program(&self.cfg)?,
+        };
+        let pid = spawn(&program, Some(payload));
+        self.program = Some(program);
+        pid
     }
 
     /// Asks every remaining descendant to stop. Returns how many were asked (as PID 1: 1 if any).
@@ -537,7 +551,7 @@ impl Init {
 
 /// Starts the worker for wrap mode, mapping a failure to the shell's exit code.
 pub fn start_worker(cfg: &Config) -> Result<Pid, i32> {
-    spawn(cfg, None).map_err(|e| {
+    program(cfg).and_then(|p| spawn(&p, None)).map_err(|e| {
         let code = exit::spawn_failure_code(&e);
         let err = Error::Io {
             doing: "starting the worker",
@@ -546,4 +560,38 @@ pub fn start_worker(cfg: &Config) -> Result<Pid, i32> {
         error!("{err}: {:?} (exit code {code})", cfg.command.first());
         code
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nix::sys::wait::{waitpid, WaitStatus};
+
+    fn cat_into(path: &std::path::Path) -> sys::Program {
+        let script = format!("cat > {}", path.display());
+        let command = ["sh", "-c", &script].map(OsString::from).to_vec();
+        sys::Program::new(&command, &[], false).unwrap()
+    }
+
+    #[test]
+    fn the_payload_arrives_whole_on_stdin_written_directly_or_by_a_thread() {
+        let dir = std::env::temp_dir().join(format!("qsup-init-stdin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for len in [0, 1, DIRECT_STDIN_MAX, DIRECT_STDIN_MAX + 1, 300_000] {
+            let out = dir.join(format!("out-{len}"));
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let pid = spawn(&cat_into(&out), Some(payload.clone())).unwrap();
+            assert!(matches!(waitpid(pid, None), Ok(WaitStatus::Exited(_, 0))));
+            assert!(std::fs::read(&out).unwrap() == payload, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn a_task_that_ignores_its_stdin_still_ends() {
+        let program = sys::Program::new(&[OsString::from("true")], &[], false).unwrap();
+        for len in [10, 1_000_000] {
+            let pid = spawn(&program, Some(vec![b'x'; len])).unwrap();
+            assert!(matches!(waitpid(pid, None), Ok(WaitStatus::Exited(_, 0))));
+        }
+    }
 }

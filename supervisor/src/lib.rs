@@ -15,8 +15,8 @@
 //! tokio channel. Only the init loop creates or reaps processes, so `waitpid(-1)` never steals a
 //! status someone else waits for. If the agent fails, the init loop goes on as a plain init.
 //!
-//! The only `unsafe` is in [`sys`] (emptying the signal mask between fork and exec).
-#![deny(unsafe_code)]
+//! No `unsafe`: processes start through `posix_spawn`'s safe wrappers (see [`sys::Program`]).
+#![forbid(unsafe_code)]
 
 pub mod activity;
 pub mod agent;
@@ -33,7 +33,6 @@ pub mod pod;
 pub mod proctree;
 pub mod sampler;
 pub mod signals;
-#[allow(unsafe_code)]
 pub mod sys;
 pub mod task;
 pub mod usage;

@@ -1,16 +1,19 @@
 //! The operating-system calls of the init loop, each a thin wrapper that turns errno into
-//! [`crate::Error`]. The crate's only `unsafe` is here: [`unblock_in_child`], because
-//! `std::process::Command` keeps the parent's signal mask in the child (std resets SIGPIPE's
+//! [`crate::Error`]. Processes are started with `posix_spawn` ([`Program`]), not
+//! `std::process::Command`: std keeps the parent's signal mask in the child (it resets SIGPIPE's
 //! disposition, not the mask), and a worker that starts with every signal blocked would never see
-//! the SIGTERM we forward.
+//! the SIGTERM we forward; emptying the mask in a `pre_exec` hook would force std onto a full
+//! `fork`, which costs more than the task itself when the task is short.
 
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::spawn::{posix_spawnp, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
@@ -201,14 +204,245 @@ pub fn own_pid() -> Pid {
     nix::unistd::getpid()
 }
 
-/// Empties the signal mask in the child between `fork` and `exec`.
-pub fn unblock_in_child(cmd: &mut Command) {
-    // SAFETY: the closure runs in the forked child before exec; it only calls pthread_sigmask,
-    // which is async-signal-safe, allocates nothing and touches no lock.
-    unsafe {
-        cmd.pre_exec(|| {
-            nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
-                .map_err(std::io::Error::from)
+/// A command prepared once and started any number of times with `posix_spawn` (a `vfork`-like
+/// clone, no copy of our page tables): argv and environment as C strings, and the child's signal
+/// state. The child gets what `std::process::Command` would give it (our environment plus the
+/// extra variables, our stdout and stderr, SIGPIPE back to its default), except the signal mask,
+/// which is empty rather than ours.
+#[derive(Debug)]
+pub struct Program {
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    attr: PosixSpawnAttr,
+}
+
+fn c_string(bytes: &[u8]) -> std::io::Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "nul byte found in provided data",
+        )
+    })
+}
+
+impl Program {
+    /// `command` (looked up in `PATH` when it has no `/`), with our environment as it is now plus
+    /// `extra_env`; `own_group`: in a new process group of its own (`--signal-group`).
+    pub fn new(
+        command: &[OsString],
+        extra_env: &[(String, OsString)],
+        own_group: bool,
+    ) -> std::io::Result<Self> {
+        if command.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "empty command",
+            ));
+        }
+        let argv = command
+            .iter()
+            .map(|a| c_string(a.as_bytes()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let inherited = std::env::vars_os().filter(|(k, _)| {
+            !extra_env
+                .iter()
+                .any(|(e, _)| OsStr::new(e) == k.as_os_str())
         });
+        let extra = extra_env
+            .iter()
+            .map(|(k, v)| (OsString::from(k), v.clone()));
+        let envp = inherited
+            .chain(extra)
+            .map(|(k, v)| c_string(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let attr = spawn_attr(own_group).map_err(std::io::Error::from)?;
+        Ok(Program { argv, envp, attr })
+    }
+
+    /// Starts the program, with `stdin` as its standard input (else ours). An exec failure is
+    /// reported here, as by `Command::spawn` (glibc's `posix_spawn` waits for the exec).
+    pub fn spawn(&self, stdin: Option<BorrowedFd<'_>>) -> std::io::Result<Pid> {
+        let mut actions = PosixSpawnFileActions::init()?;
+        if let Some(fd) = stdin {
+            // dup2 clears close-on-exec on the copy; the original (close-on-exec) goes at exec.
+            actions.add_dup2(fd.as_raw_fd(), 0)?;
+        }
+        match posix_spawnp(&self.argv[0], &actions, &self.attr, &self.argv, &self.envp) {
+            Ok(pid) => Ok(pid),
+            // A script without `#!`: glibc's execvp (behind std's fork path) runs it with /bin/sh;
+            // its posix_spawnp does not, so we do.
+            Err(Errno::ENOEXEC) => {
+                let Some(script) = find_in_path(&self.argv[0]) else {
+                    return Err(Errno::ENOEXEC.into());
+                };
+                let mut argv = vec![
+                    c_string(b"/bin/sh")?,
+                    c_string(script.as_os_str().as_bytes())?,
+                ];
+                argv.extend(self.argv[1..].iter().cloned());
+                Ok(posix_spawnp(
+                    &argv[0], &actions, &self.attr, &argv, &self.envp,
+                )?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The child's signal state: nothing blocked (we block everything), SIGPIPE at its default (the
+/// Rust runtime ignores it in us); its own process group with `own_group`.
+fn spawn_attr(own_group: bool) -> nix::Result<PosixSpawnAttr> {
+    let mut attr = PosixSpawnAttr::init()?;
+    let mut flags =
+        PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF;
+    attr.set_sigmask(&SigSet::empty())?;
+    attr.set_sigdefault(&SigSet::from(Signal::SIGPIPE))?;
+    if own_group {
+        flags |= PosixSpawnFlags::POSIX_SPAWN_SETPGROUP;
+        attr.set_pgroup(Pid::from_raw(0))?;
+    }
+    attr.set_flags(flags)?;
+    Ok(attr)
+}
+
+/// Where `execvp` finds `name`: itself when it has a `/`, else the first executable regular file
+/// of that name in `PATH` (glibc's default when unset).
+fn find_in_path(name: &std::ffi::CStr) -> Option<PathBuf> {
+    let name = OsStr::from_bytes(name.to_bytes());
+    if name.as_bytes().contains(&b'/') {
+        return Some(PathBuf::from(name));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file() && nix::unistd::access(p, nix::unistd::AccessFlags::X_OK).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("qsup-sys-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn sh(script: &str) -> Vec<OsString> {
+        ["sh", "-c", script].map(OsString::from).to_vec()
+    }
+
+    /// Runs `program` and waits for it (by pid: no other child is touched).
+    fn run(program: &Program) -> WaitStatus {
+        let pid = program.spawn(None).unwrap();
+        nix::sys::wait::waitpid(pid, None).unwrap()
+    }
+
+    fn field(status: &str, name: &str) -> u64 {
+        let line = status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name} in {status}"));
+        u64::from_str_radix(line.trim(), 16).unwrap()
+    }
+
+    #[test]
+    fn the_child_has_no_signal_blocked_nor_sigpipe_ignored_whatever_our_mask() {
+        let dir = scratch("mask");
+        let out = dir.join("status");
+        // cp itself reads its /proc/self (no shell in between: dash resets its own mask).
+        let command = ["cp", "/proc/self/status"].map(OsString::from);
+        let program = Program::new(
+            &[&command[..], &[out.clone().into_os_string()]].concat(),
+            &[],
+            false,
+        )
+        .unwrap();
+        // Block everything in this thread, as the init loop does (the child would inherit it).
+        let mut old = SigSet::empty();
+        nix::sys::signal::pthread_sigmask(
+            SigmaskHow::SIG_SETMASK,
+            Some(&handled_set()),
+            Some(&mut old),
+        )
+        .unwrap();
+        let status = run(&program);
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&old), None).unwrap();
+        assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert_eq!(field(&text, "SigBlk:"), 0, "{text}");
+        // The Rust runtime ignores SIGPIPE in us; the child gets the default back.
+        let sigpipe = 1u64 << (Signal::SIGPIPE as u32 - 1);
+        assert_eq!(field(&text, "SigIgn:") & sigpipe, 0, "{text}");
+    }
+
+    #[test]
+    fn exit_status_environment_and_process_group() {
+        let dir = scratch("env");
+        let out = dir.join("env");
+        std::env::var_os("PATH").expect("PATH is set in tests");
+        let program = Program::new(
+            &sh(&format!(
+                "echo \"$QSUP_EXTRA|$PATH\" > {o}; cut -d' ' -f5 /proc/$$/stat >> {o}; echo $$ >> {o}; exit 7",
+                o = out.display()
+            )),
+            &[("QSUP_EXTRA".into(), "x y".into())],
+            true,
+        )
+        .unwrap();
+        let status = run(&program);
+        assert!(matches!(status, WaitStatus::Exited(_, 7)), "{status:?}");
+        let text = std::fs::read_to_string(&out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(lines[0], format!("x y|{path}"));
+        // In its own process group: its pgid is its pid.
+        assert_eq!(lines[1], lines[2], "{text}");
+    }
+
+    #[test]
+    fn failures_to_start_are_errors_with_the_errno() {
+        let err = |cmd: &str| {
+            Program::new(&[OsString::from(cmd)], &[], false)
+                .unwrap()
+                .spawn(None)
+                .unwrap_err()
+                .raw_os_error()
+        };
+        assert_eq!(err("/no/such/program"), Some(nix::libc::ENOENT));
+        assert_eq!(err("no-such-program-on-path"), Some(nix::libc::ENOENT));
+        assert_eq!(err("/"), Some(nix::libc::EACCES));
+        assert!(Program::new(&[], &[], false).is_err());
+        assert!(Program::new(&[OsString::from("a\0b")], &[], false).is_err());
+    }
+
+    #[test]
+    fn a_script_without_interpreter_line_runs_with_bin_sh() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = scratch("noexec");
+        let script = dir.join("script");
+        std::fs::write(&script, "exit \"$1\"\n").unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let program = Program::new(
+            &[script.clone().into_os_string(), OsString::from("5")],
+            &[],
+            false,
+        )
+        .unwrap();
+        let status = run(&program);
+        assert!(matches!(status, WaitStatus::Exited(_, 5)), "{status:?}");
+        assert_eq!(
+            find_in_path(&c_string(b"sh").unwrap()).map(|p| p.is_file()),
+            Some(true)
+        );
+        assert_eq!(
+            find_in_path(&c_string(script.as_os_str().as_bytes()).unwrap()).as_deref(),
+            Some(Path::new(&script))
+        );
+        assert_eq!(
+            find_in_path(&c_string(b"no-such-program-on-path").unwrap()),
+            None
+        );
     }
 }
