@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use qscaler_crds::duration::parse_flag as parse_duration;
+use qscaler_crds::names;
 use qscaler_operator::context::Settings;
 use qscaler_operator::crash::BackoffSettings;
 use qscaler_operator::run::{run, Options};
@@ -78,7 +79,7 @@ struct Args {
     )]
     health_probe_bind_address: SocketAddr,
     /// Log format.
-    #[arg(long, env = "QSCALER_LOG_FORMAT", value_enum, default_value = "text")]
+    #[arg(long, env = names::env::LOG_FORMAT, value_enum, default_value = "text")]
     log_format: LogFormat,
 }
 

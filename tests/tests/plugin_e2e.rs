@@ -366,7 +366,7 @@ async fn history_undo_and_restart_change_the_spec() {
     );
 
     // Restart: a restartedAt annotation beside the others, a new hash, the pod spec untouched.
-    let before = chrono::Utc::now() - chrono::Duration::seconds(2);
+    let before = k8s_openapi::jiff::Timestamp::now() - std::time::Duration::from_secs(2);
     let out = plugin_ok(&cluster, &ns, &["rollout", "restart", "mail"]).await;
     assert_eq!(out, "qworker.quickube.com/mail restarted\n");
     let now = get_qworker(&cluster, &ns, "mail").await;
@@ -377,7 +377,8 @@ async fn history_undo_and_restart_change_the_spec() {
         .unwrap_or_default()
         .annotations;
     assert_eq!(annotations.get("team").map(String::as_str), Some("mail"));
-    let at = chrono::DateTime::parse_from_rfc3339(&annotations[ANNOTATION_RESTARTED_AT])
+    let at: k8s_openapi::jiff::Timestamp = annotations[ANNOTATION_RESTARTED_AT]
+        .parse()
         .expect("an RFC 3339 time");
     assert!(at >= before, "restartedAt {at} is older than the command");
     assert_eq!(now.spec.pod_spec, v2.spec.pod_spec);

@@ -258,7 +258,7 @@ mod supervisor_log {
     //! pod watch starting, or the task loop released) and when it took its first task (`task "…":
     //! starting`, logged as its BLMOVE returns), by the timestamp that starts the line.
 
-    use chrono::{DateTime, Utc};
+    use k8s_openapi::jiff::Timestamp;
 
     /// Lines qsupervisor logs once its pod has been read.
     fn after_pod_read(line: &str) -> bool {
@@ -289,24 +289,22 @@ mod supervisor_log {
     }
 
     /// The earliest timestamp of a line that says the pod was read.
-    pub fn pod_read_at(log: &str) -> Option<DateTime<Utc>> {
+    pub fn pod_read_at(log: &str) -> Option<Timestamp> {
         earliest(log, after_pod_read)
     }
 
     /// The earliest timestamp of a line that says a task was taken.
-    pub fn first_take_at(log: &str) -> Option<DateTime<Utc>> {
+    pub fn first_take_at(log: &str) -> Option<Timestamp> {
         earliest(log, task_taken)
     }
 
-    fn earliest(log: &str, matches: fn(&str) -> bool) -> Option<DateTime<Utc>> {
+    fn earliest(log: &str, matches: fn(&str) -> bool) -> Option<Timestamp> {
         log.lines()
             .map(strip_ansi)
             .filter(|l| matches(l))
             .filter_map(|l| {
                 let ts = l.split_whitespace().next()?;
-                DateTime::parse_from_rfc3339(ts)
-                    .ok()
-                    .map(|t| t.with_timezone(&Utc))
+                ts.parse::<Timestamp>().ok()
             })
             .min()
     }
@@ -322,14 +320,14 @@ mod supervisor_log {
                        2026-12-01T18:31:46.932993Z  INFO task mode: redis://h:1/0 queue \"q\", processing list \"q:processing:ns/p\", max retries 3\n\
                        test-worker: task \"200\" done\n";
             let t = pod_read_at(log).unwrap();
-            assert_eq!(t.to_rfc3339(), "2026-12-01T18:31:46.932528+00:00");
+            assert_eq!(t.to_string(), "2026-12-01T18:31:46.932528Z");
             assert_eq!(first_take_at(log), None);
             let more = format!(
                 "{log}2026-12-01T18:31:46.987080Z  INFO task \"200\": starting\n\
                                 2026-12-01T18:31:47.598323Z  INFO task \"200\": starting\n"
             );
             let t = first_take_at(&more).unwrap();
-            assert_eq!(t.to_rfc3339(), "2026-12-01T18:31:46.987080+00:00");
+            assert_eq!(t.to_string(), "2026-12-01T18:31:46.98708Z");
         }
 
         #[test]
@@ -1082,7 +1080,7 @@ mod target {
                 .map(|(n, m)| (n.clone(), m.clone()))
                 .collect();
             // Worker ready and task taken: from the logs, read before the pods go.
-            let on_our_clock = |t: chrono::DateTime<chrono::Utc>| match SystemTime::from(t)
+            let on_our_clock = |t: k8s_openapi::jiff::Timestamp| match SystemTime::from(t)
                 .duration_since(pushed_wall)
             {
                 Ok(d) => pushed + d,
