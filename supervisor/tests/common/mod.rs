@@ -16,12 +16,37 @@ pub fn bin() -> String {
     std::env::var("QSCALER_TEST_QSUPERVISOR").unwrap_or_else(|_| BIN.to_owned())
 }
 
-/// A fresh scratch directory per test.
+/// A fresh scratch directory per test: `<tmp>/qsup-<name>-<pid>`. The tests' processes may outlive
+/// a test (a dropped guard cannot wait for them), so directories are not removed when a test ends;
+/// instead each new one removes those left by test processes that no longer run, and a machine
+/// keeps at most one run's worth (some hold a copy of the binary, ~200 MB in a debug build).
 pub fn scratch(name: &str) -> PathBuf {
+    remove_dead_runs_scratch();
     let d = std::env::temp_dir().join(format!("qsup-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// Removes `qsup-*-<pid>` scratch directories whose test process (`<pid>`) is gone.
+fn remove_dead_runs_scratch() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = name
+            .strip_prefix("qsup-")
+            .and_then(|rest| rest.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` naming `what`.
