@@ -225,25 +225,26 @@ make_certs() { # extra subjectAltName entries for the apiserver, e.g. "IP:10.96.
   )
 }
 
-write_kubeconfig() { # path, token
+write_kubeconfig() { # path, token [, server [, cluster name]]: an admin kubeconfig trusting our CA
+  local server=${3:-https://${API_HOST:-127.0.0.1}:$(cat "$STATE/apiserver.port")} name=${4:-qscaler-local}
   cat >"$1" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
-- name: qscaler-local
+- name: $name
   cluster:
-    server: https://${API_HOST:-127.0.0.1}:$(cat "$STATE/apiserver.port")
+    server: $server
     certificate-authority: $STATE/pki/ca.crt
 users:
 - name: admin
   user:
     token: $2
 contexts:
-- name: qscaler-local
+- name: $name
   context:
-    cluster: qscaler-local
+    cluster: $name
     user: admin
-current-context: qscaler-local
+current-context: $name
 EOF
 }
 

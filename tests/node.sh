@@ -204,34 +204,12 @@ load_pause_image() {
 
 # --- the control plane and the node ---------------------------------------------------------------------
 
-node_kubeconfig() { # path, token, server
-  cat >"$1" <<EOF
-apiVersion: v1
-kind: Config
-clusters:
-- name: qscaler-real-node
-  cluster:
-    server: $3
-    certificate-authority: $STATE/pki/ca.crt
-users:
-- name: admin
-  user:
-    token: $2
-contexts:
-- name: qscaler-real-node
-  context:
-    cluster: qscaler-real-node
-    user: admin
-current-context: qscaler-real-node
-EOF
-}
-
 start_control_plane() {
   local token
   token=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
   printf '%s,admin,admin,system:masters\n%s,nobody,nobody\n' "$token" "nobody-$token" >"$STATE/tokens.csv"
   echo "$API_PORT" >"$STATE/apiserver.port"
-  node_kubeconfig "$STATE/kubeconfig" "$token" "https://$NODE_IP:$API_PORT"
+  write_kubeconfig "$STATE/kubeconfig" "$token" "https://$NODE_IP:$API_PORT" qscaler-real-node
 
   log "starting etcd in the namespace"
   start_bg etcd "${NSX[@]}" etcd --name qscaler --data-dir "$STATE/etcd" \
