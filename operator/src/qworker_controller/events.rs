@@ -53,29 +53,29 @@ pub(super) async fn announce(
         )
         .await;
     }
-    if d.desired != old.desired_replicas || qw.status.is_none() {
+    if d.desired != old.desired_replicas {
         let backlog = depth
             .map(|x| format!(" (backlog {})", x.backlog()))
             .unwrap_or_default();
-        let (r, verb) = if d.desired >= old.desired_replicas {
+        let (r, verb) = if d.desired > old.desired_replicas {
             ("ScaledUp", "up")
         } else {
             ("ScaledDown", "down")
         };
-        if qw.status.is_some() {
-            publish(
-                ctx,
-                qw,
-                EventType::Normal,
-                r,
-                "Scale",
-                format!(
-                    "scaled {verb} from {} to {} workers{backlog}",
-                    old.desired_replicas, d.desired
-                ),
-            )
-            .await;
-        }
+        // The recorder folds a repeat of (reason, action) into the first Event's series and keeps
+        // that first note: the target in the action keeps "to 2" from showing as "to 3".
+        publish(
+            ctx,
+            qw,
+            EventType::Normal,
+            r,
+            &format!("ScaleTo{}", d.desired),
+            format!(
+                "scaled {verb} from {} to {} workers{backlog}",
+                old.desired_replicas, d.desired
+            ),
+        )
+        .await;
     }
     for why in [DrainReason::ScaleDown, DrainReason::Rollout] {
         let pods: Vec<&str> = applied

@@ -296,7 +296,14 @@ async fn act(ctx: &Context, qw: &QWorker, a: &Act<'_>) -> Result<Acted, Error> {
             failed = applied.errors.len(), "applied plan"
         );
     }
-    events::announce(ctx, qw, a.old, d, &applied, a.depth).await;
+    // The scale Events compare with the status as the API server has it: our last write when the
+    // cache has not shown it yet (announcing against the lagging cache repeated each scale Event
+    // until the cache caught up).
+    let written = ctx.memory.with(&key, |m| {
+        m.status_written.as_ref().map(|w| w.status.clone())
+    });
+    let old = written.as_ref().unwrap_or(a.old);
+    events::announce(ctx, qw, old, d, &applied, a.depth).await;
 
     let after = planning::apply(&d.view, &done, a.now.0.as_millisecond(), "created-");
     let c = counts(&after);

@@ -480,6 +480,31 @@ pub async fn task_events(
 }
 
 /// Events (events.k8s.io/v1, else core/v1) about `name` with `reason`.
+/// The notes of the events.k8s.io Events with `reason` about QWorker `name`, each with how many
+/// times it was published (a repeat the recorder folded into its series counts more than once).
+pub async fn events_with_counts(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> Vec<(String, i32)> {
+    let list = Api::<Event>::namespaced(cluster.client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("listing Events");
+    list.items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .map(|e| {
+            let count = e.series.as_ref().map_or(1, |s| s.count);
+            (e.note.unwrap_or_default(), count)
+        })
+        .collect()
+}
+
 pub async fn events_with_reason(
     cluster: &Cluster,
     ns: &str,
