@@ -213,6 +213,15 @@ pub fn pod(qw: &QWorker, name: &str) -> PodBuilder {
                     pod_spec_hash(&qw.spec).short().to_owned(),
                 ),
             ])),
+            // Controlled by the QWorker, as the operator creates them.
+            owner_references: Some(vec![OwnerReference {
+                api_version: qscaler_crds::API_VERSION.into(),
+                kind: "QWorker".into(),
+                name: qw.metadata.name.clone().unwrap_or_default(),
+                uid: qw.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                block_owner_deletion: Some(true),
+            }]),
             ..Default::default()
         },
         spec: Some(qw.spec.pod_spec.clone()),

@@ -5,11 +5,9 @@ use std::cmp::Reverse;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use qscaler_crds::hash::{pod_spec_hash, SHORT_LEN};
-use qscaler_crds::names::{
-    ANNOTATION_ACTIVITY, ANNOTATION_DRAIN, LABEL_POD_SPEC_HASH, LABEL_QWORKER,
-};
 use qscaler_crds::qworker::ContainerUsage;
 use qscaler_crds::usage::{annotation_key, UsageReport};
+use qscaler_crds::worker_pod::WorkerPod;
 use qscaler_crds::QWorker;
 use serde::Serialize;
 
@@ -114,26 +112,22 @@ pub fn qworker_rows(qworkers: &[QWorker]) -> Vec<QWorkerRow> {
 pub fn worker_rows(qworkers: &[QWorker], pods: &[Pod], per_container: bool) -> Vec<WorkerRow> {
     let mut rows = Vec::new();
     for qw in qworkers {
-        let (ns, name) = (
-            qw.metadata.namespace.as_deref(),
-            qw.metadata.name.as_deref(),
-        );
-        let mine = pods.iter().filter(|p| {
-            p.metadata.namespace.as_deref() == ns
-                && label(p, LABEL_QWORKER) == name
-                && !matches!(phase(p), "Succeeded" | "Failed")
+        // The operator's rule (label, namespace and controller owner), so `top` shows exactly
+        // the pods the operator counts.
+        let mine = pods.iter().filter_map(|p| {
+            WorkerPod::from_pod(p, qw)
+                .filter(|w| !w.phase.is_terminal())
+                .map(|w| (p, w))
         });
-        for pod in mine {
-            rows.extend(rows_of_pod(qw, pod, per_container));
+        for (pod, worker) in mine {
+            rows.extend(rows_of_pod(qw, pod, &worker, per_container));
         }
     }
     rows
 }
 
-fn rows_of_pod(qw: &QWorker, pod: &Pod, per_container: bool) -> Vec<WorkerRow> {
-    let hash = label(pod, LABEL_POD_SPEC_HASH)
-        .unwrap_or_default()
-        .to_owned();
+fn rows_of_pod(qw: &QWorker, pod: &Pod, worker: &WorkerPod, per_container: bool) -> Vec<WorkerRow> {
+    let hash = worker.hash.clone().unwrap_or_default();
     let current_full = match qw.status.as_ref().map(|s| s.current_pod_spec_hash.as_str()) {
         Some(h) if !h.is_empty() => h.to_owned(),
         _ => pod_spec_hash(&qw.spec).full().to_owned(),
@@ -146,11 +140,11 @@ fn rows_of_pod(qw: &QWorker, pod: &Pod, per_container: bool) -> Vec<WorkerRow> {
     let base = WorkerRow {
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         qworker: qw.metadata.name.clone().unwrap_or_default(),
-        pod: pod.metadata.name.clone().unwrap_or_default(),
+        pod: worker.name.clone(),
         container: None,
         hash,
         revision,
-        status: status(pod),
+        status: status(worker),
         cpu: Usage::default(),
         memory: Usage::default(),
     };
@@ -190,10 +184,6 @@ fn rows_of_pod(qw: &QWorker, pod: &Pod, per_container: bool) -> Vec<WorkerRow> {
     }
 }
 
-fn label<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
-    pod.metadata.labels.as_ref()?.get(key).map(String::as_str)
-}
-
 fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
     pod.metadata
         .annotations
@@ -202,23 +192,16 @@ fn annotation<'a>(pod: &'a Pod, key: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("Unknown")
-}
-
 /// `Running`, `Draining(rollout)`, `Terminating`; `(busy)`/`(idle)` when the worker says.
-fn status(pod: &Pod) -> String {
-    let base = if pod.metadata.deletion_timestamp.is_some() {
+fn status(worker: &WorkerPod) -> String {
+    let base = if worker.deleting {
         "Terminating".to_owned()
-    } else if let Some(reason) = annotation(pod, ANNOTATION_DRAIN) {
-        format!("Draining({reason})")
+    } else if let Some(reason) = worker.draining {
+        format!("Draining({})", reason.as_str())
     } else {
-        phase(pod).to_owned()
+        worker.phase.as_str().to_owned()
     };
-    match annotation(pod, ANNOTATION_ACTIVITY) {
+    match worker.activity.as_deref() {
         Some(activity) if !activity.is_empty() => format!("{base} ({activity})"),
         _ => base,
     }
@@ -464,6 +447,23 @@ mod tests {
                 ("mail-pending", Revision::Current, "Pending")
             ]
         );
+    }
+
+    /// The operator's rule: a pod that only carries the label (its owner reference removed, or
+    /// another object's) is not a worker, so `top` does not show it either.
+    #[test]
+    fn a_pod_with_the_label_but_not_the_owner_is_left_out() {
+        let qw = two_containers();
+        let mut orphan = pod(&qw, "mail-orphan").build();
+        orphan.metadata.owner_references = None;
+        let mut adopted = pod(&qw, "mail-adopted").build();
+        if let Some(o) = adopted.metadata.owner_references.as_mut() {
+            o[0].uid = "someone-else".into();
+        }
+        let mine = pod(&qw, "mail-1").build();
+        let rows = worker_rows(std::slice::from_ref(&qw), &[orphan, adopted, mine], false);
+        let names: Vec<&str> = rows.iter().map(|r| r.pod.as_str()).collect();
+        assert_eq!(names, ["mail-1"]);
     }
 
     #[test]
