@@ -78,11 +78,16 @@ impl PushWake {
     }
 }
 
-/// The next reconnect delay after `last`: doubled, within bounds.
-pub(super) fn next_backoff(last: Option<Duration>) -> Duration {
-    last.map_or(RECONNECT_MIN, |d| {
-        (d * 2).clamp(RECONNECT_MIN, RECONNECT_MAX)
-    })
+/// Reconnect delays: from [`RECONNECT_MIN`] doubling to [`RECONNECT_MAX`], jittered (so the
+/// pollers of many ScalerConfigs on one restarted Redis do not reconnect in step).
+pub(super) fn reconnect_backoff() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(RECONNECT_MIN)
+        .with_max_delay(RECONNECT_MAX)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 /// The queues to watch now.
@@ -102,16 +107,16 @@ pub(super) struct Subscriber {
 
 impl Subscriber {
     pub async fn run(self) {
-        let mut backoff = None;
+        let mut backoff = reconnect_backoff();
         loop {
             let started = tokio::time::Instant::now();
             let e = self.session().await;
             tracing::debug!(scalerconfig = %self.scaler, error = %e, "keyspace subscription ended; reconnecting");
             if started.elapsed() > RECONNECT_MAX {
-                backoff = None;
+                // A session that lasted starts the delays over.
+                backoff = reconnect_backoff();
             }
-            let wait = next_backoff(backoff);
-            backoff = Some(wait);
+            let wait = backoff.next().unwrap_or(RECONNECT_MAX);
             tokio::time::sleep(wait).await;
         }
     }
@@ -239,10 +244,14 @@ mod tests {
 
     #[test]
     fn reconnects_back_off_within_bounds() {
-        let a = next_backoff(None);
-        assert_eq!(a, RECONNECT_MIN);
-        let b = next_backoff(Some(a));
-        assert_eq!(b, RECONNECT_MIN * 2);
-        assert_eq!(next_backoff(Some(RECONNECT_MAX)), RECONNECT_MAX);
+        let delays: Vec<Duration> = reconnect_backoff().take(12).collect();
+        assert_eq!(delays.len(), 12, "the delays never run out");
+        // Jitter adds up to one more delay: each is at least the doubled one, capped near the max.
+        assert!(
+            delays[0] >= RECONNECT_MIN && delays[0] <= RECONNECT_MIN * 2,
+            "{delays:?}"
+        );
+        assert!(delays.iter().all(|d| *d <= RECONNECT_MAX * 2), "{delays:?}");
+        assert!(delays[11] >= RECONNECT_MAX, "reaches the max: {delays:?}");
     }
 }
