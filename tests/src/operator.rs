@@ -94,7 +94,8 @@ impl Operator {
     }
 }
 
-fn strip_ansi(s: &str) -> String {
+/// `s` without ANSI escape sequences (a log written for a terminal).
+pub fn strip_ansi(s: &str) -> String {
     let mut out = String::new();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {

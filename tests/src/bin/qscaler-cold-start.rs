@@ -259,28 +259,12 @@ mod supervisor_log {
     //! starting`, logged as its BLMOVE returns), by the timestamp that starts the line.
 
     use k8s_openapi::jiff::Timestamp;
+    use qscaler_tests::operator::strip_ansi;
 
     /// Lines qsupervisor logs once its pod has been read.
     fn after_pod_read(line: &str) -> bool {
         (line.contains("watching pod ") && line.contains("for the drain annotation"))
             || (line.contains("task mode: ") && line.contains("processing list"))
-    }
-
-    fn strip_ansi(s: &str) -> String {
-        let mut out = String::new();
-        let mut chars = s.chars();
-        while let Some(c) = chars.next() {
-            if c == '\u{1b}' {
-                for c in chars.by_ref() {
-                    if c.is_ascii_alphabetic() {
-                        break;
-                    }
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        out
     }
 
     /// Lines qsupervisor logs as it has taken a task.
