@@ -536,12 +536,29 @@ async fn ensure_idle_node(cluster: &Cluster) {
 }
 
 /// A worker pod as the operator creates it, bound to [`IDLE_NODE`].
-fn worker_pod(name: &str, qworker: &str, short_hash: &str, annotations: Value) -> Pod {
+/// A pod as the operator makes one: labelled for `qworker` and, when that is `owner`, controlled by
+/// it (the plugin, like the operator, counts only pods their QWorker controls).
+fn worker_pod(
+    name: &str,
+    owner: &QWorker,
+    qworker: &str,
+    short_hash: &str,
+    annotations: Value,
+) -> Pod {
+    let owners = if owner.metadata.name.as_deref() == Some(qworker) {
+        json!([{
+            "apiVersion": qscaler_crds::API_VERSION, "kind": "QWorker", "name": qworker,
+            "uid": owner.metadata.uid, "controller": true, "blockOwnerDeletion": true,
+        }])
+    } else {
+        json!([])
+    };
     serde_json::from_value(json!({
         "metadata": {
             "name": name,
             "labels": {LABEL_QWORKER: qworker, LABEL_POD_SPEC_HASH: short_hash},
             "annotations": annotations,
+            "ownerReferences": owners,
         },
         "spec": {
             "nodeName": IDLE_NODE,
@@ -586,24 +603,27 @@ async fn top_shows_the_queue_the_workers_and_their_usage() {
     for pod in [
         worker_pod(
             "mail-busy",
+            &qw,
             "mail",
             hash.short(),
             json!({usage_key.clone(): report(120, 250, 50 * MI, 70 * MI), ANNOTATION_ACTIVITY: "busy"}),
         ),
         worker_pod(
             "mail-old",
+            &qw,
             "mail",
             "0123456789",
             json!({usage_key.clone(): report(410, 730, 88 * MI, 120 * MI), ANNOTATION_DRAIN: "rollout"}),
         ),
-        worker_pod("mail-new", "mail", hash.short(), json!({})),
+        worker_pod("mail-new", &qw, "mail", hash.short(), json!({})),
         worker_pod(
             "mail-broken",
+            &qw,
             "mail",
             hash.short(),
             json!({usage_key.clone(): "{not json"}),
         ),
-        worker_pod("stray", "other", hash.short(), json!({})),
+        worker_pod("stray", &qw, "other", hash.short(), json!({})),
     ] {
         pods.create(&PostParams::default(), &pod)
             .await
