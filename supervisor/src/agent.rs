@@ -24,7 +24,7 @@ use crate::ending::{self, Ending};
 use crate::pod::{activity_patch, PodApi, PodState};
 use crate::sampler::Sampler;
 use crate::task::{self, TaskLoop};
-use crate::usage::{should_report, worth_final_report, Meter, Policy};
+use crate::usage::{should_report, Meter, Policy};
 use crate::{drain, sys};
 
 /// How long the last usage report at exit may take.
@@ -73,20 +73,13 @@ fn epoch_secs() -> i64 {
 }
 
 impl Usage {
-    /// One sample; a report when it is worth one (`at_exit`: the last report, written only if a
-    /// peak moved since the one before).
-    async fn tick(&mut self, at_exit: bool) {
+    async fn tick(&mut self, force: bool) {
         let Some(reading) = self.sampler.read() else {
             return;
         };
         let peaks = self.meter.observe(&reading);
         let last = self.last.as_ref().map(|(r, at)| (r, *at));
-        let worth = if at_exit {
-            worth_final_report(last.map(|l| l.0), &peaks)
-        } else {
-            should_report(self.policy, last, reading.at, &peaks)
-        };
-        if !worth {
+        if !force && !should_report(self.policy, last, reading.at, &peaks) {
             return;
         }
         let report = UsageReport {

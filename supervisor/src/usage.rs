@@ -150,45 +150,10 @@ pub fn should_report(
     )
 }
 
-/// Whether the report at exit is worth a write: some peak (or the OOM count) moved since the last
-/// report written. An unchanged one would be a pod PATCH that tells nobody anything (the pod is
-/// about to go, and the operator already folded those peaks).
-pub fn worth_final_report(last: Option<&UsageReport>, peaks: &UsageReport) -> bool {
-    last.is_none_or(|l| {
-        (l.cpu_millicores, l.memory_bytes, l.oom_kills)
-            != (peaks.cpu_millicores, peaks.memory_bytes, peaks.oom_kills)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn the_exit_report_is_written_only_when_a_peak_moved() {
-        let last = UsageReport {
-            cpu_millicores: 200,
-            memory_bytes: 1 << 20,
-            current_cpu_millicores: Some(150),
-            ..UsageReport::default()
-        };
-        assert!(worth_final_report(None, &last));
-        let mut now = last;
-        now.current_cpu_millicores = Some(3);
-        assert!(
-            !worth_final_report(Some(&last), &now),
-            "only current use moved"
-        );
-        now.cpu_millicores = 201;
-        assert!(
-            worth_final_report(Some(&last), &now),
-            "a new peak, however small"
-        );
-        let mut oom = last;
-        oom.oom_kills = 1;
-        assert!(worth_final_report(Some(&last), &oom));
-    }
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
