@@ -7,8 +7,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ListParams;
 use kube::config::Kubeconfig;
-use kube::Api;
+use kube::{Api, Resource};
 use qscaler_crds::QWorker;
+use serde::de::DeserializeOwned;
 
 use super::words::Lookup;
 use crate::cli::KubeArgs;
@@ -35,26 +36,24 @@ pub async fn lookup(what: Lookup, kube: &KubeArgs) -> Vec<String> {
 /// `None` on any failure (no kubeconfig, unreachable, forbidden, no CRD).
 async fn from_cluster(what: Lookup, kube: &KubeArgs) -> Option<Vec<String>> {
     let ctx = client::connect(kube).await.ok()?;
-    let params = ListParams::default();
-    let names: Vec<Option<String>> = match what {
-        Lookup::QWorkers => Api::<QWorker>::namespaced(ctx.client, &ctx.namespace)
-            .list_metadata(&params)
-            .await
-            .ok()?
-            .items
+    match what {
+        Lookup::QWorkers => names_of(Api::<QWorker>::namespaced(ctx.client, &ctx.namespace)).await,
+        _ => names_of(Api::<Namespace>::all(ctx.client)).await,
+    }
+}
+
+/// The names of every object `api` lists (metadata only).
+async fn names_of<K>(api: Api<K>) -> Option<Vec<String>>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    let list = api.list_metadata(&ListParams::default()).await.ok()?;
+    Some(
+        list.items
             .into_iter()
-            .map(|o| o.metadata.name)
+            .filter_map(|o| o.metadata.name)
             .collect(),
-        _ => Api::<Namespace>::all(ctx.client)
-            .list_metadata(&params)
-            .await
-            .ok()?
-            .items
-            .into_iter()
-            .map(|o| o.metadata.name)
-            .collect(),
-    };
-    Some(names.into_iter().flatten().collect())
+    )
 }
 
 /// The contexts of `--kubeconfig`, else of `$KUBECONFIG` or `~/.kube/config`.
