@@ -132,9 +132,13 @@ pub struct ScaleConfig {
     #[schemars(length(min = 1))]
     pub scaler_config_ref: String,
 
-    /// The queue: a Redis list name.
+    /// The queue: a Redis list name, or the framework's queue name when `format` names a framework.
     #[schemars(length(min = 1))]
     pub queue: String,
+
+    /// How the queue is laid out in Redis, and so what counts as its backlog (default `list`).
+    #[serde(default, skip_serializing_if = "QueueFormat::is_list")]
+    pub format: QueueFormat,
 
     /// Fewest workers, even with an empty queue.
     #[serde(default)]
@@ -166,6 +170,22 @@ pub struct ScaleConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_task_seconds: Option<i64>,
+}
+
+/// How a queue is laid out in Redis. Each layout knows its queued work and the work taken but not
+/// finished, and both count toward the backlog.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueFormat {
+    /// A Redis list that producers `LPUSH` to; in task mode each pod's processing list is in flight.
+    #[default]
+    List,
+}
+
+impl QueueFormat {
+    pub fn is_list(&self) -> bool {
+        *self == QueueFormat::List
+    }
 }
 
 /// Seconds of grace beyond `maxTaskSeconds` (signalling the task, returning it, exiting).

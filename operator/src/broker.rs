@@ -3,10 +3,14 @@
 
 use std::future::Future;
 
+use qscaler_crds::qworker::QueueFormat;
+
 /// One queue to measure and the task-mode pods whose in-flight lists count toward its backlog.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QueueQuery {
     pub queue: String,
+    /// How the queue is laid out (what its backlog is made of).
+    pub format: QueueFormat,
     /// Consumers ([`qscaler_crds::names::keys::consumer`]) of the pods.
     pub consumers: Vec<String>,
 }
@@ -43,18 +47,30 @@ pub struct QueueError(pub String);
 
 impl QueueError {
     /// "queue key jobs is a string, not a list": `what` names the key's role, `type_` is what
-    /// Redis `TYPE` says the key holds.
-    pub fn wrong_type(what: &str, key: &str, type_: &str) -> QueueError {
-        let held = match type_ {
+    /// Redis `TYPE` says the key holds, `expects` what the queue's format reads there.
+    pub fn wrong_type(what: &str, key: &str, type_: &str, expects: &str) -> QueueError {
+        let expected = held(expects).unwrap_or_else(|| format!("a {expects}"));
+        match held(type_) {
+            Some(held) => QueueError(format!("{what} {key} is {held}, not {expected}")),
+            None => QueueError(format!("{what} {key} holds {type_:?}, not {expected}")),
+        }
+    }
+}
+
+/// A Redis `TYPE` answer as words.
+fn held(type_: &str) -> Option<String> {
+    Some(
+        match type_ {
             "string" => "a string",
+            "list" => "a list",
             "set" => "a set",
             "zset" => "a sorted set",
             "hash" => "a hash",
             "stream" => "a stream",
-            other => return QueueError(format!("{what} {key} holds {other:?}, not a list")),
-        };
-        QueueError(format!("{what} {key} is {held}, not a list"))
-    }
+            _ => return None,
+        }
+        .to_string(),
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,16 +123,20 @@ mod tests {
     #[test]
     fn wrong_type_messages_say_what_the_key_holds() {
         assert_eq!(
-            QueueError::wrong_type("queue key", "q", "string").to_string(),
+            QueueError::wrong_type("queue key", "q", "string", "list").to_string(),
             "queue key q is a string, not a list"
         );
         assert_eq!(
-            QueueError::wrong_type("in-flight list", "q:processing:ns/p", "zset").to_string(),
+            QueueError::wrong_type("in-flight list", "q:processing:ns/p", "zset", "list").to_string(),
             "in-flight list q:processing:ns/p is a sorted set, not a list"
         );
         assert_eq!(
-            QueueError::wrong_type("queue key", "q", "weird").to_string(),
+            QueueError::wrong_type("queue key", "q", "weird", "list").to_string(),
             "queue key q holds \"weird\", not a list"
+        );
+        assert_eq!(
+            QueueError::wrong_type("queue key", "bull:q:wait", "string", "zset").to_string(),
+            "queue key bull:q:wait is a string, not a sorted set"
         );
     }
 }

@@ -95,7 +95,7 @@ impl RedisBroker {
 /// A readable reason for a key Redis refused to read: what it holds when it is not a list.
 fn queue_error(f: FailedKey) -> QueueError {
     match f.holds {
-        Some(type_) => QueueError::wrong_type(f.role.as_str(), &f.key, &type_),
+        Some(type_) => QueueError::wrong_type(f.role.as_str(), &f.key, &type_, f.expects),
         None => QueueError(format!("{} {}: {}", f.role.as_str(), f.key, f.error)),
     }
 }
@@ -115,6 +115,7 @@ impl Broker for RedisBroker {
             .iter()
             .map(|q| Query {
                 queue: &q.queue,
+                format: q.format,
                 consumers: &q.consumers,
             })
             .collect();
@@ -171,10 +172,11 @@ mod tests {
             key: "q:processing:ns/p".into(),
             error: "WRONGTYPE Operation against a key".into(),
             holds: holds.map(str::to_owned),
+            expects: "list",
         };
         assert_eq!(
             queue_error(failed(Some("zset"))),
-            QueueError::wrong_type("in-flight list", "q:processing:ns/p", "zset")
+            QueueError::wrong_type("in-flight list", "q:processing:ns/p", "zset", "list")
         );
         let e = queue_error(failed(None)).to_string();
         assert!(

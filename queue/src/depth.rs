@@ -1,42 +1,13 @@
-//! What queues hold, read in one pipeline: `LLEN` of each queue and of each of its consumers'
-//! processing lists (tasks taken but not finished count toward the backlog), and which consumers
-//! of a namespace hold a processing list at all.
+//! What queues hold, read in one pipeline: every [`Probe`] of every queue (its format's keys, and
+//! in task mode its consumers' processing lists: tasks taken but not finished count toward the
+//! backlog), and which consumers of a namespace hold a processing list at all.
 
-use redis::aio::MultiplexedConnection;
-use redis::RedisResult;
+use redis::aio::ConnectionLike;
+use redis::{RedisResult, Value};
 
+pub use crate::layouts::{KeyRole, Lengths, Probe, Query};
 use crate::keys;
-
-/// One queue to measure and the consumers whose processing lists count toward it.
-#[derive(Clone, Copy, Debug)]
-pub struct Query<'a> {
-    pub queue: &'a str,
-    /// [`keys::consumer`] names.
-    pub consumers: &'a [String],
-}
-
-/// Tasks waiting and tasks taken but not finished.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Lengths {
-    pub queued: u64,
-    pub in_flight: u64,
-}
-
-/// Which key of a queue a failure is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyRole {
-    Queue,
-    InFlight,
-}
-
-impl KeyRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyRole::Queue => "queue key",
-            KeyRole::InFlight => "in-flight list",
-        }
-    }
-}
+use crate::layouts;
 
 /// A key of a queue that Redis refused to read while it answered for the others.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,70 +15,72 @@ pub struct FailedKey {
     pub role: KeyRole,
     pub key: String,
     pub error: String,
-    /// What the key holds (Redis `TYPE`) when it is not a list.
+    /// What the key holds (Redis `TYPE`) when it is not what the format expects.
     pub holds: Option<String>,
+    /// What the format expects the key to hold.
+    pub expects: &'static str,
 }
 
-/// The `LLEN` answers of a pipeline, in query order (each queue's own key, then each consumer's
-/// processing list), folded into one reading per queue; the first key of a queue that failed makes
-/// that queue's answer. Pure.
-pub fn fold_lengths(
-    queries: &[Query<'_>],
-    lens: impl IntoIterator<Item = Result<u64, String>>,
+/// The answers of a pipeline, in probe order, folded into one reading per queue; the first probe
+/// of a queue that failed makes that queue's answer. Pure.
+pub fn fold(
+    probes: &[Vec<Probe>],
+    answers: impl IntoIterator<Item = Result<Value, String>>,
 ) -> Vec<Result<Lengths, FailedKey>> {
-    let mut it = lens.into_iter();
-    let mut out = Vec::with_capacity(queries.len());
-    for q in queries {
-        let mut failed = None;
-        let mut note = |role: KeyRole, key: String, r: Option<Result<u64, String>>| match r {
-            Some(Ok(n)) => n,
-            Some(Err(error)) => {
-                failed.get_or_insert(FailedKey {
-                    role,
-                    key,
-                    error,
-                    holds: None,
-                });
-                0
+    let mut it = answers.into_iter();
+    probes
+        .iter()
+        .map(|queue| {
+            let mut failed = None;
+            let mut total = Lengths::default();
+            for p in queue {
+                let counted = match it.next() {
+                    Some(Ok(v)) => (p.count)(&v),
+                    Some(Err(e)) => Err(e),
+                    // Fewer answers than probes (cannot happen with Redis) read as empty.
+                    None => Ok(Lengths::default()),
+                };
+                match counted {
+                    Ok(l) => total = total.plus(l),
+                    Err(error) => {
+                        failed.get_or_insert(FailedKey {
+                            role: p.role,
+                            key: p.key.clone(),
+                            error,
+                            holds: None,
+                            expects: p.expects,
+                        });
+                    }
+                }
             }
-            None => 0,
-        };
-        let queued = note(KeyRole::Queue, q.queue.to_owned(), it.next());
-        let mut in_flight = 0u64;
-        for consumer in q.consumers {
-            let key = keys::processing(q.queue, consumer);
-            in_flight = in_flight.saturating_add(note(KeyRole::InFlight, key, it.next()));
-        }
-        out.push(match failed {
-            Some(f) => Err(f),
-            None => Ok(Lengths { queued, in_flight }),
-        });
-    }
-    out
+            match failed {
+                Some(f) => Err(f),
+                None => Ok(total),
+            }
+        })
+        .collect()
 }
 
 /// Reads every queue in one pipeline. The outer error is the broker's (nothing was read); an inner
 /// one is one queue's own (e.g. its key holds a string), with what the key holds.
-pub async fn read(
-    c: &mut MultiplexedConnection,
+pub async fn read<C: ConnectionLike>(
+    c: &mut C,
     queries: &[Query<'_>],
 ) -> RedisResult<Vec<Result<Lengths, FailedKey>>> {
     if queries.is_empty() {
         return Ok(vec![]);
     }
+    let probes: Vec<Vec<Probe>> = queries.iter().map(layouts::probes).collect();
     let mut pipe = redis::pipe();
     // One key's error (WRONGTYPE) is that key's answer, not the whole pipeline's.
     pipe.ignore_errors();
-    for q in queries {
-        pipe.cmd("LLEN").arg(q.queue);
-        for consumer in q.consumers {
-            pipe.cmd("LLEN").arg(keys::processing(q.queue, consumer));
-        }
+    for p in probes.iter().flatten() {
+        pipe.add_command(p.cmd.clone());
     }
-    let lens: Vec<RedisResult<u64>> = pipe.query_async(c).await?;
-    let mut out = fold_lengths(
-        queries,
-        lens.into_iter().map(|r| r.map_err(|e| e.to_string())),
+    let answers: Vec<RedisResult<Value>> = pipe.query_async(c).await?;
+    let mut out = fold(
+        &probes,
+        answers.into_iter().map(|r| r.map_err(|e| e.to_string())),
     );
     for failed in out.iter_mut().filter_map(|r| r.as_mut().err()) {
         if failed.error.contains("WRONGTYPE") {
@@ -119,8 +92,8 @@ pub async fn read(
 
 /// The pods of `namespace` that hold a processing list of `queue` (to find lists of pods that
 /// vanished while nobody looked).
-pub async fn holders(
-    c: &mut MultiplexedConnection,
+pub async fn holders<C: ConnectionLike>(
+    c: &mut C,
     queue: &str,
     namespace: &str,
 ) -> RedisResult<Vec<String>> {
@@ -165,6 +138,7 @@ fn glob_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use qscaler_crds::qworker::QueueFormat;
 
     #[test]
     fn one_failed_key_fails_only_its_queue() {
@@ -175,10 +149,16 @@ mod tests {
         let queries: Vec<Query> = ["a", "bad", "c"]
             .iter()
             .zip(&consumers)
-            .map(|(queue, consumers)| Query { queue, consumers })
+            .map(|(queue, consumers)| Query {
+                queue,
+                format: QueueFormat::List,
+                consumers,
+            })
             .collect();
+        let probes: Vec<Vec<Probe>> = queries.iter().map(layouts::probes).collect();
+        let n = |n| Ok(Value::Int(n));
         let wrong = || Err("WRONGTYPE Operation against a key".to_string());
-        let folded = fold_lengths(&queries, [Ok(3), Ok(1), Ok(2), wrong(), Ok(5), Ok(7)]);
+        let folded = fold(&probes, [n(3), n(1), n(2), wrong(), n(5), n(7)]);
         assert_eq!(
             folded[0],
             Ok(Lengths {
@@ -198,16 +178,16 @@ mod tests {
             })
         );
         // A processing list of the wrong type is named as such.
-        let folded = fold_lengths(&queries[..1], [Ok(3), wrong(), Ok(1)]);
+        let folded = fold(&probes[..1], [n(3), wrong(), n(1)]);
         assert_eq!(
             folded[0].as_ref().map_err(|f| (f.role, f.key.as_str())),
-            Err((KeyRole::InFlight, "a:processing:ns/a-1"))
+            Err((KeyRole::InFlight, keys::processing("a", "ns/a-1").as_str()))
         );
+        // An answer the format cannot count fails its queue too.
+        let folded = fold(&probes[2..], [Ok(Value::Array(vec![]))]);
+        assert!(folded[0].is_err());
         // Fewer answers than keys (cannot happen with Redis) read as empty, not as a panic.
-        assert_eq!(
-            fold_lengths(&queries[2..], []),
-            vec![Ok(Lengths::default())]
-        );
+        assert_eq!(fold(&probes[2..], []), vec![Ok(Lengths::default())]);
     }
 
     #[test]

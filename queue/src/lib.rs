@@ -6,11 +6,12 @@
 //! * [`keys`]: the lists and hash of one consumer of one queue (names from `qscaler_crds`);
 //! * [`task`]: take (`BLMOVE`), settle (acknowledge, count a failed run, dead-letter), give back and
 //!   return a consumer's tasks;
-//! * [`depth`]: what a queue holds (`LLEN` of the queue and of its consumers' processing lists) and
-//!   which consumers hold tasks.
+//! * [`layouts`]: each queue format's keys and how their answers count (one file per format);
+//! * [`depth`]: every queue's reading in one pipeline, and which consumers hold tasks.
 
 pub mod depth;
 pub mod keys;
+pub mod layouts;
 pub mod params;
 pub mod task;
 

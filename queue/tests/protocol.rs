@@ -3,6 +3,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use qscaler_crds::qworker::QueueFormat;
 use qscaler_queue::depth::{self, KeyRole, Lengths, Query};
 use qscaler_queue::task::{self, Returned, Settle};
 use qscaler_queue::{keys, Connector, RedisParams, TaskKeys, Timeouts};
@@ -198,14 +199,17 @@ async fn depths_count_queued_and_in_flight_and_name_a_broken_key() {
         &[
             Query {
                 queue: "jobs",
+                format: QueueFormat::List,
                 consumers: &consumers,
             },
             Query {
                 queue: "text",
+                format: QueueFormat::List,
                 consumers: &none,
             },
             Query {
                 queue: "missing",
+                format: QueueFormat::List,
                 consumers: &none,
             },
         ],

@@ -121,6 +121,7 @@ impl QueueView {
         QueueView {
             query: QueueQuery {
                 queue: queue.clone(),
+                format: qw.spec.scale_config.format,
                 consumers: alive
                     .iter()
                     .map(|pod| keys::consumer(Some(&ns), pod))
