@@ -12,6 +12,14 @@ pub const PROGRESSING: &str = "Progressing";
 /// Workers keep failing; replacements are created with backoff.
 pub const WORKERS_CRASHING: &str = "WorkersCrashing";
 
+/// Scaling and rollout are paused (`spec.paused` or the `quickube.com/paused` annotation).
+/// True with reason [`reason::PAUSED`]; False with [`reason::RESUMED`] once a pause ended.
+pub const PAUSED: &str = "Paused";
+/// A control keeps the count from what the queue asks, or cut this reconcile's plan: the reason
+/// names it (Paused, BelowActivation, FallbackReplicas, KeepWarm, MaxPodsAddedPerStep,
+/// MaxDrainsPerMinute); False with [`reason::NOT_LIMITED`] once none does.
+pub const SCALE_LIMITED: &str = "ScaleLimited";
+
 /// ScalerConfig: deleted, but QWorkers still use it; it keeps working until they are gone
 /// (reason [`reason::QWORKERS_REMAIN`], the QWorkers named in the message).
 pub const DELETING: &str = "Deleting";
@@ -33,4 +41,12 @@ pub mod reason {
     pub const CONNECTED: &str = "Connected";
     pub const SECRET_NOT_FOUND: &str = "SecretNotFound";
     pub const QWORKERS_REMAIN: &str = "QWorkersRemain";
+    pub const PAUSED: &str = "Paused";
+    pub const RESUMED: &str = "Resumed";
+    pub const BELOW_ACTIVATION: &str = "BelowActivation";
+    pub const FALLBACK_REPLICAS: &str = "FallbackReplicas";
+    pub const KEEP_WARM: &str = "KeepWarm";
+    pub const MAX_PODS_ADDED_PER_STEP: &str = "MaxPodsAddedPerStep";
+    pub const MAX_DRAINS_PER_MINUTE: &str = "MaxDrainsPerMinute";
+    pub const NOT_LIMITED: &str = "NotLimited";
 }

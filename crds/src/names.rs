@@ -35,6 +35,8 @@ pub const ANNOTATION_VPA_REQUESTS: &str = "quickube.com/vpa-requests";
 pub const ANNOTATION_RESTARTED_AT: &str = "quickube.com/restartedAt";
 /// Annotation on a ControllerRevision: the full pod-spec hash it records.
 pub const ANNOTATION_REVISION_HASH: &str = "quickube.com/pod-spec-hash";
+/// Annotation on a QWorker: `"true"` pauses it as `spec.paused` does (README "Controls").
+pub const ANNOTATION_PAUSED: &str = "quickube.com/paused";
 
 /// Pod labels the operator sets itself; a QWorker's `podMetadata.labels` may not hold them (the
 /// operator's value would silently win, and the pod's identity is what planning reads).

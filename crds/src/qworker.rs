@@ -64,6 +64,11 @@ pub struct QWorkerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vpa: Option<VpaPolicy>,
 
+    /// Hold the worker count (`scaleConfig.pausedReplicas`, or what is desired now) and roll
+    /// nothing out, as a paused Deployment. The annotation `quickube.com/paused: "true"` does the same.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+
     /// Fields that could not be read as their type: (field path, why). Such a field holds its default.
     /// Never serialized; validation reports each as a problem.
     #[serde(skip)]
@@ -87,6 +92,8 @@ struct QWorkerSpecWire {
     revision_history_limit: serde_json::Value,
     #[serde(default)]
     vpa: serde_json::Value,
+    #[serde(default)]
+    paused: serde_json::Value,
 }
 
 impl<'de> Deserialize<'de> for QWorkerSpec {
@@ -104,6 +111,8 @@ impl<'de> Deserialize<'de> for QWorkerSpec {
                 &mut problems,
             ),
             vpa: lenient("spec.vpa", wire.vpa, &mut problems),
+            paused: lenient::<Option<bool>>("spec.paused", wire.paused, &mut problems)
+                .unwrap_or(false),
             parse_problems: problems,
         })
     }
@@ -170,6 +179,44 @@ pub struct ScaleConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_task_seconds: Option<i64>,
+
+    // Controls (README "Controls"): each unset by default, which keeps the plain scaling rule.
+    /// While paused, hold this many workers (unset: hold the desired count of when the pause began).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub paused_replicas: Option<i32>,
+
+    /// Most worker pods created by one reconcile (unset: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_pods_added_per_step: Option<i32>,
+
+    /// Most drains started in any 60 seconds (unset: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_drains_per_minute: Option<i32>,
+
+    /// From zero workers, scale up only once the backlog reaches this (unset: any backlog).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub activation_backlog: Option<i64>,
+
+    /// Workers to run once the queue has been unreadable for `fallbackAfterSeconds` (unset: hold
+    /// the count, never scale on missing data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub fallback_replicas: Option<i32>,
+
+    /// How long the queue must be unreadable before `fallbackReplicas` applies (default 60).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub fallback_after_seconds: Option<i32>,
+
+    /// When the count falls to zero, keep one worker until the backlog has been zero this long
+    /// (unset: no keep-warm).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub keep_warm_seconds: Option<i32>,
 }
 
 /// How a queue is laid out in Redis. Each layout knows its queued work and the work taken but not
@@ -292,6 +339,9 @@ pub struct QWorkerStatus {
     /// When the operator last changed the number of workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scale_time: Option<Time>,
+    /// Until when keep-warm (`scaleConfig.keepWarmSeconds`) keeps a worker on an empty queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_warm_until: Option<Time>,
     /// Requests given to new pods by vertical sizing, per container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recommended_requests: Vec<ContainerUsage>,
@@ -332,6 +382,8 @@ struct QWorkerStatusWire {
     #[serde(default)]
     last_scale_time: Option<Time>,
     #[serde(default)]
+    keep_warm_until: Option<Time>,
+    #[serde(default)]
     recommended_requests: Vec<ContainerUsage>,
     #[serde(default)]
     selector: String,
@@ -362,5 +414,17 @@ impl QWorker {
     /// The rollout pacing with defaults applied.
     pub fn rollout_strategy(&self) -> RolloutStrategy {
         self.spec.rollout.clone().unwrap_or_default()
+    }
+
+    /// Whether scaling and rollout are paused: `spec.paused`, or the annotation
+    /// [`crate::names::ANNOTATION_PAUSED`] set to `"true"`.
+    pub fn paused(&self) -> bool {
+        self.spec.paused
+            || self
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(crate::names::ANNOTATION_PAUSED))
+                .is_some_and(|v| v == "true")
     }
 }

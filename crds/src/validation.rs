@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::names;
-use crate::qworker::{QWorkerSpec, RolloutStrategy, VpaPolicy};
+use crate::qworker::{QWorkerSpec, RolloutStrategy, ScaleConfig, VpaPolicy};
 use crate::scalerconfig::{ScalerConfigSpec, SecretKeyRef, SUPPORTED_TYPES};
 
 /// What kind of problem a field has (as `field.ErrorType` in Kubernetes).
@@ -233,6 +233,58 @@ fn validate_scale_config(spec: &QWorkerSpec, p: &mut Problems) {
             ProblemKind::OutOfRange,
             format!("{secs} is not at least 1"),
         );
+    }
+    validate_controls(s, p);
+}
+
+/// The controls (pause, limits, activation, fallback, keep-warm): counts and seconds not negative,
+/// limits at least 1, and no held count above `maxReplicas`.
+fn validate_controls(s: &ScaleConfig, p: &mut Problems) {
+    let field = |f: &str| format!("spec.scaleConfig.{f}");
+    let at_least = [
+        ("pausedReplicas", s.paused_replicas.map(i64::from), 0),
+        (
+            "maxPodsAddedPerStep",
+            s.max_pods_added_per_step.map(i64::from),
+            1,
+        ),
+        (
+            "maxDrainsPerMinute",
+            s.max_drains_per_minute.map(i64::from),
+            1,
+        ),
+        ("activationBacklog", s.activation_backlog, 0),
+        ("fallbackReplicas", s.fallback_replicas.map(i64::from), 0),
+        (
+            "fallbackAfterSeconds",
+            s.fallback_after_seconds.map(i64::from),
+            0,
+        ),
+        ("keepWarmSeconds", s.keep_warm_seconds.map(i64::from), 0),
+    ];
+    for (name, value, least) in at_least {
+        if let Some(v) = value.filter(|v| *v < least) {
+            p.push(
+                field(name),
+                ProblemKind::OutOfRange,
+                format!("{v} is not at least {least}"),
+            );
+        }
+    }
+    for (name, value) in [
+        ("pausedReplicas", s.paused_replicas),
+        ("fallbackReplicas", s.fallback_replicas),
+    ] {
+        if let Some(v) = value.filter(|v| *v > s.max_replicas) {
+            p.push(
+                field(name),
+                ProblemKind::Invalid,
+                format!(
+                    "{name} ({v}) is greater than maxReplicas ({})",
+                    s.max_replicas
+                ),
+            );
+        }
     }
 }
 
@@ -529,6 +581,46 @@ mod tests {
             (
                 Box::new(|v| v["scaleConfig"]["maxTaskSeconds"] = json!(0)),
                 vec![("spec.scaleConfig.maxTaskSeconds", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["pausedReplicas"] = json!(-1)),
+                vec![("spec.scaleConfig.pausedReplicas", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["pausedReplicas"] = json!(4)),
+                vec![("spec.scaleConfig.pausedReplicas", Invalid)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["maxPodsAddedPerStep"] = json!(0)),
+                vec![("spec.scaleConfig.maxPodsAddedPerStep", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["maxDrainsPerMinute"] = json!(0)),
+                vec![("spec.scaleConfig.maxDrainsPerMinute", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["activationBacklog"] = json!(-5)),
+                vec![("spec.scaleConfig.activationBacklog", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["fallbackReplicas"] = json!(-1)),
+                vec![("spec.scaleConfig.fallbackReplicas", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["fallbackReplicas"] = json!(9)),
+                vec![("spec.scaleConfig.fallbackReplicas", Invalid)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["fallbackAfterSeconds"] = json!(-1)),
+                vec![("spec.scaleConfig.fallbackAfterSeconds", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["keepWarmSeconds"] = json!(-1)),
+                vec![("spec.scaleConfig.keepWarmSeconds", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["paused"] = json!("yes")),
+                vec![("spec.paused", Invalid)],
             ),
             (
                 Box::new(|v| v["revisionHistoryLimit"] = json!(-1)),

@@ -41,11 +41,13 @@ pub fn qworker(name: &str) -> QWorkerBuilder {
             activate_vpa: false,
             scale_down_stabilization_seconds: None,
             max_task_seconds: None,
+            ..Default::default()
         },
         pod_metadata: None,
         rollout: None,
         revision_history_limit: None,
         vpa: None,
+        paused: false,
         parse_problems: Vec::new(),
     };
     let mut qw = QWorker::new(name, spec);

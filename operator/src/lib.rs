@@ -6,6 +6,7 @@
 //!   order, rollout pacing).
 //! - [`expectations`]: the operator's own writes overlaid on a lagging cache.
 //! - [`crash`]: crash-loop backoff and the WorkersCrashing streak.
+//! - [`controls`]: pause, rate limits, activation, fallback and keep-warm over the scaling rule.
 //! - [`deletion`]: what a QWorker's deletion (its finalizer) does to its pods.
 //! - [`observe`]: worker pods (`qscaler_crds::worker_pod`) → planning view, status counts, usage folding.
 //! - [`conditions`], [`status`]: the QWorker status (and its conditions) from one reconcile;
@@ -27,6 +28,7 @@
 pub mod broker;
 pub(crate) mod conditions;
 pub mod context;
+pub(crate) mod controls;
 pub mod crash;
 pub(crate) mod deletion;
 pub(crate) mod error;

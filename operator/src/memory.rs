@@ -8,6 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::controls::ControlMemory;
 use crate::crash::CrashTracker;
 use crate::expectations::{Expect, Expectations};
 use crate::object_key::ObjectKey;
@@ -38,6 +39,8 @@ pub(crate) struct Memory {
     spec_check: Option<SpecCheck>,
     /// The last status written (see [`crate::status_write`]).
     pub status_written: Option<Written>,
+    /// Recent drains, last non-zero backlog, failing queue (see [`crate::controls`]).
+    pub controls: ControlMemory,
 }
 
 impl Memory {

@@ -10,6 +10,7 @@ use qscaler_crds::QWorker;
 
 use crate::broker::Depth;
 use crate::context::Settings;
+use crate::controls::{self, CountInput, Held, Knobs};
 use crate::memory::Memory;
 use crate::planning::{self, ObservedPod, Pacing, Phase, Plan, PlanInput};
 use crate::scaling::{hold, wanted, Stabilizer};
@@ -30,6 +31,10 @@ pub(super) struct Decision {
     /// When stabilization lets the desired count fall.
     pub next_change: Option<Duration>,
     pub expectations_pending: bool,
+    /// Paused: the count held, nothing rolled out (see [`crate::controls`]).
+    pub paused: bool,
+    /// The control that held the count or cut the plan, if one did.
+    pub held: Option<Held>,
 }
 
 /// What a reconcile saw, as the decision needs it.
@@ -87,7 +92,22 @@ pub(super) fn decide(
             sc_cfg.max_replicas,
         ),
     };
-    let next_change = stabilizer.next_change(now, window);
+    let mut next_change = stabilizer.next_change(now, window);
+    let knobs = Knobs::of(qw);
+    let counted = controls::count(
+        &knobs,
+        &mut m.controls,
+        &CountInput {
+            scaled: desired,
+            backlog: depth.map(|d| d.backlog()),
+            alive,
+            last_desired,
+            now,
+            now_ms,
+        },
+    );
+    let desired = counted.desired;
+    next_change = next_change.into_iter().chain(counted.ends_in(now_ms)).min();
     let new_failures = m.crash.observe(
         failed,
         healthy.iter().map(String::as_str),
@@ -99,13 +119,22 @@ pub(super) fn decide(
     let view = m
         .expectations
         .overlay(observed, now, settings.expectation_timeout, now_ms);
-    let plan = planning::plan(&PlanInput {
-        pods: &view,
+    let frozen;
+    let pods = if knobs.paused {
+        frozen = controls::frozen_rollout(&view);
+        &frozen
+    } else {
+        &view
+    };
+    let mut plan = planning::plan(&PlanInput {
+        pods,
         desired,
         max_replicas: sc_cfg.max_replicas,
         pacing: Pacing::resolve(&qw.rollout_strategy(), desired),
         may_create: backoff_wait.is_zero(),
     });
+    let limited = controls::limit(&knobs, &mut m.controls, &mut plan, now);
+    next_change = next_change.into_iter().chain(limited.next_drain).min();
     let crashing = m.crash.crashing();
     let crash_event = crashing && !m.crash_reported;
     m.crash_reported = crashing;
@@ -120,6 +149,8 @@ pub(super) fn decide(
         streak: m.crash.streak(),
         backoff_wait,
         expectations_pending: !m.expectations.is_empty(),
+        paused: knobs.paused,
+        held: counted.held.or(limited.held),
     }
 }
 
@@ -156,6 +187,8 @@ mod tests {
             backoff_wait: Duration::ZERO,
             next_change: None,
             expectations_pending: false,
+            paused: false,
+            held: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use kube::runtime::events::{Event, EventType};
 use kube::Resource;
-use qscaler_crds::conditions::reason;
+use qscaler_crds::conditions::{self as cond, reason};
 use qscaler_crds::names::DrainReason;
 use qscaler_crds::{QWorker, QWorkerStatus};
 
@@ -12,6 +12,14 @@ use super::apply::Applied;
 use super::decide::Decision;
 use crate::broker::Depth;
 use crate::context::Context;
+use crate::controls::Held;
+
+/// Whether the last status already shows `h` holding (its Event was published then).
+fn already_held(old: &QWorkerStatus, h: &Held) -> bool {
+    old.conditions
+        .iter()
+        .any(|c| c.type_ == cond::SCALE_LIMITED && c.status == "True" && c.reason == h.reason())
+}
 
 pub(super) async fn publish(
     ctx: &Context,
@@ -76,6 +84,10 @@ pub(super) async fn announce(
             ),
         )
         .await;
+    }
+    if let Some(h) = d.held.as_ref().filter(|h| !already_held(old, h)) {
+        // Why nothing (or less) moves: once per control taking hold.
+        publish(ctx, qw, EventType::Normal, h.reason(), "Hold", h.message()).await;
     }
     for why in [DrainReason::ScaleDown, DrainReason::Rollout] {
         let pods: Vec<&str> = applied

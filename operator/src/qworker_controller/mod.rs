@@ -320,7 +320,7 @@ async fn act(ctx: &Context, qw: &QWorker, a: &Act<'_>) -> Result<Acted, Error> {
             }
         })
         .collect();
-    let status = crate::status::compute(
+    let mut status = crate::status::compute(
         &a.status,
         &crate::status::Observed {
             generation: qw.metadata.generation,
@@ -336,6 +336,13 @@ async fn act(ctx: &Context, qw: &QWorker, a: &Act<'_>) -> Result<Acted, Error> {
             peaks: a.sizing.peaks.clone(),
             recommended,
         },
+    );
+    crate::controls::report(
+        &mut status,
+        d.paused,
+        d.held.as_ref(),
+        qw.metadata.generation,
+        a.now,
     );
     let deferred = write_status(ctx, qw, &status).await?;
 

@@ -111,6 +111,8 @@ fn scale_down() -> Decision {
         backoff_wait: Duration::ZERO,
         next_change: None,
         expectations_pending: false,
+        paused: false,
+        held: None,
     }
 }
 
