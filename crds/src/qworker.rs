@@ -227,6 +227,10 @@ pub enum QueueFormat {
     /// A Redis list that producers `LPUSH` to; in task mode each pod's processing list is in flight.
     #[default]
     List,
+    /// Sidekiq: the list `queue:<queue>`; in flight, the busy jobs of `<queue>` in live processes.
+    Sidekiq,
+    /// BullMQ (prefix `bull`, or `<prefix>:<name>`): `:wait` and `:prioritized`; in flight, `:active`.
+    Bullmq,
 }
 
 impl QueueFormat {

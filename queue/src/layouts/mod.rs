@@ -4,7 +4,9 @@
 //!
 //! One file per format; [`probes`] is the only dispatch.
 
+mod bullmq;
 mod list;
+mod sidekiq;
 
 use qscaler_crds::qworker::QueueFormat;
 use redis::Value;
@@ -85,6 +87,8 @@ impl Probe {
 pub fn probes(q: &Query<'_>) -> Vec<Probe> {
     match q.format {
         QueueFormat::List => list::probes(q),
+        QueueFormat::Sidekiq => sidekiq::probes(q),
+        QueueFormat::Bullmq => bullmq::probes(q),
     }
 }
 
