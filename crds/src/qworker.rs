@@ -227,6 +227,11 @@ pub enum QueueFormat {
     /// A Redis list that producers `LPUSH` to; in task mode each pod's processing list is in flight.
     #[default]
     List,
+    /// RQ: the list `rq:queue:<queue>`; in flight, its `:intermediate` list and `rq:wip:<queue>`.
+    Rq,
+    /// Celery (kombu's Redis transport): the list `<queue>` and its priority lists; in flight, the
+    /// entries of the shared `unacked` hash routed to `<queue>`.
+    Celery,
     /// Sidekiq: the list `queue:<queue>`; in flight, the busy jobs of `<queue>` in live processes.
     Sidekiq,
     /// BullMQ (prefix `bull`, or `<prefix>:<name>`): `:wait` and `:prioritized`; in flight, `:active`.

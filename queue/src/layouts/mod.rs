@@ -5,7 +5,9 @@
 //! One file per format; [`probes`] is the only dispatch.
 
 mod bullmq;
+mod celery;
 mod list;
+mod rq;
 mod sidekiq;
 
 use qscaler_crds::qworker::QueueFormat;
@@ -87,6 +89,8 @@ impl Probe {
 pub fn probes(q: &Query<'_>) -> Vec<Probe> {
     match q.format {
         QueueFormat::List => list::probes(q),
+        QueueFormat::Rq => rq::probes(q),
+        QueueFormat::Celery => celery::probes(q),
         QueueFormat::Sidekiq => sidekiq::probes(q),
         QueueFormat::Bullmq => bullmq::probes(q),
     }
