@@ -135,6 +135,10 @@ pub mod env {
     pub const MAX_TASK_SECONDS: &str = "QSCALER_MAX_TASK_SECONDS";
     /// Read by the operator and by qsupervisor (not injected): `text` or `json` log lines.
     pub const LOG_FORMAT: &str = "QSCALER_LOG_FORMAT";
+    /// The queue's format (`list`, `stream`) as the QWorker says; task mode consumes accordingly.
+    pub const QUEUE_FORMAT: &str = "QSCALER_QUEUE_FORMAT";
+    /// `format: stream`: the consumer group task mode reads as.
+    pub const STREAM_GROUP: &str = "QSCALER_STREAM_GROUP";
 }
 
 /// Redis key names of task mode: a documented contract between the supervisor (which moves tasks
@@ -164,6 +168,14 @@ pub mod keys {
     pub fn retries(queue: &str) -> String {
         format!("{queue}:retries")
     }
+}
+
+/// Redis Streams as a queue (`format: stream`): shared by the operator, qsupervisor and the docs.
+pub mod stream {
+    /// The consumer group when `scaleConfig.streamGroup` is unset.
+    pub const DEFAULT_GROUP: &str = "qscaler";
+    /// The entry field whose value task mode gives the task on stdin (`XADD jobs * task <payload>`).
+    pub const PAYLOAD_FIELD: &str = "task";
 }
 
 /// Name of the ControllerRevision that records `hash` of a QWorker.

@@ -149,6 +149,11 @@ pub struct ScaleConfig {
     #[serde(default, skip_serializing_if = "QueueFormat::is_list")]
     pub format: QueueFormat,
 
+    /// `format: stream` only: the consumer group whose lag and pending entries are the backlog, and
+    /// that task mode consumes as (unset: `qscaler`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_group: Option<String>,
+
     /// Fewest workers, even with an empty queue.
     #[serde(default)]
     #[schemars(range(min = 0))]
@@ -227,6 +232,9 @@ pub enum QueueFormat {
     /// A Redis list that producers `LPUSH` to; in task mode each pod's processing list is in flight.
     #[default]
     List,
+    /// A Redis stream read by a consumer group (`streamGroup`): the group's lag is queued, its
+    /// pending entries (delivered, not acknowledged) are in flight.
+    Stream,
     /// RQ: the list `rq:queue:<queue>`; in flight, its `:intermediate` list and `rq:wip:<queue>`.
     Rq,
     /// Celery (kombu's Redis transport): the list `<queue>` and its priority lists; in flight, the
@@ -242,12 +250,33 @@ impl QueueFormat {
     pub fn is_list(&self) -> bool {
         *self == QueueFormat::List
     }
+
+    /// The name in `scaleConfig.format` (and in the pod's `QSCALER_QUEUE_FORMAT`): serde's, so
+    /// a new variant needs nothing here.
+    pub fn name(self) -> String {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::String(s)) => s,
+            _ => String::new(),
+        }
+    }
+
+    /// The inverse of [`QueueFormat::name`].
+    pub fn parse(s: &str) -> Option<QueueFormat> {
+        serde_json::from_value(serde_json::Value::String(s.to_owned())).ok()
+    }
 }
 
 /// Seconds of grace beyond `maxTaskSeconds` (signalling the task, returning it, exiting).
 pub const GRACE_MARGIN_SECONDS: i64 = 10;
 
 impl ScaleConfig {
+    /// The consumer group of a `stream` queue: `streamGroup`, else the default.
+    pub fn stream_group(&self) -> &str {
+        self.stream_group
+            .as_deref()
+            .unwrap_or(crate::names::stream::DEFAULT_GROUP)
+    }
+
     /// The `terminationGracePeriodSeconds` of a new pod when its spec sets none: `maxTaskSeconds`
     /// plus [`GRACE_MARGIN_SECONDS`]; `None` (the Kubernetes default, 30 s) without `maxTaskSeconds`.
     pub fn grace_for_pods(&self) -> Option<i64> {

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::names;
-use crate::qworker::{QWorkerSpec, RolloutStrategy, ScaleConfig, VpaPolicy};
+use crate::qworker::{QWorkerSpec, QueueFormat, RolloutStrategy, ScaleConfig, VpaPolicy};
 use crate::scalerconfig::{ScalerConfigSpec, SecretKeyRef, SUPPORTED_TYPES};
 
 /// What kind of problem a field has (as `field.ErrorType` in Kubernetes).
@@ -234,7 +234,31 @@ fn validate_scale_config(spec: &QWorkerSpec, p: &mut Problems) {
             format!("{secs} is not at least 1"),
         );
     }
+    validate_stream_group(s, p);
     validate_controls(s, p);
+}
+
+/// `streamGroup` names a consumer group of a `stream` queue: not blank, and only with that format.
+fn validate_stream_group(s: &ScaleConfig, p: &mut Problems) {
+    let Some(group) = &s.stream_group else {
+        return;
+    };
+    if s.format != QueueFormat::Stream {
+        p.push(
+            "spec.scaleConfig.streamGroup",
+            ProblemKind::Invalid,
+            format!(
+                "a consumer group applies to format stream only, not {}",
+                s.format.name()
+            ),
+        );
+    } else if group.trim().is_empty() {
+        p.push(
+            "spec.scaleConfig.streamGroup",
+            ProblemKind::Required,
+            "name the stream's consumer group, or leave it unset for the default",
+        );
+    }
 }
 
 /// The controls (pause, limits, activation, fallback, keep-warm): counts and seconds not negative,
@@ -880,5 +904,39 @@ mod tests {
             let problems = scaler(patch);
             assert_eq!(fields(&problems), expected, "{problems:?}");
         }
+    }
+    #[test]
+    fn a_stream_group_goes_with_the_stream_format_and_is_not_blank() {
+        use ProblemKind::*;
+        let stream = |group: Option<&str>| {
+            qworker(|v| {
+                v["scaleConfig"]["format"] = json!("stream");
+                if let Some(g) = group {
+                    v["scaleConfig"]["streamGroup"] = json!(g);
+                }
+            })
+        };
+        assert_eq!(stream(None), vec![]);
+        assert_eq!(stream(Some("billing")), vec![]);
+        assert_eq!(
+            fields(&stream(Some(" "))),
+            vec![("spec.scaleConfig.streamGroup", Required)]
+        );
+        let on_a_list = qworker(|v| v["scaleConfig"]["streamGroup"] = json!("g"));
+        assert_eq!(
+            fields(&on_a_list),
+            vec![("spec.scaleConfig.streamGroup", Invalid)]
+        );
+        assert!(on_a_list[0].to_string().contains("not list"), "{}", on_a_list[0]);
+    }
+
+    #[test]
+    fn queue_formats_read_back_their_names() {
+        for f in [QueueFormat::List, QueueFormat::Stream] {
+            assert_eq!(QueueFormat::parse(&f.name()), Some(f));
+        }
+        assert_eq!(QueueFormat::Stream.name(), "stream");
+        assert_eq!(QueueFormat::parse("Stream"), None);
+        assert_eq!(QueueFormat::parse(""), None);
     }
 }

@@ -153,6 +153,7 @@ mod tests {
                 queue,
                 format: QueueFormat::List,
                 consumers,
+                group: None,
             })
             .collect();
         let probes: Vec<Vec<Probe>> = queries.iter().map(layouts::probes).collect();

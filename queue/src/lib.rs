@@ -6,6 +6,7 @@
 //! * [`keys`]: the lists and hash of one consumer of one queue (names from `qscaler_crds`);
 //! * [`task`]: take (`BLMOVE`), settle (acknowledge, count a failed run, dead-letter), give back and
 //!   return a consumer's tasks;
+//! * [`stream_task`]: the same moves on a Redis stream's consumer group (`format: stream`);
 //! * [`layouts`]: each queue format's keys and how their answers count (one file per format);
 //! * [`depth`]: every queue's reading in one pipeline, and which consumers hold tasks.
 
@@ -13,6 +14,7 @@ pub mod depth;
 pub mod keys;
 pub mod layouts;
 pub mod params;
+pub mod stream_task;
 pub mod task;
 
 pub use keys::TaskKeys;

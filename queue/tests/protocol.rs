@@ -201,16 +201,19 @@ async fn depths_count_queued_and_in_flight_and_name_a_broken_key() {
                 queue: "jobs",
                 format: QueueFormat::List,
                 consumers: &consumers,
+                group: None,
             },
             Query {
                 queue: "text",
                 format: QueueFormat::List,
                 consumers: &none,
+                group: None,
             },
             Query {
                 queue: "missing",
                 format: QueueFormat::List,
                 consumers: &none,
+                group: None,
             },
         ],
     )

@@ -62,6 +62,7 @@ mod tests {
             format: QueueFormat::Bullmq,
             consumers: &[],
             group: None,
+            group: None,
         }
     }
 

@@ -71,6 +71,7 @@ mod tests {
             format: QueueFormat::Celery,
             consumers: &[],
             group: None,
+            group: None,
         }
     }
 

@@ -25,6 +25,7 @@ mod tests {
             queue: "jobs",
             format: QueueFormat::List,
             consumers: &consumers,
+            group: None,
         };
         let got: Vec<_> = probes(&q).into_iter().map(|p| (p.role, p.key)).collect();
         assert_eq!(

@@ -9,6 +9,7 @@ mod celery;
 mod list;
 mod rq;
 mod sidekiq;
+mod stream;
 
 use qscaler_crds::qworker::QueueFormat;
 use redis::Value;
@@ -36,6 +37,8 @@ pub struct Query<'a> {
     pub format: QueueFormat,
     /// [`crate::keys::consumer`] names.
     pub consumers: &'a [String],
+    /// `stream` only: the consumer group (`None`: the default group).
+    pub group: Option<&'a str>,
 }
 
 /// Which key of a queue a failure is about.
@@ -93,6 +96,7 @@ pub fn probes(q: &Query<'_>) -> Vec<Probe> {
         QueueFormat::Celery => celery::probes(q),
         QueueFormat::Sidekiq => sidekiq::probes(q),
         QueueFormat::Bullmq => bullmq::probes(q),
+        QueueFormat::Stream => stream::probes(q),
     }
 }
 

@@ -47,6 +47,7 @@ mod tests {
             format: QueueFormat::Rq,
             consumers: &[],
             group: None,
+            group: None,
         }
     }
 

@@ -63,6 +63,7 @@ mod tests {
             format: QueueFormat::Sidekiq,
             consumers: &[],
             group: None,
+            group: None,
         }
     }
 
