@@ -13,6 +13,8 @@ pub struct QueueQuery {
     pub format: QueueFormat,
     /// Consumers ([`qscaler_crds::names::keys::consumer`]) of the pods.
     pub consumers: Vec<String>,
+    /// `format: stream`: the consumer group (`None`: the default).
+    pub group: Option<String>,
 }
 
 /// What a queue holds: tasks waiting and tasks taken but not finished.

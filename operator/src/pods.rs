@@ -106,6 +106,12 @@ pub fn injected_env(
     if let Some(secs) = qw.spec.scale_config.max_task_seconds.filter(|s| *s >= 1) {
         vars.push(var(env::MAX_TASK_SECONDS, secs.to_string()));
     }
+    // Task mode consumes a stream with its group; a list needs nothing (the default).
+    let s = &qw.spec.scale_config;
+    if s.format == qscaler_crds::qworker::QueueFormat::Stream {
+        vars.push(var(env::QUEUE_FORMAT, s.format.name()));
+        vars.push(var(env::STREAM_GROUP, s.stream_group()));
+    }
     if let Some(sc) = scaler {
         let c = &sc.spec.config;
         vars.push(var(env::REDIS_HOST, c.host.clone()));
@@ -390,6 +396,25 @@ mod tests {
             None
         );
         assert!(find(&env_of(&pod, 0), env::MAX_TASK_SECONDS).is_none());
+    }
+
+    #[test]
+    fn a_stream_queue_tells_the_supervisor_its_format_and_group() {
+        let value = |qw: &QWorker, name: &str| {
+            let pod = build_pod(qw, &pod_spec_hash(&qw.spec), None, &BTreeMap::new()).pod;
+            find(&env_of(&pod, 0), name).and_then(|e| e.value.clone())
+        };
+        let mut qw = qworker(None);
+        assert_eq!(value(&qw, env::QUEUE_FORMAT), None);
+        assert_eq!(value(&qw, env::STREAM_GROUP), None);
+        qw.spec.scale_config.format = qscaler_crds::qworker::QueueFormat::Stream;
+        assert_eq!(value(&qw, env::QUEUE_FORMAT).as_deref(), Some("stream"));
+        assert_eq!(
+            value(&qw, env::STREAM_GROUP).as_deref(),
+            Some(names::stream::DEFAULT_GROUP)
+        );
+        qw.spec.scale_config.stream_group = Some("billing".into());
+        assert_eq!(value(&qw, env::STREAM_GROUP).as_deref(), Some("billing"));
     }
 
     #[test]

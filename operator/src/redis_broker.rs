@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use qscaler_queue::depth::{self, FailedKey, Query};
-use qscaler_queue::{task, Connector, TaskKeys, Timeouts};
+use qscaler_queue::{stream_task, task, Connector, TaskKeys, Timeouts};
 use redis::aio::MultiplexedConnection;
 
 use crate::broker::{Broker, BrokerError, Depth, QueueError, QueueQuery, Returned};
@@ -117,6 +117,7 @@ impl Broker for RedisBroker {
                 queue: &q.queue,
                 format: q.format,
                 consumers: &q.consumers,
+                group: q.group.as_deref(),
             })
             .collect();
         let read = self
@@ -141,8 +142,15 @@ impl Broker for RedisBroker {
         max_retries: u32,
     ) -> Result<Returned, BrokerError> {
         let keys = TaskKeys::new(queue, consumer);
+        // A stream queue's consumer holds pending entries, not a processing list.
         let r = self
-            .with(async |mut c| task::return_held(&mut c, &keys, max_retries).await)
+            .with(async |mut c| {
+                if stream_task::is_stream(&mut c, queue).await? {
+                    stream_task::return_held(&mut c, queue, consumer, max_retries).await
+                } else {
+                    task::return_held(&mut c, &keys, max_retries).await
+                }
+            })
             .await?;
         Ok(Returned {
             requeued: r.requeued,

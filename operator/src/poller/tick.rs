@@ -122,6 +122,7 @@ impl QueueView {
             query: QueueQuery {
                 queue: queue.clone(),
                 format: qw.spec.scale_config.format,
+                group: qw.spec.scale_config.stream_group.clone(),
                 consumers: alive
                     .iter()
                     .map(|pod| keys::consumer(Some(&ns), pod))
