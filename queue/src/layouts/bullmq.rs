@@ -62,7 +62,6 @@ mod tests {
             format: QueueFormat::Bullmq,
             consumers: &[],
             group: None,
-            group: None,
         }
     }
 

@@ -63,7 +63,6 @@ mod tests {
             format: QueueFormat::Sidekiq,
             consumers: &[],
             group: None,
-            group: None,
         }
     }
 
