@@ -182,7 +182,7 @@ kubectl qworker timeline --from-samples "$OUT/timeline.json" -o "$OUT/timeline.p
   echo "(no PNG; the SVG needs no fonts)" >&2
 echo "timeline: $OUT/timeline.svg ($OUT/timeline.png; samples in $OUT/timeline.json)"
 
-dead=$(rcli LLEN "$QUEUE:dead")
+dead=$(rcli LLEN "{$QUEUE}:dead")
 echo "queue left: $(rcli LLEN "$QUEUE"), dead-lettered: $dead"
 if [ "$scaled_up" = 1 ] && [ "${current:-0}" = 0 ]; then
   echo "demo: scaled up, worked off $TASKS tasks, scaled back to 0"

@@ -43,7 +43,7 @@ rcli ping >/dev/null
 URL="redis://127.0.0.1:$PORT/0"
 
 # Tasks left: queued plus held in any processing list (an empty list does not exist in Redis).
-LEFT="return redis.call('LLEN', KEYS[1]) + #redis.call('KEYS', KEYS[1] .. ':processing:*')"
+LEFT="return redis.call('LLEN', KEYS[1]) + #redis.call('KEYS', '{' .. KEYS[1] .. '}:processing:*')"
 left() { rcli --raw eval "$LEFT" 1 "$QUEUE"; }
 
 ticks() { # utime + stime + cutime + cstime of a process, in clock ticks

@@ -30,17 +30,20 @@ cleanup() {
 trap cleanup EXIT
 
 if [ "${QSCALER_SKIP_STAND_IN:-0}" != 1 ]; then
-  phase "local cluster up (stand-in kubelet)"
-  teardown=("tests/cluster.sh down")
+  phase "local cluster up (stand-in kubelet), Redis Cluster and Sentinel"
+  teardown=("tests/cluster.sh down" "tests/redis-topologies.sh down")
   tests/cluster.sh up
+  tests/redis-topologies.sh up
   (
     eval "$(tests/cluster.sh env)"
+    eval "$(tests/redis-topologies.sh env)"
     export QSCALER_REQUIRE_CLUSTER=1 # a suite that finds no cluster fails here instead of skipping
     phase "tests on the stand-in kubelet"
     cargo test --workspace -- "$@"
   )
   phase "local cluster down"
   teardown=()
+  tests/redis-topologies.sh down
   tests/cluster.sh down
 fi
 

@@ -122,6 +122,22 @@ pub mod env {
     pub const REDIS_TLS: &str = "QSCALER_REDIS_TLS";
     /// `true` to accept any server certificate (the ScalerConfig's `tls.insecureSkipVerify`).
     pub const REDIS_TLS_INSECURE: &str = "QSCALER_REDIS_TLS_INSECURE";
+    /// Redis Sentinel: the sentinels, `host:port,host:port` (instead of the host and port).
+    pub const REDIS_SENTINELS: &str = "QSCALER_REDIS_SENTINELS";
+    /// Redis Sentinel: the monitored primary's name.
+    pub const REDIS_SENTINEL_MASTER: &str = "QSCALER_REDIS_SENTINEL_MASTER";
+    /// Redis Sentinel: the sentinels' username, when set.
+    pub const REDIS_SENTINEL_USERNAME: &str = "QSCALER_REDIS_SENTINEL_USERNAME";
+    /// Redis Sentinel: the sentinels' password, always through a secretKeyRef.
+    pub const REDIS_SENTINEL_PASSWORD: &str = "QSCALER_REDIS_SENTINEL_PASSWORD";
+    /// Redis Sentinel: `true` when the sentinels speak TLS.
+    pub const REDIS_SENTINEL_TLS: &str = "QSCALER_REDIS_SENTINEL_TLS";
+    /// Redis Sentinel: `true` to accept any sentinel certificate.
+    pub const REDIS_SENTINEL_TLS_INSECURE: &str = "QSCALER_REDIS_SENTINEL_TLS_INSECURE";
+    /// Redis Sentinel: the PEM CA bundle of the sentinels, through a secretKeyRef.
+    pub const REDIS_SENTINEL_TLS_CA: &str = "QSCALER_REDIS_SENTINEL_TLS_CA";
+    /// Redis Cluster: seed nodes, `host:port,host:port` (instead of the host and port).
+    pub const REDIS_CLUSTER: &str = "QSCALER_REDIS_CLUSTER";
     /// Read by qsupervisor (not injected): task mode on.
     pub const TASK: &str = "QSCALER_TASK";
     /// Read by qsupervisor (not injected): reruns of a failed task before it is dead-lettered. The
@@ -154,19 +170,49 @@ pub mod keys {
         }
     }
 
+    /// The queue's hash tag: what is between its first `{` and the next `}` when that is not
+    /// empty, else the whole name (Redis Cluster's rule for which part of a key picks its slot).
+    pub fn hash_tag(queue: &str) -> &str {
+        queue
+            .find('{')
+            .and_then(|open| {
+                let rest = &queue[open + 1..];
+                rest.find('}').map(|close| &rest[..close])
+            })
+            .filter(|tag| !tag.is_empty())
+            .unwrap_or(queue)
+    }
+
+    /// The start of every key of a queue: the name itself when it carries a hash tag, else the
+    /// name in braces, so all of them land in the queue's own slot (`BLMOVE` and the scripts
+    /// need source and destination in one slot on Redis Cluster).
+    fn prefix(queue: &str) -> String {
+        if hash_tag(queue) == queue {
+            format!("{{{queue}}}")
+        } else {
+            queue.to_string()
+        }
+    }
+
     /// The per-consumer processing list: tasks a pod has taken and not yet finished.
     pub fn processing(queue: &str, consumer: &str) -> String {
-        format!("{queue}:processing:{consumer}")
+        format!("{}:processing:{consumer}", prefix(queue))
     }
 
     /// The dead-letter list: tasks that failed every retry.
     pub fn dead_letter(queue: &str) -> String {
-        format!("{queue}:dead")
+        format!("{}:dead", prefix(queue))
     }
 
     /// The hash of retry counts per task payload.
     pub fn retries(queue: &str) -> String {
-        format!("{queue}:retries")
+        format!("{}:retries", prefix(queue))
+    }
+
+    /// The set of consumers that may hold a processing list of the queue: lets the operator find
+    /// a vanished pod's list without a cluster-wide `SCAN`.
+    pub fn consumers(queue: &str) -> String {
+        format!("{}:consumers", prefix(queue))
     }
 }
 
@@ -235,9 +281,19 @@ mod tests {
         assert_eq!(keys::consumer(None, "w-abc"), "w-abc");
         assert_eq!(
             keys::processing("jobs", &keys::consumer(Some("team-a"), "w-abc")),
-            "jobs:processing:team-a/w-abc"
+            "{jobs}:processing:team-a/w-abc"
         );
-        assert_eq!(keys::dead_letter("jobs"), "jobs:dead");
-        assert_eq!(keys::retries("jobs"), "jobs:retries");
+        assert_eq!(keys::dead_letter("jobs"), "{jobs}:dead");
+        assert_eq!(keys::retries("jobs"), "{jobs}:retries");
+        assert_eq!(keys::consumers("jobs"), "{jobs}:consumers");
+        // A queue with its own hash tag keeps it: its keys share its slot.
+        assert_eq!(keys::retries("{app}:jobs"), "{app}:jobs:retries");
+        assert_eq!(keys::hash_tag("{app}:jobs"), "app");
+        assert_eq!(keys::hash_tag("a{b}c{d}"), "b");
+        // An empty or unclosed tag is no tag: the whole name is hashed.
+        for q in ["{}jobs", "jobs{", "jobs"] {
+            assert_eq!(keys::hash_tag(q), q);
+            assert_eq!(keys::dead_letter(q), format!("{{{q}}}:dead"));
+        }
     }
 }

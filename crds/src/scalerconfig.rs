@@ -2,6 +2,8 @@
 //!
 //! Shape kept from the original QScaler (`type: redis`, `config.host`, `config.port` as a string,
 //! `config.password.value` or `config.password.valueFrom.secretKeyRef`) so its manifests apply unchanged.
+//! Beside `host`/`port` (one server), `config.sentinel` (the primary Redis Sentinel names) or
+//! `config.cluster` (a Redis Cluster's seed nodes): exactly one of the three.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -40,13 +42,14 @@ pub struct ScalerConfigSpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerConfig {
-    #[schemars(length(min = 1))]
+    /// One server's host (not with `sentinel` or `cluster`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
     /// A number or a numeric string ("6379"); default 6379.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "schema::int_or_string")]
     pub port: Option<IntOrString>,
-    /// Redis database number (default 0).
+    /// Redis database number (default 0; only 0 on a Redis Cluster).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub db: Option<i64>,
@@ -59,6 +62,59 @@ pub struct BrokerConfig {
     /// TLS to the broker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
+    /// Redis Sentinel: the primary is the one these sentinels name, found again after a failover.
+    /// `username`, `password` and `tls` above are the data nodes'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentinel: Option<SentinelConfig>,
+    /// Redis Cluster: the nodes are discovered from these seeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Where the sentinels are and how to log in to them (their own credentials and TLS).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SentinelConfig {
+    /// The sentinels, `host:port` each.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// The monitored primary's name (`sentinel monitor <name> ...`).
+    pub master_name: String,
+    /// The sentinels' ACL username, if they use ACLs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// The sentinels' password (`requirepass` of the sentinels), inline or from a Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<ValueOrSecret>,
+    /// TLS to the sentinels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsConfig>,
+}
+
+/// A Redis Cluster's seed nodes.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterConfig {
+    /// Some of the cluster's nodes, `host:port` each; the others are discovered.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+}
+
+/// `host:port` of a sentinel or cluster node → host and port (the port is required). Pure.
+pub fn parse_node(s: &str) -> Result<(String, u16), String> {
+    let s = s.trim();
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not host:port"))?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{s:?}: the port is not a number between 1 and 65535"))?;
+    if host.is_empty() {
+        return Err(format!("{s:?} has no host"));
+    }
+    Ok((host.to_owned(), port))
 }
 
 /// A value given inline or read from a Secret key.
@@ -160,11 +216,30 @@ impl BrokerConfig {
 
     /// The Secret reference of the password, if it comes from one.
     pub fn password_secret(&self) -> Option<&SecretKeyRef> {
-        self.password
-            .as_ref()?
-            .value_from
-            .as_ref()?
-            .secret_key_ref
-            .as_ref()
+        self.password.as_ref()?.secret()
+    }
+}
+
+impl ValueOrSecret {
+    /// The Secret reference, if the value comes from one.
+    pub fn secret(&self) -> Option<&SecretKeyRef> {
+        self.value_from.as_ref()?.secret_key_ref.as_ref()
+    }
+}
+
+impl SentinelConfig {
+    /// The TLS settings when TLS to the sentinels is on.
+    pub fn tls_enabled(&self) -> Option<&TlsConfig> {
+        self.tls.as_ref().filter(|t| t.enabled)
+    }
+
+    /// The Secret reference of the sentinels' TLS CA bundle, when TLS is on and one is given.
+    pub fn tls_ca_secret(&self) -> Option<&SecretKeyRef> {
+        self.tls_enabled()?.ca_secret_ref.as_ref()
+    }
+
+    /// The Secret reference of the sentinels' password, if it comes from one.
+    pub fn password_secret(&self) -> Option<&SecretKeyRef> {
+        self.password.as_ref()?.secret()
     }
 }

@@ -10,7 +10,10 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::names;
 use crate::qworker::{QWorkerSpec, QueueFormat, RolloutStrategy, ScaleConfig, VpaPolicy};
-use crate::scalerconfig::{ScalerConfigSpec, SecretKeyRef, SUPPORTED_TYPES};
+use crate::scalerconfig::{
+    parse_node, BrokerConfig, ScalerConfigSpec, SecretKeyRef, TlsConfig, ValueOrSecret,
+    SUPPORTED_TYPES,
+};
 
 /// What kind of problem a field has (as `field.ErrorType` in Kubernetes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -400,13 +403,7 @@ pub fn validate_scaler_config(spec: &ScalerConfigSpec) -> Vec<Problem> {
         );
     }
     let c = &spec.config;
-    if c.host.trim().is_empty() {
-        p.push(
-            "spec.config.host",
-            ProblemKind::Required,
-            "the broker's host is required",
-        );
-    }
+    validate_topology(c, &mut p);
     if let Err(e) = c.port_number() {
         p.push("spec.config.port", ProblemKind::Invalid, e);
     }
@@ -418,51 +415,120 @@ pub fn validate_scaler_config(spec: &ScalerConfigSpec) -> Vec<Problem> {
         );
     }
     if let Some(pw) = &c.password {
-        let from = pw.value_from.as_ref();
-        match (&pw.value, from) {
-            (Some(_), Some(_)) => p.push(
-                "spec.config.password",
-                ProblemKind::Invalid,
-                "set either value or valueFrom, not both",
-            ),
-            (None, None) => p.push(
-                "spec.config.password",
-                ProblemKind::Required,
-                "set value or valueFrom.secretKeyRef",
-            ),
-            (None, Some(src)) => match &src.secret_key_ref {
-                None => p.push(
-                    "spec.config.password.valueFrom.secretKeyRef",
-                    ProblemKind::Required,
-                    "valueFrom needs a secretKeyRef",
-                ),
-                Some(r) => secret_key_ref(&mut p, "spec.config.password.valueFrom.secretKeyRef", r),
-            },
-            (Some(_), None) => {}
-        }
+        validate_password(&mut p, "spec.config.password", pw);
     }
     if let Some(tls) = &c.tls {
-        if let Some(r) = &tls.ca_secret_ref {
-            // A CA for a plain connection would be silently unused: the user meant TLS.
-            if !tls.enabled {
-                p.push(
-                    "spec.config.tls.caSecretRef",
-                    ProblemKind::Invalid,
-                    "a CA is only used with TLS: set tls.enabled",
-                );
-            }
-            // Verify with this CA, or verify nothing: both at once is a contradiction.
-            if tls.insecure_skip_verify {
-                p.push(
-                    "spec.config.tls.caSecretRef",
-                    ProblemKind::Invalid,
-                    "set either caSecretRef or insecureSkipVerify, not both",
-                );
-            }
-            secret_key_ref(&mut p, "spec.config.tls.caSecretRef", r);
-        }
+        validate_tls(&mut p, "spec.config.tls", tls);
     }
     p.0
+}
+
+/// Exactly one of `host` (one server), `sentinel` and `cluster`, each complete; a cluster has
+/// only database 0.
+fn validate_topology(c: &BrokerConfig, p: &mut Problems) {
+    let given = [
+        !c.host.trim().is_empty(),
+        c.sentinel.is_some(),
+        c.cluster.is_some(),
+    ];
+    match given.iter().filter(|g| **g).count() {
+        0 => p.push(
+            "spec.config.host",
+            ProblemKind::Required,
+            "the broker's host is required (or sentinel, or cluster)",
+        ),
+        1 => {}
+        _ => p.push(
+            "spec.config",
+            ProblemKind::Invalid,
+            "set one of host, sentinel and cluster: they are different ways to reach the broker",
+        ),
+    }
+    let nodes = |p: &mut Problems, field: &str, nodes: &[String]| {
+        if nodes.is_empty() {
+            p.push(field, ProblemKind::Required, "give at least one host:port");
+        }
+        for (i, n) in nodes.iter().enumerate() {
+            if let Err(e) = parse_node(n) {
+                p.push(format!("{field}[{i}]"), ProblemKind::Invalid, e);
+            }
+        }
+    };
+    if let Some(s) = &c.sentinel {
+        nodes(p, "spec.config.sentinel.nodes", &s.nodes);
+        if s.master_name.trim().is_empty() {
+            p.push(
+                "spec.config.sentinel.masterName",
+                ProblemKind::Required,
+                "name the primary the sentinels monitor",
+            );
+        }
+        if let Some(pw) = &s.password {
+            validate_password(p, "spec.config.sentinel.password", pw);
+        }
+        if let Some(tls) = &s.tls {
+            validate_tls(p, "spec.config.sentinel.tls", tls);
+        }
+    }
+    if let Some(cl) = &c.cluster {
+        nodes(p, "spec.config.cluster.nodes", &cl.nodes);
+        if let Some(db) = c.db.filter(|d| *d != 0) {
+            p.push(
+                "spec.config.db",
+                ProblemKind::Unsupported,
+                format!("Redis Cluster has only database 0 (db {db} is given)"),
+            );
+        }
+    }
+}
+
+/// A password is given inline or from a Secret key, not both.
+fn validate_password(p: &mut Problems, field: &str, pw: &ValueOrSecret) {
+    let from = pw.value_from.as_ref();
+    match (&pw.value, from) {
+        (Some(_), Some(_)) => p.push(
+            field,
+            ProblemKind::Invalid,
+            "set either value or valueFrom, not both",
+        ),
+        (None, None) => p.push(
+            field,
+            ProblemKind::Required,
+            "set value or valueFrom.secretKeyRef",
+        ),
+        (None, Some(src)) => match &src.secret_key_ref {
+            None => p.push(
+                format!("{field}.valueFrom.secretKeyRef"),
+                ProblemKind::Required,
+                "valueFrom needs a secretKeyRef",
+            ),
+            Some(r) => secret_key_ref(p, &format!("{field}.valueFrom.secretKeyRef"), r),
+        },
+        (Some(_), None) => {}
+    }
+}
+
+/// A CA only with TLS, and not with verification skipped.
+fn validate_tls(p: &mut Problems, field: &str, tls: &TlsConfig) {
+    if let Some(r) = &tls.ca_secret_ref {
+        // A CA for a plain connection would be silently unused: the user meant TLS.
+        if !tls.enabled {
+            p.push(
+                format!("{field}.caSecretRef"),
+                ProblemKind::Invalid,
+                "a CA is only used with TLS: set tls.enabled",
+            );
+        }
+        // Verify with this CA, or verify nothing: both at once is a contradiction.
+        if tls.insecure_skip_verify {
+            p.push(
+                format!("{field}.caSecretRef"),
+                ProblemKind::Invalid,
+                "set either caSecretRef or insecureSkipVerify, not both",
+            );
+        }
+        secret_key_ref(p, &format!("{field}.caSecretRef"), r);
+    }
 }
 
 /// A Secret key reference names both the Secret and the key.
@@ -928,6 +994,81 @@ mod tests {
             vec![("spec.scaleConfig.streamGroup", Invalid)]
         );
         assert!(on_a_list[0].to_string().contains("not list"), "{}", on_a_list[0]);
+    }
+
+    #[test]
+    fn scaler_config_topologies() {
+        use ProblemKind::*;
+        let sentinel = json!({"nodes": ["s1:26379", "s2:26379"], "masterName": "mymaster",
+            "password": {"valueFrom": {"secretKeyRef": {"name": "s", "key": "pw"}}},
+            "tls": {"enabled": true, "insecureSkipVerify": true}});
+        let cluster = json!({"nodes": ["c1:7000"]});
+        let only = |key: &'static str, block: Value| {
+            move |v: &mut Value| {
+                v["config"] = json!({});
+                v["config"][key] = block;
+            }
+        };
+        assert_eq!(scaler(only("sentinel", sentinel.clone())), vec![]);
+        assert_eq!(scaler(only("cluster", cluster.clone())), vec![]);
+        let cases: Vec<Case> = vec![
+            (Box::new(|v| v["config"] = json!({})), vec![("spec.config.host", Required)]),
+            (
+                Box::new({
+                    let s = sentinel.clone();
+                    move |v| v["config"]["sentinel"] = s
+                }),
+                vec![("spec.config", Invalid)],
+            ),
+            (
+                Box::new({
+                    let c = cluster.clone();
+                    move |v| {
+                        only("cluster", c)(v);
+                        v["config"]["sentinel"] = json!({"nodes": ["s:1"], "masterName": "m"});
+                    }
+                }),
+                vec![("spec.config", Invalid)],
+            ),
+            (
+                Box::new({
+                    let c = cluster.clone();
+                    move |v| {
+                        only("cluster", c)(v);
+                        v["config"]["db"] = json!(2);
+                    }
+                }),
+                vec![("spec.config.db", Unsupported)],
+            ),
+            (
+                Box::new(only("cluster", json!({"nodes": []}))),
+                vec![("spec.config.cluster.nodes", Required)],
+            ),
+            (
+                Box::new(only("cluster", json!({"nodes": ["c1", "c2:0", "c3:7000"]}))),
+                vec![
+                    ("spec.config.cluster.nodes[0]", Invalid),
+                    ("spec.config.cluster.nodes[1]", Invalid),
+                ],
+            ),
+            (
+                Box::new(only(
+                    "sentinel",
+                    json!({"nodes": ["s:1"], "masterName": " ",
+                        "password": {"value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                        "tls": {"caSecretRef": {"name": "ca", "key": ""}}}),
+                )),
+                vec![
+                    ("spec.config.sentinel.masterName", Required),
+                    ("spec.config.sentinel.password", Invalid),
+                    ("spec.config.sentinel.tls.caSecretRef", Invalid),
+                    ("spec.config.sentinel.tls.caSecretRef.key", Required),
+                ],
+            ),
+        ];
+        for (patch, want) in cases {
+            assert_eq!(fields(&scaler(patch)), want);
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::broker::{Broker, BrokerError, Depth, QueueQuery, Returned};
 pub(crate) struct FakeBroker {
     /// Lists by key, head first.
     pub lists: BTreeMap<String, Vec<String>>,
-    /// Failed runs per payload (`<queue>:retries`).
+    /// Failed runs per payload (`{<queue>}:retries`).
     pub retries: HashMap<String, u32>,
     /// While set, every call fails as an unreachable broker would.
     pub down: bool,

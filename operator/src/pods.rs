@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use kube::Resource;
 use qscaler_crds::hash::PodSpecHash;
 use qscaler_crds::names::{self, env};
-use qscaler_crds::scalerconfig::SecretKeyRef;
+use qscaler_crds::scalerconfig::{SecretKeyRef, SentinelConfig};
 use qscaler_crds::{QWorker, ScalerConfig};
 
 use crate::sizing::{quantities, Requests};
@@ -114,9 +114,15 @@ pub fn injected_env(
     }
     if let Some(sc) = scaler {
         let c = &sc.spec.config;
-        vars.push(var(env::REDIS_HOST, c.host.clone()));
-        if let Ok(port) = c.port_number() {
-            vars.push(var(env::REDIS_PORT, port.to_string()));
+        match (&c.sentinel, &c.cluster) {
+            (Some(s), _) => sentinel_env(&mut vars, s),
+            (None, Some(cl)) => vars.push(var(env::REDIS_CLUSTER, cl.nodes.join(","))),
+            (None, None) => {
+                vars.push(var(env::REDIS_HOST, c.host.clone()));
+                if let Ok(port) = c.port_number() {
+                    vars.push(var(env::REDIS_PORT, port.to_string()));
+                }
+            }
         }
         vars.push(var(env::REDIS_DB, c.db.unwrap_or(0).to_string()));
         if let Some(u) = &c.username {
@@ -145,6 +151,28 @@ pub fn injected_env(
         }
     }
     (vars, warnings)
+}
+
+/// Where the sentinels are and how to log in to them (a password only from its Secret).
+fn sentinel_env(vars: &mut Vec<EnvVar>, s: &SentinelConfig) {
+    vars.push(var(env::REDIS_SENTINELS, s.nodes.join(",")));
+    vars.push(var(env::REDIS_SENTINEL_MASTER, s.master_name.clone()));
+    if let Some(u) = &s.username {
+        vars.push(var(env::REDIS_SENTINEL_USERNAME, u.clone()));
+    }
+    if let Some(r) = s.password_secret() {
+        vars.push(secret_var(env::REDIS_SENTINEL_PASSWORD, r));
+    }
+    if let Some(t) = s.tls_enabled() {
+        vars.push(var(env::REDIS_SENTINEL_TLS, "true"));
+        vars.push(var(
+            env::REDIS_SENTINEL_TLS_INSECURE,
+            t.insecure_skip_verify.to_string(),
+        ));
+    }
+    if let Some(r) = s.tls_ca_secret() {
+        vars.push(secret_var(env::REDIS_SENTINEL_TLS_CA, r));
+    }
 }
 
 /// The pod to create for `qw` at `hash`; `sizes` are the vertical-sizing requests per container

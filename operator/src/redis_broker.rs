@@ -1,13 +1,16 @@
-//! The Redis broker: one multiplexed connection per ScalerConfig, re-established on the next call
-//! after any error, with connect and response timeouts so a dead broker never stalls the poller.
+//! The Redis broker: one multiplexed connection per ScalerConfig (to one server, the primary
+//! Sentinel names, or a Redis Cluster), re-established on the next call after any error, with
+//! connect and response timeouts so a dead broker never stalls the poller. An answer that says the
+//! topology is moving (a failover, a slot migration: [`unsettled`]) is the broker's error, never a
+//! queue's reading: the poller keeps what it decided before and reads again after reconnecting.
 //! The queue protocol itself (keys, depths, returning tasks, TLS) is [`qscaler_queue`]'s, shared
 //! with qsupervisor; this file adapts it to the operator's [`Broker`] seam.
 
 use std::time::Duration;
 
 use qscaler_queue::depth::{self, FailedKey, Query};
-use qscaler_queue::{stream_task, task, Connector, TaskKeys, Timeouts};
-use redis::aio::MultiplexedConnection;
+use qscaler_queue::topology::{unsettled, unsettled_text};
+use qscaler_queue::{stream_task, task, Conn, Connector, TaskKeys, Timeouts};
 
 use crate::broker::{Broker, BrokerError, Depth, QueueError, QueueQuery, Returned};
 
@@ -16,7 +19,7 @@ pub use qscaler_queue::{check_ca_pem, RedisParams};
 pub struct RedisBroker {
     params: RedisParams,
     timeout: Duration,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<Conn>,
 }
 
 fn classify(e: redis::RedisError) -> BrokerError {
@@ -26,6 +29,8 @@ fn classify(e: redis::RedisError) -> BrokerError {
         || text.contains("NOAUTH")
     {
         BrokerError::Auth(text)
+    } else if unsettled(&e) {
+        BrokerError::Unreachable(format!("topology unsettled (reconnecting): {text}"))
     } else if e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
@@ -46,7 +51,7 @@ impl RedisBroker {
         }
     }
 
-    async fn connection(&mut self) -> Result<MultiplexedConnection, BrokerError> {
+    async fn connection(&mut self) -> Result<Conn, BrokerError> {
         if let Some(c) = &self.conn {
             return Ok(c.clone());
         }
@@ -72,7 +77,7 @@ impl RedisBroker {
     /// Runs `f` on the connection; any error drops it so the next call reconnects.
     async fn with<T>(
         &mut self,
-        f: impl AsyncFnOnce(MultiplexedConnection) -> redis::RedisResult<T>,
+        f: impl AsyncFnOnce(Conn) -> redis::RedisResult<T>,
     ) -> Result<T, BrokerError> {
         let conn = self.connection().await?;
         match tokio::time::timeout(self.timeout * 2, f(conn)).await {
@@ -90,6 +95,28 @@ impl RedisBroker {
             }
         }
     }
+}
+
+/// Every queue's depth in as few round trips as the topology allows: one pipeline on one server;
+/// on a cluster, where a pipeline may only touch one slot, one pipeline per queue (its keys share
+/// its hash tag), all sent at once.
+async fn read_all(
+    c: Conn,
+    queries: &[Query<'_>],
+) -> redis::RedisResult<Vec<Result<qscaler_queue::depth::Lengths, FailedKey>>> {
+    if !c.is_cluster() {
+        let mut c = c;
+        return depth::read(&mut c, queries).await;
+    }
+    let reads = queries.iter().map(|q| {
+        let mut c = c.clone();
+        async move { depth::read(&mut c, std::slice::from_ref(q)).await }
+    });
+    let mut out = Vec::with_capacity(queries.len());
+    for r in futures::future::join_all(reads).await {
+        out.extend(r?);
+    }
+    Ok(out)
 }
 
 /// A readable reason for a key Redis refused to read: what it holds when it is not a list.
@@ -120,9 +147,22 @@ impl Broker for RedisBroker {
                 group: q.group.as_deref(),
             })
             .collect();
-        let read = self
-            .with(async |mut c| depth::read(&mut c, &queries).await)
-            .await?;
+        let read = self.with(async |c| read_all(c, &queries).await).await?;
+        // A key answered "moved", "loading", "read only"...: the topology is moving, and a
+        // reading of the keys that did answer could be short. The whole tick is a broker error.
+        if let Some(f) = read
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .find(|f| unsettled_text(&f.error))
+        {
+            self.conn = None;
+            return Err(BrokerError::Unreachable(format!(
+                "topology unsettled (reconnecting): {} {}: {}",
+                f.role.as_str(),
+                f.key,
+                f.error
+            )));
+        }
         Ok(read
             .into_iter()
             .map(|r| {

@@ -21,6 +21,7 @@ use qscaler_crds::names;
 use qscaler_crds::scalerconfig::SecretKeyRef;
 use qscaler_crds::validation::{summary, validate_scaler_config};
 use qscaler_crds::{QWorker, ScalerConfig};
+use qscaler_queue::{Node, SentinelParams, Topology};
 
 use crate::conditions;
 use crate::context::Context;
@@ -99,6 +100,36 @@ async fn resolve(ctx: &Context, sc: &ScalerConfig) -> Result<Result<RedisParams,
         },
         None => None,
     };
+    let topology = match (&c.sentinel, &c.cluster) {
+        (Some(s), _) => {
+            let password = match (s.password_secret(), s.password.as_ref().and_then(|p| p.value.clone())) {
+                (Some(r), _) => match secret_value(ctx, &ns, r).await? {
+                    Ok(v) => Some(String::from_utf8_lossy(&v).trim_end_matches('\n').to_string()),
+                    Err(b) => return Ok(Err(b)),
+                },
+                (None, inline) => inline,
+            };
+            let tls_ca = match s.tls_ca_secret() {
+                Some(r) => match secret_value(ctx, &ns, r).await? {
+                    Ok(pem) => Some(pem),
+                    Err(b) => return Ok(Err(b)),
+                },
+                None => None,
+            };
+            let stls = s.tls.clone().unwrap_or_default();
+            Topology::Sentinel(SentinelParams {
+                nodes: nodes(&s.nodes),
+                master: s.master_name.trim().to_string(),
+                username: s.username.clone().filter(|u| !u.is_empty()),
+                password,
+                tls: stls.enabled,
+                tls_insecure: stls.insecure_skip_verify,
+                tls_ca,
+            })
+        }
+        (None, Some(cl)) => Topology::Cluster(nodes(&cl.nodes)),
+        (None, None) => Topology::Single,
+    };
     let tls = c.tls.clone().unwrap_or_default();
     Ok(Ok(RedisParams {
         host: c.host.trim().to_string(),
@@ -109,7 +140,13 @@ async fn resolve(ctx: &Context, sc: &ScalerConfig) -> Result<Result<RedisParams,
         tls: tls.enabled,
         tls_insecure: tls.insecure_skip_verify,
         tls_ca,
+        topology,
     }))
+}
+
+/// Validated `host:port` strings (validation refused the others) as nodes.
+fn nodes(given: &[String]) -> Vec<Node> {
+    given.iter().filter_map(|n| Node::parse(n).ok()).collect()
 }
 
 pub async fn reconcile(sc: Arc<ScalerConfig>, ctx: Arc<Context>) -> Result<Action, Error> {

@@ -5,9 +5,9 @@
 use redis::aio::ConnectionLike;
 use redis::{RedisResult, Value};
 
-pub use crate::layouts::{KeyRole, Lengths, Probe, Query};
 use crate::keys;
 use crate::layouts;
+pub use crate::layouts::{KeyRole, Lengths, Probe, Query};
 
 /// A key of a queue that Redis refused to read while it answered for the others.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,49 +90,31 @@ pub async fn read<C: ConnectionLike>(
     Ok(out)
 }
 
-/// The pods of `namespace` that hold a processing list of `queue` (to find lists of pods that
-/// vanished while nobody looked).
+/// The pods of `namespace` that may hold a processing list of `queue` (to find lists of pods
+/// that vanished while nobody looked): the queue's registry of consumers ([`keys::consumers`]),
+/// one `SMEMBERS` in the queue's own slot, never a `SCAN` of every node.
 pub async fn holders<C: ConnectionLike>(
     c: &mut C,
     queue: &str,
     namespace: &str,
 ) -> RedisResult<Vec<String>> {
-    let prefix = keys::processing(queue, &keys::consumer(Some(namespace), ""));
-    let pattern = format!("{}*", glob_escape(&prefix));
-    let mut cursor: u64 = 0;
-    let mut found = vec![];
-    loop {
-        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(500)
-            .query_async(c)
-            .await?;
-        found.extend(
-            batch
-                .into_iter()
-                .filter_map(|k| k.strip_prefix(&prefix).map(str::to_owned))
-                .filter(|p| !p.is_empty()),
-        );
-        cursor = next;
-        if cursor == 0 {
-            return Ok(found);
-        }
-    }
+    let members: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(keys::consumers(queue))
+        .query_async(c)
+        .await?;
+    Ok(in_namespace(members, namespace))
 }
 
-/// Escapes Redis glob characters so a queue name is matched literally.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for ch in s.chars() {
-        if matches!(ch, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(ch);
-    }
-    out
+/// The pod names of the registry's consumers that belong to `namespace`. Pure.
+fn in_namespace(members: Vec<String>, namespace: &str) -> Vec<String> {
+    let prefix = keys::consumer(Some(namespace), "");
+    let mut pods: Vec<String> = members
+        .into_iter()
+        .filter_map(|m| m.strip_prefix(&prefix).map(str::to_owned))
+        .filter(|p| !p.is_empty())
+        .collect();
+    pods.sort();
+    pods
 }
 
 #[cfg(test)]
@@ -192,8 +174,11 @@ mod tests {
     }
 
     #[test]
-    fn glob_escape_makes_names_literal() {
-        assert_eq!(glob_escape("jobs"), "jobs");
-        assert_eq!(glob_escape("a*b?[c]\\"), "a\\*b\\?\\[c\\]\\\\");
+    fn holders_are_the_registrys_consumers_of_the_namespace() {
+        let members = ["ns/w-2", "ns/w-1", "other/w-3", "ns/", "bare", "ns2/w-4"]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(in_namespace(members, "ns"), vec!["w-1", "w-2"]);
+        assert!(in_namespace(vec![], "ns").is_empty());
     }
 }

@@ -8,6 +8,8 @@
 //!   return a consumer's tasks;
 //! * [`stream_task`]: the same moves on a Redis stream's consumer group (`format: stream`);
 //! * [`layouts`]: each queue format's keys and how their answers count (one file per format);
+//! * [`topology`]: one server, Sentinel or Cluster → [`Conn`], and which errors mean the
+//!   topology is moving;
 //! * [`depth`]: every queue's reading in one pipeline, and which consumers hold tasks.
 
 pub mod depth;
@@ -16,6 +18,8 @@ pub mod layouts;
 pub mod params;
 pub mod stream_task;
 pub mod task;
+pub mod topology;
 
 pub use keys::TaskKeys;
 pub use params::{check_ca_pem, Connector, ParamsError, RedisParams, Timeouts};
+pub use topology::{Conn, Node, SentinelParams, Topology};

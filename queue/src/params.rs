@@ -6,11 +6,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, Client, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo,
-    TlsCertificates,
+    TlsCertificates, TlsMode,
 };
+
+use crate::topology::{Conn, Node, SentinelParams, Topology};
 
 /// Why parameters cannot make a client.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,10 @@ pub enum ParamsError {
     BadCa(String),
     #[error("the Redis client cannot be configured: {0}")]
     Client(#[source] redis::RedisError),
+    #[error("Redis Cluster has only database 0 (db {0} is given)")]
+    ClusterDb(i64),
+    #[error("no {0} node is given")]
+    NoNodes(&'static str),
 }
 
 /// Where and how to connect. Equality covers every field, so a rotated password or CA counts as a
@@ -43,6 +50,8 @@ pub struct RedisParams {
     pub tls_insecure: bool,
     /// PEM CA bundle that verifies the server (TLS only); `None`: the system roots.
     pub tls_ca: Option<Vec<u8>>,
+    /// How the data nodes are found; `host`/`port` are only used by [`Topology::Single`].
+    pub topology: Topology,
 }
 
 impl fmt::Debug for RedisParams {
@@ -56,6 +65,7 @@ impl fmt::Debug for RedisParams {
             .field("tls", &self.tls)
             .field("tls_insecure", &self.tls_insecure)
             .field("tls_ca", &self.tls_ca.as_ref().map(|_| "<redacted>"))
+            .field("topology", &self.topology)
             .finish()
     }
 }
@@ -74,28 +84,34 @@ impl fmt::Display for RedisParams {
             (true, false, true) => " (verified with the given CA)",
             (true, false, false) => " (verified with the system roots)",
         };
-        let (scheme, host, port, db) = (self.scheme(), &self.host, self.port, self.db);
-        write!(f, "{scheme}://{user}{host}:{port}/{db}{verify}")
+        let (scheme, at, db) = (self.scheme(), self.at(), self.db);
+        write!(f, "{scheme}://{user}{at}/{db}{verify}")
     }
 }
 
 impl RedisParams {
     /// `redis://host:port/db` or `rediss://...`, without credentials (for messages).
     pub fn display_url(&self) -> String {
-        format!(
-            "{}://{}:{}/{}",
-            self.scheme(),
-            self.host,
-            self.port,
-            self.db
-        )
+        format!("{}://{}/{}", self.scheme(), self.at(), self.db)
     }
 
     fn scheme(&self) -> &'static str {
-        if self.tls {
-            "rediss"
-        } else {
-            "redis"
+        match (&self.topology, self.tls) {
+            (Topology::Single, false) => "redis",
+            (Topology::Single, true) => "rediss",
+            (Topology::Sentinel(_), false) => "redis+sentinel",
+            (Topology::Sentinel(_), true) => "rediss+sentinel",
+            (Topology::Cluster(_), false) => "redis+cluster",
+            (Topology::Cluster(_), true) => "rediss+cluster",
+        }
+    }
+
+    /// Where: `host:port`, the sentinels and the primary's name, or the cluster's seeds.
+    fn at(&self) -> String {
+        match &self.topology {
+            Topology::Single => format!("{}:{}", self.host, self.port),
+            Topology::Sentinel(s) => format!("{}/{}", Node::join(&s.nodes), s.master),
+            Topology::Cluster(seeds) => Node::join(seeds),
         }
     }
 
@@ -123,22 +139,25 @@ impl RedisParams {
             tls,
             tls_insecure,
             tls_ca: None,
+            topology: Topology::Single,
         })
     }
 
     /// Refuses what cannot be meant: a CA without TLS, a CA with verification skipped, a CA that
     /// is not one. (The operator's schema validation refuses the same in a ScalerConfig.)
     pub fn validate(&self) -> Result<(), ParamsError> {
-        let Some(ca) = &self.tls_ca else {
-            return Ok(());
-        };
-        if !self.tls {
-            return Err(ParamsError::CaWithoutTls);
+        match &self.topology {
+            Topology::Cluster(seeds) if seeds.is_empty() => {
+                return Err(ParamsError::NoNodes("cluster seed"))
+            }
+            Topology::Cluster(_) if self.db != 0 => return Err(ParamsError::ClusterDb(self.db)),
+            Topology::Sentinel(s) if s.nodes.is_empty() => {
+                return Err(ParamsError::NoNodes("sentinel"))
+            }
+            Topology::Sentinel(s) => check_tls(s.tls, s.tls_insecure, s.tls_ca.as_deref())?,
+            _ => {}
         }
-        if self.tls_insecure {
-            return Err(ParamsError::CaAndInsecure);
-        }
-        check_ca_pem(ca)
+        check_tls(self.tls, self.tls_insecure, self.tls_ca.as_deref())
     }
 
     /// The client: plain TCP; TLS verified with `tls_ca`, or with the system roots when none is
@@ -154,13 +173,7 @@ impl RedisParams {
         } else {
             ConnectionAddr::Tcp(self.host.clone(), self.port)
         };
-        let mut settings = RedisConnectionInfo::default().set_db(self.db);
-        if let Some(u) = self.username.as_deref().filter(|u| !u.is_empty()) {
-            settings = settings.set_username(u);
-        }
-        if let Some(pw) = self.password.as_deref().filter(|p| !p.is_empty()) {
-            settings = settings.set_password(pw);
-        }
+        let settings = redis_settings(self);
         let info = addr
             .into_connection_info()
             .map_err(ParamsError::Client)?
@@ -171,6 +184,40 @@ impl RedisParams {
             _ => Client::open(info).map_err(ParamsError::Client),
         }
     }
+}
+
+/// A CA only with TLS and verification, and a loadable one.
+fn check_tls(tls: bool, insecure: bool, ca: Option<&[u8]>) -> Result<(), ParamsError> {
+    let Some(ca) = ca else {
+        return Ok(());
+    };
+    if !tls {
+        return Err(ParamsError::CaWithoutTls);
+    }
+    if insecure {
+        return Err(ParamsError::CaAndInsecure);
+    }
+    check_ca_pem(ca)
+}
+
+fn tls_mode(tls: bool, insecure: bool) -> Option<TlsMode> {
+    match (tls, insecure) {
+        (false, _) => None,
+        (true, false) => Some(TlsMode::Secure),
+        (true, true) => Some(TlsMode::Insecure),
+    }
+}
+
+/// The data nodes' login (db, username, password).
+fn redis_settings(p: &RedisParams) -> RedisConnectionInfo {
+    let mut settings = RedisConnectionInfo::default().set_db(p.db);
+    if let Some(u) = p.username.as_deref().filter(|u| !u.is_empty()) {
+        settings = settings.set_username(u);
+    }
+    if let Some(pw) = p.password.as_deref().filter(|p| !p.is_empty()) {
+        settings = settings.set_password(pw);
+    }
+    settings
 }
 
 fn certificates(pem: &[u8]) -> TlsCertificates {
@@ -205,8 +252,18 @@ pub struct Timeouts {
 /// A client and what logs may say of it. Cheap to clone; connects anew on each [`Connector::connect`].
 #[derive(Clone)]
 pub struct Connector {
-    client: Client,
+    backend: Backend,
     shown: String,
+}
+
+/// What a [`Connector`] connects through.
+#[derive(Clone)]
+enum Backend {
+    Single(Client),
+    /// Built again on each connect: the sentinels are asked where the primary is now.
+    Sentinel(Box<RedisParams>, SentinelParams),
+    /// Built again on each connect, with that connection's timeouts (no I/O).
+    Cluster(Box<RedisParams>, Vec<Node>),
 }
 
 impl fmt::Debug for Connector {
@@ -223,32 +280,175 @@ impl fmt::Display for Connector {
 
 impl Connector {
     pub fn new(params: &RedisParams) -> Result<Connector, ParamsError> {
+        let backend = match &params.topology {
+            Topology::Single => Backend::Single(params.client()?),
+            Topology::Sentinel(s) => {
+                // Built once here so a bad setting is refused now, not at the first connect.
+                sentinel_builder(params, s)?;
+                Backend::Sentinel(Box::new(params.clone()), s.clone())
+            }
+            Topology::Cluster(seeds) => {
+                cluster_client(params, seeds, DEFAULT_TIMEOUTS)?;
+                Backend::Cluster(Box::new(params.clone()), seeds.clone())
+            }
+        };
         Ok(Connector {
-            client: params.client()?,
+            backend,
             shown: params.to_string(),
         })
     }
 
-    /// A new multiplexed connection (each caller that blocks needs one of its own).
-    pub async fn connect(&self, t: Timeouts) -> redis::RedisResult<MultiplexedConnection> {
+    /// A new connection (each caller that blocks needs one of its own). Through Sentinel: to the
+    /// server the sentinels name as the primary now.
+    pub async fn connect(&self, t: Timeouts) -> redis::RedisResult<Conn> {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(t.connect))
             .set_response_timeout(Some(t.response));
-        self.client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
+        match &self.backend {
+            Backend::Single(client) => client
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await
+                .map(Conn::Single),
+            Backend::Sentinel(params, s) => sentinel_builder(params, s)
+                .map_err(|e| redis_error(&e))?
+                .build()?
+                .get_async_connection_with_config(&cfg)
+                .await
+                .map(Conn::Single),
+            Backend::Cluster(params, seeds) => cluster_client(params, seeds, t)
+                .map_err(|e| redis_error(&e))?
+                .get_async_connection()
+                .await
+                .map(Conn::Cluster),
+        }
     }
 
     /// A pub/sub connection (e.g. for keyspace notifications), with the same address, TLS and
-    /// credentials; the caller bounds the wait.
+    /// credentials; the caller bounds the wait. Through Sentinel: to the primary now. A cluster
+    /// has no one server whose notifications cover every queue: refused.
     pub async fn pubsub(&self) -> redis::RedisResult<redis::aio::PubSub> {
-        self.client.get_async_pubsub().await
+        match &self.backend {
+            Backend::Single(client) => client.get_async_pubsub().await,
+            Backend::Sentinel(params, s) => {
+                sentinel_builder(params, s)
+                    .map_err(|e| redis_error(&e))?
+                    .build()?
+                    .async_get_client()
+                    .await?
+                    .get_async_pubsub()
+                    .await
+            }
+            Backend::Cluster(..) => Err(redis::RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "keyspace notifications are per node on Redis Cluster: not subscribed",
+            ))),
+        }
     }
 
-    /// Where the client connects (for tests of the TLS choice).
-    pub fn addr(&self) -> &ConnectionAddr {
-        self.client.get_connection_info().addr()
+    /// Where the client connects (for tests of the TLS choice); `None` unless one server.
+    pub fn addr(&self) -> Option<&ConnectionAddr> {
+        match &self.backend {
+            Backend::Single(client) => Some(client.get_connection_info().addr()),
+            _ => None,
+        }
     }
+}
+
+fn redis_error(e: &ParamsError) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::InvalidClientConfig,
+        "bad Redis settings",
+        e.to_string(),
+    ))
+}
+
+fn tcp(nodes: &[Node], tls: Option<TlsMode>) -> Vec<ConnectionAddr> {
+    nodes
+        .iter()
+        .map(|n| match tls {
+            None => ConnectionAddr::Tcp(n.host.clone(), n.port),
+            Some(mode) => ConnectionAddr::TcpTls {
+                host: n.host.clone(),
+                port: n.port,
+                insecure: mode == TlsMode::Insecure,
+                tls_params: None,
+            },
+        })
+        .collect()
+}
+
+/// The sentinels' client: their own login and TLS, and the data nodes' for the primary.
+fn sentinel_builder(
+    p: &RedisParams,
+    s: &SentinelParams,
+) -> Result<SentinelClientBuilder, ParamsError> {
+    let sentinel_tls = tls_mode(s.tls, s.tls_insecure);
+    let mut b = SentinelClientBuilder::new(
+        tcp(&s.nodes, sentinel_tls),
+        &s.master,
+        SentinelServerType::Master,
+    )
+    .map_err(ParamsError::Client)?
+    .set_client_to_redis_db(p.db);
+    if let Some(u) = p.username.as_deref().filter(|u| !u.is_empty()) {
+        b = b.set_client_to_redis_username(u);
+    }
+    if let Some(pw) = p.password.as_deref().filter(|p| !p.is_empty()) {
+        b = b.set_client_to_redis_password(pw);
+    }
+    if let Some(mode) = tls_mode(p.tls, p.tls_insecure) {
+        b = b.set_client_to_redis_tls_mode(mode);
+    }
+    if let (Some(pem), true) = (&p.tls_ca, p.tls) {
+        b = b.set_client_to_redis_certificates(certificates(pem));
+    }
+    if let Some(u) = s.username.as_deref().filter(|u| !u.is_empty()) {
+        b = b.set_client_to_sentinel_username(u);
+    }
+    if let Some(pw) = s.password.as_deref().filter(|p| !p.is_empty()) {
+        b = b.set_client_to_sentinel_password(pw);
+    }
+    if let Some(mode) = sentinel_tls {
+        b = b.set_client_to_sentinel_tls_mode(mode);
+    }
+    if let (Some(pem), true) = (&s.tls_ca, s.tls) {
+        b = b.set_client_to_sentinel_certificates(certificates(pem));
+    }
+    Ok(b)
+}
+
+/// What a cluster client is checked with when its settings are first given.
+const DEFAULT_TIMEOUTS: Timeouts = Timeouts {
+    connect: Duration::from_secs(5),
+    response: Duration::from_secs(5),
+};
+
+/// The cluster's client from its seeds, with the data nodes' login and TLS, and the timeouts of
+/// the connections it makes.
+fn cluster_client(
+    p: &RedisParams,
+    seeds: &[Node],
+    t: Timeouts,
+) -> Result<ClusterClient, ParamsError> {
+    let settings = redis_settings(p);
+    let infos = tcp(seeds, tls_mode(p.tls, p.tls_insecure))
+        .into_iter()
+        .map(|a| {
+            a.into_connection_info()
+                .map(|i| i.set_redis_settings(settings.clone()))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ParamsError::Client)?;
+    let mut b = ClusterClientBuilder::new(infos)
+        .connection_timeout(t.connect)
+        .response_timeout(t.response);
+    if let Some(mode) = tls_mode(p.tls, p.tls_insecure) {
+        b = b.tls(mode);
+    }
+    if let (Some(pem), true) = (&p.tls_ca, p.tls) {
+        b = b.certs(certificates(pem));
+    }
+    b.build().map_err(ParamsError::Client)
 }
 
 #[cfg(test)]
@@ -268,11 +468,12 @@ mod tests {
             tls,
             tls_insecure: insecure,
             tls_ca: ca.map(|c| c.as_bytes().to_vec()),
+            topology: Topology::Single,
         }
     }
 
     fn addr(p: &RedisParams) -> ConnectionAddr {
-        Connector::new(p).unwrap().addr().clone()
+        Connector::new(p).unwrap().addr().unwrap().clone()
     }
 
     #[test]

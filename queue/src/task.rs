@@ -10,23 +10,26 @@
 //! * return (the operator, for a consumer that died holding tasks): each task counts a failed run
 //!   and is requeued, or dead-lettered past `max_retries`, in one script run per task.
 //!
+//! A consumer is in the queue's registry (`SADD` before its first take) while its processing list
+//! may hold something, so the operator finds the list of a pod that vanished without a `SCAN`
+//! (which a Redis Cluster would need on every node); it leaves it when its list is empty at exit,
+//! or when the operator returned its last task. Every key of a queue shares its hash tag, so
+//! each move and script touches one slot.
+//!
 //! Retry counts are keyed by payload: identical payloads share a count.
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::RedisResult;
 
 use crate::keys::TaskKeys;
+use crate::topology::{slot, Conn};
 
 /// One blocking take: a task, or `None` when `block` passed with the queue empty. Run it on a
 /// connection of its own (it holds the connection while it blocks) whose response timeout is
 /// above `block`; [`unblock`] wakes it early.
-pub async fn take(
-    c: &mut MultiplexedConnection,
-    k: &TaskKeys,
-    block: Duration,
-) -> RedisResult<Option<Vec<u8>>> {
+pub async fn take(c: &mut Conn, k: &TaskKeys, block: Duration) -> RedisResult<Option<Vec<u8>>> {
     redis::cmd("BLMOVE")
         .arg(&k.queue)
         .arg(&k.processing)
@@ -37,24 +40,71 @@ pub async fn take(
         .await
 }
 
+/// Runs a command without keys on the server that holds `k`'s slot (where a take blocks), on a
+/// cluster; on one server, there.
+async fn on_queue_node(c: &mut Conn, k: &TaskKeys, cmd: redis::Cmd) -> RedisResult<redis::Value> {
+    match c {
+        Conn::Single(s) => cmd.query_async(s).await,
+        Conn::Cluster(cc) => {
+            let route = Route::new(slot(&k.queue), SlotAddr::Master);
+            cc.route_command(
+                cmd,
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+            )
+            .await
+        }
+    }
+}
+
 /// The id [`unblock`] needs to wake a take blocked on this connection.
-pub async fn client_id(c: &mut MultiplexedConnection) -> RedisResult<i64> {
-    redis::cmd("CLIENT").arg("ID").query_async(c).await
+pub async fn client_id(c: &mut Conn, k: &TaskKeys) -> RedisResult<i64> {
+    let mut cmd = redis::cmd("CLIENT");
+    cmd.arg("ID");
+    Ok(redis::from_redis_value(on_queue_node(c, k, cmd).await?)?)
 }
 
 /// Wakes a blocked [`take`] of connection `id` (it returns `None`), from another connection.
-pub async fn unblock(c: &mut MultiplexedConnection, id: i64) -> RedisResult<()> {
-    redis::cmd("CLIENT")
-        .arg("UNBLOCK")
-        .arg(id)
+pub async fn unblock(c: &mut Conn, k: &TaskKeys, id: i64) -> RedisResult<()> {
+    let mut cmd = redis::cmd("CLIENT");
+    cmd.arg("UNBLOCK").arg(id);
+    on_queue_node(c, k, cmd).await.map(|_| ())
+}
+
+/// Enters this consumer in the queue's registry: before its first take, so a list it may hold
+/// can always be found.
+pub async fn register(c: &mut Conn, k: &TaskKeys) -> RedisResult<()> {
+    redis::cmd("SADD")
+        .arg(&k.registry)
+        .arg(&k.consumer)
         .query_async::<i64>(c)
         .await
         .map(|_| ())
 }
 
+/// Leaves the registry if the processing list (KEYS[1]) is empty, in one step; 1 if it left.
+const UNREGISTER: &str = r"
+if redis.call('LLEN', KEYS[1]) > 0 then return 0 end
+redis.call('SREM', KEYS[2], ARGV[1])
+return 1
+";
+
+/// Leaves the queue's registry when nothing is held (at exit, after giving back); `false`: the
+/// list still holds tasks, so the entry stays for the operator to find.
+pub async fn unregister(c: &mut Conn, k: &TaskKeys) -> RedisResult<bool> {
+    let left: i64 = redis::cmd("EVAL")
+        .arg(UNREGISTER)
+        .arg(2)
+        .arg(&k.processing)
+        .arg(&k.registry)
+        .arg(&k.consumer)
+        .query_async(c)
+        .await?;
+    Ok(left == 1)
+}
+
 /// What this consumer holds (a restarted container, a take whose reply was lost): oldest first,
 /// the order they were taken in.
-pub async fn held(c: &mut MultiplexedConnection, k: &TaskKeys) -> RedisResult<Vec<Vec<u8>>> {
+pub async fn held(c: &mut Conn, k: &TaskKeys) -> RedisResult<Vec<Vec<u8>>> {
     let mut items: Vec<Vec<u8>> = redis::cmd("LRANGE")
         .arg(&k.processing)
         .arg(0)
@@ -77,12 +127,7 @@ pub enum Settle {
 
 /// Takes `item` off the processing list and forgets its retry count, in one `MULTI`; a
 /// dead-lettered one goes onto the dead-letter list in the same step.
-pub async fn settle(
-    c: &mut MultiplexedConnection,
-    k: &TaskKeys,
-    item: &[u8],
-    how: Settle,
-) -> RedisResult<()> {
+pub async fn settle(c: &mut Conn, k: &TaskKeys, item: &[u8], how: Settle) -> RedisResult<()> {
     let mut pipe = redis::pipe();
     pipe.atomic().lrem(&k.processing, 1, item).ignore();
     if how == Settle::DeadLetter {
@@ -93,11 +138,7 @@ pub async fn settle(
 }
 
 /// Counts a failed run of `item`; the count after it.
-pub async fn count_failed_run(
-    c: &mut MultiplexedConnection,
-    k: &TaskKeys,
-    item: &[u8],
-) -> RedisResult<i64> {
+pub async fn count_failed_run(c: &mut Conn, k: &TaskKeys, item: &[u8]) -> RedisResult<i64> {
     redis::cmd("HINCRBY")
         .arg(&k.retries)
         .arg(item)
@@ -114,10 +155,7 @@ pub fn past_retries(failed_runs: i64, max_retries: u32) -> bool {
 
 /// Gives the oldest held task back to the queue's consuming end, where it is taken next; no retry
 /// is counted. `None`: nothing was held.
-pub async fn give_back(
-    c: &mut MultiplexedConnection,
-    k: &TaskKeys,
-) -> RedisResult<Option<Vec<u8>>> {
+pub async fn give_back(c: &mut Conn, k: &TaskKeys) -> RedisResult<Option<Vec<u8>>> {
     redis::cmd("LMOVE")
         .arg(&k.processing)
         .arg(&k.queue)
@@ -139,10 +177,14 @@ pub struct Returned {
 /// Returns one task of a processing list (KEYS[1]) and counts the run it lost in the retry hash
 /// (KEYS[3]): to the queue's consuming end (KEYS[2]) while the count is at most ARGV[1], else to
 /// the dead-letter list (KEYS[4]) with its count cleared ([`past_retries`], [`settle`] with
-/// [`Settle::DeadLetter`]). 0: nothing left, 1: requeued, 2: dead-lettered.
+/// [`Settle::DeadLetter`]). 0: nothing left (and the consumer ARGV[2] leaves the registry
+/// KEYS[5]), 1: requeued, 2: dead-lettered.
 const RETURN_ONE: &str = r"
 local item = redis.call('LINDEX', KEYS[1], 0)
-if not item then return 0 end
+if not item then
+  redis.call('SREM', KEYS[5], ARGV[2])
+  return 0
+end
 local n = redis.call('HINCRBY', KEYS[3], item, 1)
 if n > tonumber(ARGV[1]) then
   redis.call('LMOVE', KEYS[1], KEYS[4], 'LEFT', 'LEFT')
@@ -156,22 +198,20 @@ return 1
 /// Returns every task a consumer holds, for a consumer that died holding them: each counts as a
 /// failed run (a task that kills its container would otherwise run forever). One atomic script
 /// run per task, so a crash half-way leaves every task in exactly one list with its count.
-pub async fn return_held(
-    c: &mut MultiplexedConnection,
-    k: &TaskKeys,
-    max_retries: u32,
-) -> RedisResult<Returned> {
+pub async fn return_held(c: &mut Conn, k: &TaskKeys, max_retries: u32) -> RedisResult<Returned> {
     let mut out = Returned::default();
     loop {
         // Plain EVAL (not EVALSHA + SCRIPT LOAD): one command for an ACL to allow.
         let moved: i64 = redis::cmd("EVAL")
             .arg(RETURN_ONE)
-            .arg(4)
+            .arg(5)
             .arg(&k.processing)
             .arg(&k.queue)
             .arg(&k.retries)
             .arg(&k.dead)
+            .arg(&k.registry)
             .arg(max_retries)
+            .arg(&k.consumer)
             .query_async(c)
             .await?;
         match moved {

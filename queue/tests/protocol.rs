@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 use qscaler_crds::qworker::QueueFormat;
 use qscaler_queue::depth::{self, KeyRole, Lengths, Query};
 use qscaler_queue::task::{self, Returned, Settle};
-use qscaler_queue::{keys, Connector, RedisParams, TaskKeys, Timeouts};
-use redis::aio::MultiplexedConnection;
+use qscaler_queue::{keys, Conn, Connector, RedisParams, TaskKeys, Timeouts};
 use redis::AsyncCommands;
 
 /// A redis-server without persistence, killed when dropped.
@@ -29,7 +28,7 @@ const T: Timeouts = Timeouts {
 };
 
 impl Server {
-    async fn start() -> (Server, MultiplexedConnection) {
+    async fn start() -> (Server, Conn) {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -62,16 +61,16 @@ impl Server {
         RedisParams::from_url(&format!("redis://127.0.0.1:{}/0", self.port)).unwrap()
     }
 
-    async fn connect(&self) -> redis::RedisResult<MultiplexedConnection> {
+    async fn connect(&self) -> redis::RedisResult<Conn> {
         Connector::new(&self.params()).unwrap().connect(T).await
     }
 }
 
-async fn list(c: &mut MultiplexedConnection, key: &str) -> Vec<String> {
+async fn list(c: &mut Conn, key: &str) -> Vec<String> {
     c.lrange(key, 0, -1).await.unwrap()
 }
 
-async fn count(c: &mut MultiplexedConnection, k: &TaskKeys, item: &str) -> Option<i64> {
+async fn count(c: &mut Conn, k: &TaskKeys, item: &str) -> Option<i64> {
     c.hget(&k.retries, item).await.unwrap()
 }
 
@@ -130,14 +129,14 @@ async fn a_blocked_take_is_woken_by_unblock() {
     let (s, mut control) = Server::start().await;
     let k = TaskKeys::new("idle", "w-1");
     let mut blocking = s.connect().await.unwrap();
-    let id = task::client_id(&mut blocking).await.unwrap();
+    let id = task::client_id(&mut blocking, &k).await.unwrap();
     let k2 = k.clone();
     let started = Instant::now();
     let taker =
         tokio::spawn(async move { task::take(&mut blocking, &k2, Duration::from_secs(4)).await });
     // Unblock until it has taken effect: the take may not have reached Redis yet.
     while !taker.is_finished() {
-        task::unblock(&mut control, id).await.unwrap();
+        task::unblock(&mut control, &k, id).await.unwrap();
         tokio::time::sleep(Duration::from_millis(10)).await;
         assert!(started.elapsed() < Duration::from_secs(3), "not woken");
     }
@@ -236,26 +235,24 @@ async fn depths_count_queued_and_in_flight_and_name_a_broken_key() {
 }
 
 #[tokio::test]
-async fn holders_are_the_namespaces_consumers_with_a_list() {
+async fn the_registry_names_who_may_hold_a_list_until_it_is_settled() {
     let (_s, mut c) = Server::start().await;
-    // A queue name with glob characters is matched literally.
     let queue = "q[1]*";
-    for (ns, pod) in [("ns", "a"), ("ns", "b"), ("other", "c")] {
-        let key = keys::processing(queue, &keys::consumer(Some(ns), pod));
-        let _: () = c.lpush(key, "t").await.unwrap();
+    let held = TaskKeys::new(queue, &keys::consumer(Some("ns"), "a"));
+    let empty = TaskKeys::new(queue, &keys::consumer(Some("ns"), "b"));
+    let other = TaskKeys::new(queue, &keys::consumer(Some("other"), "c"));
+    for k in [&held, &empty, &other] {
+        task::register(&mut c, k).await.unwrap();
     }
-    let _: () = c
-        .lpush(
-            keys::processing("q[1]x", &keys::consumer(Some("ns"), "z")),
-            "t",
-        )
-        .await
-        .unwrap();
-    let mut found = depth::holders(&mut c, queue, "ns").await.unwrap();
-    found.sort();
-    assert_eq!(found, ["a", "b"]);
-    assert!(depth::holders(&mut c, queue, "none")
-        .await
-        .unwrap()
-        .is_empty());
+    let _: () = c.lpush(&held.processing, "t").await.unwrap();
+    assert_eq!(depth::holders(&mut c, queue, "ns").await.unwrap(), ["a", "b"]);
+    assert!(depth::holders(&mut c, queue, "none").await.unwrap().is_empty());
+    // A consumer leaves only with nothing held.
+    assert!(task::unregister(&mut c, &empty).await.unwrap());
+    assert!(!task::unregister(&mut c, &held).await.unwrap());
+    assert_eq!(depth::holders(&mut c, queue, "ns").await.unwrap(), ["a"]);
+    // Returning the last task of a dead consumer takes it out of the registry too.
+    task::return_held(&mut c, &held, 3).await.unwrap();
+    assert!(depth::holders(&mut c, queue, "ns").await.unwrap().is_empty());
+    assert_eq!(depth::holders(&mut c, queue, "other").await.unwrap(), ["c"]);
 }

@@ -7,8 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use qscaler_crds::names::env;
-use qscaler_queue::{Connector, ParamsError, RedisParams, Timeouts};
-use redis::aio::MultiplexedConnection;
+use qscaler_queue::{Conn, Connector, Node, ParamsError, RedisParams, SentinelParams, Timeouts, Topology};
 
 use crate::cli::Options;
 use crate::{Error, Result};
@@ -44,7 +43,9 @@ fn refused(e: ParamsError, from_url: bool) -> Error {
         }
         ParamsError::BadCa(why) => format!("{ca} {why}"),
         ParamsError::Url(_) | ParamsError::UnixSocket => format!("--redis-url: {e}"),
-        ParamsError::Client(_) => e.to_string(),
+        ParamsError::Client(_) | ParamsError::ClusterDb(_) | ParamsError::NoNodes(_) => {
+            e.to_string()
+        }
     })
 }
 
@@ -53,15 +54,28 @@ impl Broker {
     /// password read from `password` (the secretKeyRef-injected variable). TLS: verified with
     /// `--redis-tls-ca`, else the system roots, unless `--redis-tls-insecure`.
     pub fn from_options(o: &Options, password: Option<String>) -> Result<Broker> {
+        Broker::with_sentinel_password(o, password, None)
+    }
+
+    /// [`Broker::from_options`], with the sentinels' password (their secretKeyRef-injected
+    /// variable) for Redis Sentinel.
+    pub fn with_sentinel_password(
+        o: &Options,
+        password: Option<String>,
+        sentinel_password: Option<String>,
+    ) -> Result<Broker> {
         let from_url = o.redis_url.is_some();
+        let topology = topology(o, sentinel_password)?;
         let mut params = match o.redis_url.as_deref() {
             Some(url) => RedisParams::from_url(url).map_err(|e| refused(e, from_url))?,
             None => RedisParams {
-                host: o
-                    .redis_host
-                    .clone()
-                    .filter(|h| !h.is_empty())
-                    .ok_or_else(|| Error::Config("no Redis host".into()))?,
+                host: match (&topology, o.redis_host.clone().filter(|h| !h.is_empty())) {
+                    (_, Some(h)) => h,
+                    (Topology::Single, None) => {
+                        return Err(Error::Config("no Redis host".into()));
+                    }
+                    (_, None) => String::new(),
+                },
                 port: o.redis_port,
                 db: o.redis_db,
                 username: o.redis_username.clone().filter(|u| !u.is_empty()),
@@ -69,6 +83,7 @@ impl Broker {
                 tls: o.redis_tls,
                 tls_insecure: o.redis_tls_insecure,
                 tls_ca: None,
+                topology,
             },
         };
         // An empty CA variable (an empty Secret key) means none.
@@ -86,16 +101,41 @@ impl Broker {
 
     /// A connection whose replies may take up to `response_timeout` (set it above any blocking
     /// command's own timeout).
-    pub async fn connect(
-        &self,
-        response_timeout: Duration,
-    ) -> redis::RedisResult<MultiplexedConnection> {
+    pub async fn connect(&self, response_timeout: Duration) -> redis::RedisResult<Conn> {
         self.0
             .connect(Timeouts {
                 connect: Duration::from_secs(2),
                 response: response_timeout,
             })
             .await
+    }
+}
+
+/// Sentinels or cluster seeds from the options; one server when neither is given.
+fn topology(o: &Options, sentinel_password: Option<String>) -> Result<Topology> {
+    let nodes = |what: &str, list: &str| {
+        Node::parse_list(list).map_err(|e| Error::Config(format!("{what}: {e}")))
+    };
+    let some = |s: &Option<String>| s.clone().filter(|v| !v.trim().is_empty());
+    match (some(&o.redis_sentinels), some(&o.redis_cluster)) {
+        (Some(_), Some(_)) => Err(Error::Config(format!(
+            "{} and {} are both set: give one",
+            env::REDIS_SENTINELS,
+            env::REDIS_CLUSTER
+        ))),
+        (Some(list), None) => Ok(Topology::Sentinel(SentinelParams {
+            nodes: nodes(env::REDIS_SENTINELS, &list)?,
+            master: some(&o.redis_sentinel_master).ok_or_else(|| {
+                Error::Config(format!("{} needs {}", env::REDIS_SENTINELS, env::REDIS_SENTINEL_MASTER))
+            })?,
+            username: some(&o.redis_sentinel_username),
+            password: sentinel_password.filter(|p| !p.is_empty()),
+            tls: o.redis_sentinel_tls,
+            tls_insecure: o.redis_sentinel_tls_insecure,
+            tls_ca: some(&o.redis_sentinel_tls_ca).map(String::into_bytes),
+        })),
+        (None, Some(list)) => Ok(Topology::Cluster(nodes(env::REDIS_CLUSTER, &list)?)),
+        (None, None) => Ok(Topology::Single),
     }
 }
 
@@ -157,7 +197,7 @@ mod tests {
     }
 
     fn addr(b: &Broker) -> ConnectionAddr {
-        b.0.addr().clone()
+        b.0.addr().unwrap().clone()
     }
 
     #[test]
@@ -205,6 +245,36 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn sentinels_or_cluster_seeds_instead_of_a_host() {
+        let parse = |args: &[&str]| {
+            let mut argv = vec!["qsupervisor"];
+            argv.extend_from_slice(args);
+            argv.extend(["--", "cat"]);
+            let o = Options::try_parse_from(argv).unwrap();
+            Broker::with_sentinel_password(&o, None, Some("s3cret".into()))
+        };
+        let b = parse(&["--redis-sentinels", "s1:26379,s2:26379", "--redis-sentinel-master", "m"])
+            .unwrap();
+        assert_eq!(b.to_string(), "redis+sentinel://s1:26379,s2:26379/m/0");
+        assert!(!format!("{b:?}").contains("s3cret"));
+        let b = parse(&["--redis-cluster", "c1:7000"]).unwrap();
+        assert_eq!(b.to_string(), "redis+cluster://c1:7000/0");
+        for (args, says) in [
+            (&["--redis-sentinels", "s1:26379"][..], "QSCALER_REDIS_SENTINEL_MASTER"),
+            (&["--redis-cluster", "c1"], "host:port"),
+            (&["--redis-cluster", "c1:7000", "--redis-db", "2"], "only database 0"),
+            (
+                &["--redis-cluster", "c1:7000", "--redis-sentinels", "s:1"],
+                "both set",
+            ),
+            (&[], "no Redis host"),
+        ] {
+            let e = parse(args).unwrap_err().to_string();
+            assert!(e.contains(says), "{args:?}: {e}");
+        }
     }
 
     #[test]

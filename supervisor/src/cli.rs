@@ -36,6 +36,12 @@ ENVIRONMENT (set by the QScaler operator in worker pods):
                              Secret); unset: the system roots. Also applies to a rediss:// URL.
   QSCALER_REDIS_URL          task mode: a full redis:// (or rediss://) URL instead of the variables
                              above.
+  QSCALER_REDIS_SENTINELS, QSCALER_REDIS_SENTINEL_MASTER
+                             task mode, Redis Sentinel: host:port,... of the sentinels and the
+                             primary's name, instead of the host and port; the sentinels' own login
+                             in QSCALER_REDIS_SENTINEL_{USERNAME,PASSWORD,TLS,TLS_INSECURE,TLS_CA}.
+  QSCALER_REDIS_CLUSTER      task mode, Redis Cluster: host:port,... seed nodes, instead of the host
+                             and port.
   QSCALER_ACTIVITY_SOCKET    wrap mode: path of a unix datagram socket; the worker may send `idle` or
                              `busy` to it and qsupervisor mirrors that to quickube.com/activity. The
                              variable is passed on to the worker.
@@ -57,9 +63,12 @@ SIGTERM (the kubelet deleting or evicting the pod, `docker stop`) IS A DRAIN:
 
 TASK MODE REDIS CONTRACT:
   Producers LPUSH onto <queue>; qsupervisor BLMOVEs from its right end (FIFO) into
-  <queue>:processing:<namespace>/<pod> (just <pod> when POD_NAMESPACE is unset), runs COMMAND
+  {<queue>}:processing:<namespace>/<pod> (just <pod> when POD_NAMESPACE is unset), runs COMMAND
   with the payload on stdin, LREMs it on exit 0, retries a failure up to --max-retries times
-  (count in hash <queue>:retries) and then moves it to <queue>:dead.
+  (count in hash {<queue>}:retries) and then moves it to {<queue>}:dead. It is in the set
+  {<queue>}:consumers from before its first take until its list is empty at exit. (A queue name
+  with its own hash tag, like {app}:jobs, is used as is: {app}:jobs:processing:...; every key of a
+  queue is in its slot on a Redis Cluster.)
 
 EXIT CODE: the worker's own code, or 128+N when signal N killed it; 127/126 when COMMAND cannot be
 found/executed; 0 when the worker exited by itself after a drain request. Task mode: 0, or the code of
@@ -178,6 +187,40 @@ pub struct Options {
     )]
     pub redis_tls_ca: Option<String>,
 
+    /// Task mode, Redis Sentinel: the sentinels, host:port,host:port (instead of --redis-host).
+    #[arg(long, env = env::REDIS_SENTINELS, value_name = "HOST:PORT,...")]
+    pub redis_sentinels: Option<String>,
+
+    /// Task mode, Redis Sentinel: the monitored primary's name.
+    #[arg(long, env = env::REDIS_SENTINEL_MASTER)]
+    pub redis_sentinel_master: Option<String>,
+
+    /// Task mode, Redis Sentinel: the sentinels' user name.
+    #[arg(long, env = env::REDIS_SENTINEL_USERNAME)]
+    pub redis_sentinel_username: Option<String>,
+
+    /// Task mode, Redis Sentinel: the sentinels speak TLS.
+    #[arg(long, env = env::REDIS_SENTINEL_TLS)]
+    pub redis_sentinel_tls: bool,
+
+    /// Task mode, Redis Sentinel TLS: accept any sentinel certificate.
+    #[arg(long, env = env::REDIS_SENTINEL_TLS_INSECURE)]
+    pub redis_sentinel_tls_insecure: bool,
+
+    /// Task mode, Redis Sentinel TLS: the sentinels' PEM CA bundle (the text).
+    #[arg(
+        long,
+        env = env::REDIS_SENTINEL_TLS_CA,
+        hide_env_values = true,
+        value_name = "PEM",
+        allow_hyphen_values = true
+    )]
+    pub redis_sentinel_tls_ca: Option<String>,
+
+    /// Task mode, Redis Cluster: seed nodes, host:port,host:port (instead of --redis-host).
+    #[arg(long, env = env::REDIS_CLUSTER, value_name = "HOST:PORT,...")]
+    pub redis_cluster: Option<String>,
+
     /// How often the worker's process tree and cgroup are sampled (0 turns sampling off).
     #[arg(long, env = "QSCALER_SAMPLE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub sample_interval: Duration,
@@ -245,13 +288,18 @@ impl Options {
         if self.task && self.queue.as_deref().is_none_or(str::is_empty) {
             return Err(format!("--task needs a queue (--queue or {})", env::QUEUE));
         }
+        let given = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.is_empty());
         if self.task
             && self.redis_url.is_none()
-            && self.redis_host.as_deref().is_none_or(str::is_empty)
+            && !given(&self.redis_host)
+            && !given(&self.redis_sentinels)
+            && !given(&self.redis_cluster)
         {
             return Err(format!(
-                "--task needs a broker ({ENV_REDIS_URL} or {})",
-                env::REDIS_HOST
+                "--task needs a broker ({ENV_REDIS_URL}, {}, {} or {})",
+                env::REDIS_HOST,
+                env::REDIS_SENTINELS,
+                env::REDIS_CLUSTER
             ));
         }
         if !(0.0..=100.0).contains(&self.report_rise) {

@@ -95,7 +95,11 @@ fn run(options: Options, parent: nix::unistd::Pid) -> i32 {
         None => None,
     };
     let broker = if options.task {
-        match Broker::from_options(&options, std::env::var(env::REDIS_PASSWORD).ok()) {
+        match Broker::with_sentinel_password(
+            &options,
+            std::env::var(env::REDIS_PASSWORD).ok(),
+            std::env::var(env::REDIS_SENTINEL_PASSWORD).ok(),
+        ) {
             Ok(b) => Some(b),
             Err(e) => {
                 error!("{e}");

@@ -8,6 +8,8 @@
 //! * COMMAND runs with the payload on stdin;
 //! * at start, and after any Redis error while taking, whatever is in our processing list is run
 //!   first (a restarted container, or a `BLMOVE` whose reply was lost);
+//! * before the first take, the consumer enters the queue's registry (the operator finds a vanished
+//!   pod's list there); it leaves it at exit once its list is empty;
 //! * at exit, anything still in our processing list (taken but not started because a drain came, or
 //!   cut by a pod deletion) is given back to the queue's right end, to be taken next.
 //!
@@ -30,8 +32,8 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use qscaler_queue::task::{self as queue, Settle};
+use qscaler_queue::Conn;
 use qscaler_queue::TaskKeys;
-use redis::aio::MultiplexedConnection;
 use redis::RedisResult;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -72,8 +74,8 @@ pub struct TaskLoop {
 struct State {
     l: TaskLoop,
     keys: TaskKeys,
-    control: Option<MultiplexedConnection>,
-    blocking: Option<(MultiplexedConnection, i64)>,
+    control: Option<Conn>,
+    blocking: Option<(Conn, i64)>,
     backoff: Backoff,
     interrupted: Option<i32>,
     /// Settling what was done (acknowledging, counting, returning): Redis is retried through a
@@ -201,7 +203,7 @@ impl State {
     /// Runs `f` on the control connection until it succeeds; `None` when a shutdown made us give up.
     async fn retry<T, F, Fut>(&mut self, what: &str, f: F) -> Option<T>
     where
-        F: Fn(MultiplexedConnection) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = RedisResult<T>>,
     {
         loop {
@@ -240,6 +242,16 @@ impl State {
     }
 
     async fn main_loop(&mut self) {
+        let k = self.keys.clone();
+        let joined = self
+            .retry("joining the queue's registry of consumers", |mut c| {
+                let k = k.clone();
+                async move { queue::register(&mut c, &k).await }
+            })
+            .await;
+        if joined.is_none() {
+            return;
+        }
         let mut recover = true;
         loop {
             if self.stopping() {
@@ -302,7 +314,7 @@ impl State {
                     .broker
                     .connect(BLMOVE_TIMEOUT + CONTROL_TIMEOUT)
                     .await?;
-                let id = queue::client_id(&mut c).await?;
+                let id = queue::client_id(&mut c, &self.keys).await?;
                 Ok::<_, redis::RedisError>((c, id))
             };
             match opened.await {
@@ -339,7 +351,7 @@ impl State {
             Some(r) => r,
             None => {
                 if let Some(mut c) = self.control.clone() {
-                    let _ = queue::unblock(&mut c, id).await;
+                    let _ = queue::unblock(&mut c, &self.keys, id).await;
                 }
                 fut.await
             }
@@ -473,12 +485,23 @@ impl State {
                 .await;
             match moved {
                 Some(Some(item)) => info!("task {:?}: returned to the queue", preview(&item)),
-                Some(None) => return,
+                Some(None) => break,
                 None => {
                     warn!("could not return unfinished tasks; the operator returns a gone pod's processing list");
                     return;
                 }
             }
+        }
+        // Nothing held: leave the registry (kept when a task came back meanwhile).
+        let k = self.keys.clone();
+        let left = self
+            .retry("leaving the queue's registry of consumers", |mut c| {
+                let k = k.clone();
+                async move { queue::unregister(&mut c, &k).await }
+            })
+            .await;
+        if left == Some(false) {
+            warn!("our processing list is not empty: left in the registry for the operator");
         }
     }
 }

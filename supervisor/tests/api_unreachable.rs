@@ -73,7 +73,7 @@ fn task_mode_takes_no_task_before_its_pod_is_read_and_still_stops_on_sigterm() {
     // is taken meanwhile (checked on every poll).
     wait_for(T, "three failed attempts to read the pod", || {
         let queued: usize = conn.llen("jobs").unwrap();
-        let processing: usize = conn.llen("jobs:processing:ns1/p1").unwrap();
+        let processing: usize = conn.llen("{jobs}:processing:ns1/p1").unwrap();
         assert!(
             queued == 1 && processing == 0 && !ran.exists(),
             "a task was taken without the pod: queue {queued}, processing {processing}\n{}",

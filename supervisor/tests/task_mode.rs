@@ -105,7 +105,7 @@ fn each_task_runs_once_with_its_payload_on_stdin() {
     let out = redis.dir.join("out");
     let mut c = redis.conn();
     // Left over from a previous run of this pod's container: runs first.
-    let _: () = c.lpush("jobs:processing:p1", "left-over").unwrap();
+    let _: () = c.lpush("{jobs}:processing:p1", "left-over").unwrap();
     for i in 1..=20 {
         let _: () = c.lpush("jobs", format!("task-{i}")).unwrap();
     }
@@ -121,7 +121,7 @@ fn each_task_runs_once_with_its_payload_on_stdin() {
     // FIFO with LPUSH producers, each exactly once.
     assert_eq!(lines(&out), want);
     wait_for(T, "the processing list to empty", || {
-        (c.llen::<_, usize>("jobs:processing:p1").unwrap() == 0).then_some(())
+        (c.llen::<_, usize>("{jobs}:processing:p1").unwrap() == 0).then_some(())
     });
     assert_eq!(c.llen::<_, usize>("jobs").unwrap(), 0);
     // Idle and told to stop: exits 0 at once (the blocked BLMOVE is woken).
@@ -153,12 +153,12 @@ fn a_failing_task_is_retried_then_dead_lettered() {
         vec!["good-1", "bad", "bad", "bad", "good-2"]
     );
     assert_eq!(
-        c.lrange::<_, Vec<String>>("q:dead", 0, -1).unwrap(),
+        c.lrange::<_, Vec<String>>("{q}:dead", 0, -1).unwrap(),
         vec!["bad"]
     );
-    assert!(!c.hexists::<_, _, bool>("q:retries", "bad").unwrap());
+    assert!(!c.hexists::<_, _, bool>("{q}:retries", "bad").unwrap());
     wait_for(T, "the processing list to empty", || {
-        (c.llen::<_, usize>("q:processing:p1").unwrap() == 0).then_some(())
+        (c.llen::<_, usize>("{q}:processing:p1").unwrap() == 0).then_some(())
     });
     kill(sup.id() as i32, Signal::SIGTERM);
     assert_eq!(code(wait_exit(&mut sup, Duration::from_secs(3))), 0);
@@ -186,7 +186,7 @@ fn a_missing_command_counts_as_a_failure() {
         "/no/such/handler",
     ]);
     wait_for(T, "the task to be dead-lettered", || {
-        (c.llen::<_, usize>("m:dead").unwrap() == 1).then_some(())
+        (c.llen::<_, usize>("{m}:dead").unwrap() == 1).then_some(())
     });
     kill(sup.id() as i32, Signal::SIGTERM);
     assert_eq!(code(wait_exit(&mut sup, Duration::from_secs(3))), 0);
@@ -229,7 +229,7 @@ fn a_redis_restart_loses_nothing() {
     assert_eq!(seen, want);
     wait_for(T, "queue and processing list to empty", || {
         (c.llen::<_, usize>("r").unwrap() == 0
-            && c.llen::<_, usize>("r:processing:p1").unwrap() == 0)
+            && c.llen::<_, usize>("{r}:processing:p1").unwrap() == 0)
             .then_some(())
     });
     kill(sup.id() as i32, Signal::SIGTERM);
@@ -297,7 +297,7 @@ fn sigterm_mid_task_is_a_drain_the_task_finishes_and_no_new_one_is_taken() {
     assert_eq!(lines(&out), vec!["start one", "end one"]);
     // The second task was never taken, the first was acknowledged.
     assert_eq!(c.lrange::<_, Vec<String>>("s", 0, -1).unwrap(), vec!["two"]);
-    assert_eq!(c.llen::<_, usize>("s:processing:p1").unwrap(), 0);
+    assert_eq!(c.llen::<_, usize>("{s}:processing:p1").unwrap(), 0);
 }
 
 #[test]
@@ -366,8 +366,8 @@ fn a_task_longer_than_the_grace_is_signalled_just_before_the_deadline_and_return
         c.lrange::<_, Vec<String>>("g", 0, -1).unwrap(),
         vec!["next", "long"]
     );
-    assert_eq!(c.llen::<_, usize>("g:processing:p1").unwrap(), 0);
-    assert!(!c.hexists::<_, _, bool>("g:retries", "long").unwrap());
+    assert_eq!(c.llen::<_, usize>("{g}:processing:p1").unwrap(), 0);
+    assert!(!c.hexists::<_, _, bool>("{g}:retries", "long").unwrap());
 }
 
 #[test]
@@ -386,5 +386,5 @@ fn sigint_cuts_the_task_at_once_and_it_goes_back_to_the_queue() {
         c.lrange::<_, Vec<String>>("i", 0, -1).unwrap(),
         vec!["two", "one"]
     );
-    assert_eq!(c.llen::<_, usize>("i:processing:p1").unwrap(), 0);
+    assert_eq!(c.llen::<_, usize>("{i}:processing:p1").unwrap(), 0);
 }

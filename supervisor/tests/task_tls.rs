@@ -130,7 +130,7 @@ fn tasks_run_over_tls_verified_with_the_given_ca() {
         (1..=5).map(|i| format!("task-{i}")).collect::<Vec<_>>()
     );
     wait_for(T, "the processing list to empty", || {
-        (c.llen::<_, usize>("jobs:processing:p1").unwrap() == 0).then_some(())
+        (c.llen::<_, usize>("{jobs}:processing:p1").unwrap() == 0).then_some(())
     });
     assert_eq!(c.llen::<_, usize>("jobs").unwrap(), 0);
     // The log names the connection without the CA itself.

@@ -379,7 +379,7 @@ async fn deleting_a_qworker_returns_its_in_flight_tasks() {
         .expect("HGET");
     assert_eq!(retries, Some(1));
     let left: Vec<String> = conn
-        .keys(format!("{queue}:processing:*"))
+        .keys(format!("{{{queue}}}:processing:*"))
         .await
         .expect("KEYS");
     assert!(left.is_empty(), "lists left behind: {left:?}");

@@ -1076,7 +1076,7 @@ async fn task_mode_counts_in_flight_and_loses_nothing() {
         "a task ran twice: {starts:?}"
     );
     let leftovers: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{queue}:processing:*"))
+        .arg(format!("{{{queue}}}:processing:*"))
         .query_async(&mut conn)
         .await
         .expect("KEYS");

@@ -243,7 +243,10 @@ async fn task_mode_scales_zero_to_many_to_zero_losing_and_cutting_nothing() {
     sampler.abort();
 
     assert_each_ran_once_whole(&events_by_task(&mut conn, &queue).await, &ids);
-    let dead: usize = conn.llen(format!("{queue}:dead")).await.expect("LLEN dead");
+    let dead: usize = conn
+        .llen(qscaler_crds::names::keys::dead_letter(&queue))
+        .await
+        .expect("LLEN dead");
     assert_eq!(dead, 0, "nothing dead-lettered");
     let s = samples.lock().unwrap_or_else(|e| e.into_inner());
     assert!(
@@ -656,7 +659,10 @@ async fn a_task_longer_than_the_grace_is_returned_once_and_not_lost() {
     assert_eq!(starts[0], &pod, "first run in the deleted pod: {ev:?}");
     assert_eq!(ends.len(), 1, "ended once: {ev:?}");
     assert_ne!(ends[0], &pod, "the rerun ended in another pod: {ev:?}");
-    let dead: usize = conn.llen(format!("{queue}:dead")).await.expect("LLEN dead");
+    let dead: usize = conn
+        .llen(qscaler_crds::names::keys::dead_letter(&queue))
+        .await
+        .expect("LLEN dead");
     assert_eq!(dead, 0, "not dead-lettered");
 }
 

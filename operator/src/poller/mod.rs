@@ -12,13 +12,14 @@
 //! [`tick::SWEEP_EVERY`] until it ends. A slower sweep finds lists whose pod is unknown (it vanished while
 //! no operator ran) and returns them when two sweeps in a row found the pod missing from the cache
 //! and a GET confirms it is gone or terminal. The sweep only looks at lists
-//! of this QWorker's pods (`<queue>:processing:<namespace>/<qworker>-...`), so a Redis shared with
+//! of this QWorker's pods (`{<queue>}:processing:<namespace>/<qworker>-...`, found in the
+//! queue's registry of consumers `{<queue>}:consumers`, not by a `SCAN`), so a Redis shared with
 //! other namespaces' workers, even of a QWorker of the same name on the same queue, is left alone.
 //!
 //! Each returned task counts as a failed run in the retry count qsupervisor keeps per payload
-//! (`<queue>:retries`): a pod that died holding it is what a task that kills its container looks
+//! (`{<queue>}:retries`): a pod that died holding it is what a task that kills its container looks
 //! like. Past the pod's own `--max-retries` (read from its spec, default 3) the task is moved to
-//! `<queue>:dead`, as qsupervisor dead-letters. A dead pod's list is returned on the broker the pod
+//! `{<queue>}:dead`, as qsupervisor dead-letters. A dead pod's list is returned on the broker the pod
 //! consumed from (its env): after a ScalerConfig change that is not the poller's own connection.
 
 use std::collections::HashMap;
@@ -494,6 +495,7 @@ mod tests {
             tls: false,
             tls_insecure: false,
             tls_ca: None,
+            topology: Default::default(),
         };
         for at in [t0, t0 + tick::SWEEP_EVERY, t0 + tick::SWEEP_EVERY * 2] {
             let result = broker.depths(&[views[0].query.clone()]).await;

@@ -199,7 +199,7 @@ impl Subscriber {
 }
 
 /// `CONFIG GET notify-keyspace-events`: the value, or why it could not be read.
-async fn read_setting(c: &mut redis::aio::MultiplexedConnection) -> Result<String, String> {
+async fn read_setting(c: &mut qscaler_queue::Conn) -> Result<String, String> {
     let pair: Vec<String> = redis::cmd("CONFIG")
         .arg("GET")
         .arg("notify-keyspace-events")

@@ -113,6 +113,8 @@ pub(crate) fn params_for(
         tls: pod.tls,
         tls_insecure: pod.tls_insecure,
         tls_ca: ca.or_else(|| current.tls_ca.clone().filter(|_| same_server)),
+        // A pod names one server only (a Sentinel or Cluster pod is served by the poller's own).
+        topology: qscaler_queue::Topology::Single,
     }
 }
 
@@ -265,6 +267,7 @@ pub(crate) async fn params_of_pod(
                 tls: b.tls,
                 tls_insecure: b.tls_insecure,
                 tls_ca: None,
+                topology: qscaler_queue::Topology::Single,
             };
             Some(params_for(b, current.unwrap_or(&own), password, ca))
         }
@@ -384,6 +387,7 @@ mod tests {
             tls: false,
             tls_insecure: false,
             tls_ca: None,
+            topology: Default::default(),
         }
     }
 
@@ -449,7 +453,7 @@ mod tests {
         let ret = returner();
         assert!(give_back(&ret, &mut broker, &current(), &qw, "q", "w-1", &info).await);
         assert_eq!(broker.lists.get("q"), Some(&vec!["a".to_string()]));
-        assert_eq!(broker.lists.get("q:dead"), Some(&vec!["b".to_string()]));
+        assert_eq!(broker.lists.get("{q}:dead"), Some(&vec!["b".to_string()]));
         assert!(!broker.lists.contains_key(&list));
         broker.down = true;
         assert!(
