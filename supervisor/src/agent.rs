@@ -226,6 +226,8 @@ async fn run(inputs: Inputs, mut side: AgentSide) {
             queue: o.queue.clone().unwrap_or_default(),
             pod: inputs.consumer,
             max_retries: o.max_retries,
+            format: o.queue_format,
+            group: o.stream_group.clone(),
             requester: requester.clone(),
             notices: task_rx,
             drain: drain_rx,

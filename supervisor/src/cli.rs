@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use nix::sys::signal::Signal;
 use qscaler_crds::names::env;
+use qscaler_crds::qworker::QueueFormat;
 
 use crate::signals::parse_signal;
 
@@ -137,6 +138,15 @@ pub struct Options {
     /// Task mode: how many times a failed task is run again before it goes to the dead-letter list.
     #[arg(long, env = "QSCALER_MAX_RETRIES", default_value_t = 3)]
     pub max_retries: u32,
+
+    /// Task mode: the queue's format, `list` or `stream` (the QWorker's scaleConfig.format). A
+    /// stream is read as a consumer group: the payload is each entry's `task` field.
+    #[arg(long, env = env::QUEUE_FORMAT, default_value = "list", value_parser = parse_format)]
+    pub queue_format: QueueFormat,
+
+    /// Task mode on a stream: the consumer group to read as (default `qscaler`).
+    #[arg(long, env = env::STREAM_GROUP)]
+    pub stream_group: Option<String>,
 
     /// The longest a task may run, in seconds (the QWorker's scaleConfig.maxTaskSeconds). When the
     /// pod's grace period cannot be read from the Kubernetes API (no pod, `docker stop`), the kubelet's
@@ -282,11 +292,22 @@ pub struct Options {
     pub command: Vec<OsString>,
 }
 
+/// A `scaleConfig.format` name.
+fn parse_format(s: &str) -> Result<QueueFormat, String> {
+    QueueFormat::parse(s).ok_or_else(|| format!("unknown queue format {s:?}"))
+}
+
 impl Options {
     /// Checks that go beyond single values.
     pub fn validate(&self) -> Result<(), String> {
         if self.task && self.queue.as_deref().is_none_or(str::is_empty) {
             return Err(format!("--task needs a queue (--queue or {})", env::QUEUE));
+        }
+        if self.task && !matches!(self.queue_format, QueueFormat::List | QueueFormat::Stream) {
+            return Err(format!(
+                "--task consumes a list or a stream, not {}",
+                self.queue_format.name()
+            ));
         }
         let given = |o: &Option<String>| o.as_deref().is_some_and(|s| !s.is_empty());
         if self.task
@@ -383,6 +404,32 @@ mod tests {
     fn task_mode_needs_a_queue_and_a_broker() {
         let o = Options::try_parse_from(["qsupervisor", "--task", "--", "cat"]).unwrap();
         assert!(o.validate().is_err());
+    }
+
+    #[test]
+    fn task_mode_consumes_a_list_or_a_stream() {
+        let task = |format: &str| {
+            Options::try_parse_from([
+                "qsupervisor",
+                "--task",
+                "--queue",
+                "q",
+                "--redis-host",
+                "r",
+                "--queue-format",
+                format,
+                "--",
+                "cat",
+            ])
+        };
+        let o = task("stream").unwrap();
+        assert_eq!(o.queue_format, QueueFormat::Stream);
+        assert_eq!(o.validate(), Ok(()));
+        assert_eq!(task("list").unwrap().validate(), Ok(()));
+        assert!(task("celery").unwrap().validate().is_err());
+        assert!(task("nonsense").is_err());
+        let o = Options::try_parse_from(["qsupervisor", "--", "w"]).unwrap();
+        assert_eq!(o.queue_format, QueueFormat::List);
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod sampler;
 pub mod signals;
 pub mod sys;
 pub mod task;
+pub mod task_queue;
 pub mod usage;
 
 /// Errors of the supervisor's library parts.

@@ -5,6 +5,8 @@
 //! failed run and run it again while the count is at most `--max-retries`, else dead-letter it.
 //! What this loop adds:
 //!
+//! * a stream queue (`--queue-format stream`) runs the same loop on its consumer group
+//!   ([`crate::task_queue`]: pending entries instead of a processing list);
 //! * COMMAND runs with the payload on stdin;
 //! * at start, and after any Redis error while taking, whatever is in our processing list is run
 //!   first (a restarted container, or a `BLMOVE` whose reply was lost);
@@ -31,9 +33,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
+use qscaler_crds::qworker::QueueFormat;
 use qscaler_queue::task::{self as queue, Settle};
 use qscaler_queue::Conn;
-use qscaler_queue::TaskKeys;
 use redis::RedisResult;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
@@ -44,6 +46,7 @@ use crate::bridge::{Notice, Request, Requester};
 use crate::broker::Broker;
 use crate::ending::{self, Ending};
 use crate::exit::Outcome;
+use crate::task_queue::{Consumer, Held};
 
 /// How long one `BLMOVE` blocks (a safety net: drain wakes it earlier with `CLIENT UNBLOCK`).
 const BLMOVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,6 +59,10 @@ pub struct TaskLoop {
     pub queue: String,
     pub pod: String,
     pub max_retries: u32,
+    /// A list or a stream.
+    pub format: QueueFormat,
+    /// A stream's consumer group (`None`: the default).
+    pub group: Option<String>,
     pub requester: Requester,
     /// `TaskStarted`/`TaskEnded` notices from the init loop.
     pub notices: mpsc::UnboundedReceiver<Notice>,
@@ -73,7 +80,7 @@ pub struct TaskLoop {
 
 struct State {
     l: TaskLoop,
-    keys: TaskKeys,
+    keys: Consumer,
     control: Option<Conn>,
     blocking: Option<(Conn, i64)>,
     backoff: Backoff,
@@ -110,7 +117,7 @@ fn preview(payload: &[u8]) -> String {
 }
 
 enum Take {
-    Got(Vec<u8>),
+    Got(Held),
     Nothing,
     Failed,
 }
@@ -134,10 +141,13 @@ impl TaskLoop {
                 }
             }
         }
-        let keys = TaskKeys::new(&self.queue, &self.pod);
+        let keys = Consumer::new(&self.queue, &self.pod, self.format, self.group.as_deref());
         info!(
-            "task mode: {} queue {:?}, processing list {:?}, max retries {}",
-            self.broker, self.queue, keys.processing, self.max_retries
+            "task mode: {} queue {:?}, {}, max retries {}",
+            self.broker,
+            self.queue,
+            keys.holding(),
+            self.max_retries
         );
         let mut s = State {
             l: self,
@@ -189,12 +199,12 @@ impl State {
     }
 
     /// Takes `item` off our processing list for good ([`queue::settle`]), through a shutdown.
-    async fn settle(&mut self, what: &str, item: &[u8], how: Settle) {
+    async fn settle(&mut self, what: &str, item: &Held, how: Settle) {
         let persist = std::mem::replace(&mut self.persist, true);
         let k = self.keys.clone();
         self.retry(what, |mut c| {
             let k = k.clone();
-            async move { queue::settle(&mut c, &k, item, how).await }
+            async move { k.settle(&mut c, item, how).await }
         })
         .await;
         self.persist = persist;
@@ -246,7 +256,7 @@ impl State {
         let joined = self
             .retry("joining the queue's registry of consumers", |mut c| {
                 let k = k.clone();
-                async move { queue::register(&mut c, &k).await }
+                async move { k.register(&mut c).await }
             })
             .await;
         if joined.is_none() {
@@ -262,7 +272,7 @@ impl State {
                 let Some(items) = self
                     .retry("reading our processing list", |mut c| {
                         let k = k.clone();
-                        async move { queue::held(&mut c, &k).await }
+                        async move { k.held(&mut c).await }
                     })
                     .await
                 else {
@@ -314,7 +324,7 @@ impl State {
                     .broker
                     .connect(BLMOVE_TIMEOUT + CONTROL_TIMEOUT)
                     .await?;
-                let id = queue::client_id(&mut c, &self.keys).await?;
+                let id = self.keys.client_id(&mut c).await?;
                 Ok::<_, redis::RedisError>((c, id))
             };
             match opened.await {
@@ -333,7 +343,7 @@ impl State {
         };
         self.may_hold = true;
         let k = self.keys.clone();
-        let fut = async move { queue::take(&mut conn, &k, BLMOVE_TIMEOUT).await };
+        let fut = async move { k.take(&mut conn, BLMOVE_TIMEOUT).await };
         tokio::pin!(fut);
         let early = {
             let (drain, shutdown, ending) =
@@ -351,7 +361,7 @@ impl State {
             Some(r) => r,
             None => {
                 if let Some(mut c) = self.control.clone() {
-                    let _ = queue::unblock(&mut c, &self.keys, id).await;
+                    let _ = self.keys.unblock(&mut c, id).await;
                 }
                 fut.await
             }
@@ -397,12 +407,14 @@ impl State {
 
     /// Runs one task to its end: done, dead-lettered, or left for later (interrupted or stopped
     /// between retries).
-    async fn run_task(&mut self, item: Vec<u8>) {
-        let shown = preview(&item);
+    async fn run_task(&mut self, item: Held) {
+        let shown = preview(&item.payload);
         loop {
             self.l.activity.send_replace(Some(Activity::Busy));
             info!("task {shown:?}: starting");
-            self.l.requester.send(Request::SpawnTask(item.clone()));
+            self.l
+                .requester
+                .send(Request::SpawnTask(item.payload.clone()));
             let mut sent = None;
             let outcome = match self.notice().await {
                 Some(Notice::TaskStarted(Ok(_))) => match self.task_end(&mut sent).await {
@@ -437,12 +449,12 @@ impl State {
                 self.interrupted = Some(128 + sig);
                 return;
             }
-            let (k, it) = (self.keys.clone(), item.as_slice());
+            let (k, it) = (self.keys.clone(), &item);
             let persist = std::mem::replace(&mut self.persist, true);
             let count = self
                 .retry("counting a retry", |mut c| {
                     let k = k.clone();
-                    async move { queue::count_failed_run(&mut c, &k, it).await }
+                    async move { k.count_failed_run(&mut c, it).await }
                 })
                 .await;
             self.persist = persist;
@@ -454,7 +466,8 @@ impl State {
                     .await;
                 error!(
                     "task {shown:?}: failed ({outcome:?}) after {} retries; moved to {:?}",
-                    self.l.max_retries, self.keys.dead
+                    self.l.max_retries,
+                    self.keys.dead()
                 );
                 return;
             }
@@ -480,11 +493,13 @@ impl State {
             let moved = self
                 .retry("returning unfinished tasks to the queue", |mut c| {
                     let k = k.clone();
-                    async move { queue::give_back(&mut c, &k).await }
+                    async move { k.give_back(&mut c).await }
                 })
                 .await;
             match moved {
-                Some(Some(item)) => info!("task {:?}: returned to the queue", preview(&item)),
+                Some(Some(item)) => {
+                    info!("task {:?}: returned to the queue", preview(item.as_bytes()))
+                }
                 Some(None) => break,
                 None => {
                     warn!("could not return unfinished tasks; the operator returns a gone pod's processing list");
@@ -497,7 +512,7 @@ impl State {
         let left = self
             .retry("leaving the queue's registry of consumers", |mut c| {
                 let k = k.clone();
-                async move { queue::unregister(&mut c, &k).await }
+                async move { k.unregister(&mut c).await }
             })
             .await;
         if left == Some(false) {
