@@ -38,6 +38,8 @@ if [ "${QSCALER_SKIP_STAND_IN:-0}" != 1 ]; then
     eval "$(tests/cluster.sh env)"
     eval "$(tests/redis-topologies.sh env)"
     export QSCALER_REQUIRE_CLUSTER=1 # a suite that finds no cluster fails here instead of skipping
+    phase "queue frameworks for the preset tests (tests/frameworks.sh)"
+    tests/frameworks.sh
     phase "tests on the stand-in kubelet"
     cargo test --workspace -- "$@"
   )

@@ -71,7 +71,6 @@ mod tests {
             format: QueueFormat::Celery,
             consumers: &[],
             group: None,
-            group: None,
         }
     }
 

@@ -47,7 +47,6 @@ mod tests {
             format: QueueFormat::Rq,
             consumers: &[],
             group: None,
-            group: None,
         }
     }
 

@@ -1,0 +1,36 @@
+"""Enqueues preset test tasks with the framework's own client.
+
+    python produce.py rq|celery REDIS_URL QUEUE FIRST COUNT SECONDS
+
+Task ids are t<FIRST> .. t<FIRST+COUNT-1>; each runs SECONDS.
+"""
+
+import os
+import sys
+
+
+def main() -> None:
+    framework, url, queue, first, count, seconds = sys.argv[1:7]
+    ids = [f"t{i}" for i in range(int(first), int(first) + int(count))]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    if framework == "rq":
+        from redis import Redis
+        from rq import Queue
+
+        import rq_tasks
+
+        q = Queue(queue, connection=Redis.from_url(url))
+        for i in ids:
+            q.enqueue(rq_tasks.work, i, float(seconds))
+    elif framework == "celery":
+        os.environ["REDIS_URL"] = url
+        import celery_app
+
+        for i in ids:
+            celery_app.work.apply_async((i, float(seconds)), queue=queue)
+    else:
+        sys.exit(f"unknown framework {framework}")
+
+
+if __name__ == "__main__":
+    main()
