@@ -27,10 +27,33 @@ python_frameworks() {
   echo "$PY_REQUIREMENTS" >"$venv/.requirements"
 }
 
-[ $# -gt 0 ] || set -- rq celery
+# sidekiq: Debian's ruby-sidekiq (tests/frameworks/sidekiq/ runs /usr/bin/sidekiq with the system ruby).
+sidekiq_framework() {
+  command -v sidekiq >/dev/null && return 0
+  apt-get install -y -q ruby-sidekiq >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q ruby-sidekiq >/dev/null; }
+}
+
+# bullmq: from npm with Debian's node, into $dir/bullmq/node_modules (the tests set NODE_PATH to it).
+# Pinned to the version whose Redis layout queue/src/layouts/bullmq.rs was read from.
+BULLMQ=bullmq@5.81.5
+bullmq_framework() {
+  local d=$dir/bullmq
+  [ "$(cat "$d/.requirements" 2>/dev/null)" = "$BULLMQ" ] && [ -d "$d/node_modules/bullmq" ] && return 0
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt-get install -y -q nodejs npm >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q nodejs npm >/dev/null; }
+  fi
+  rm -rf "$d"
+  mkdir -p "$d"
+  (cd "$d" && npm install --silent --no-audit --no-fund --no-save "$BULLMQ" >/dev/null)
+  echo "$BULLMQ" >"$d/.requirements"
+}
+
+[ $# -gt 0 ] || set -- rq celery sidekiq bullmq
 for fw in "$@"; do
   case "$fw" in
     rq | celery) python_frameworks ;;
+    sidekiq) sidekiq_framework ;;
+    bullmq) bullmq_framework ;;
     *)
       echo "frameworks.sh: unknown framework $fw" >&2
       exit 2
