@@ -106,7 +106,8 @@ pub mod env {
     pub const POD_NAMESPACE: &str = "POD_NAMESPACE";
     /// The name of the container the process runs in (usage reports are per container).
     pub const CONTAINER_NAME: &str = "QSCALER_CONTAINER_NAME";
-    /// The queue (Redis list) the worker consumes.
+    /// The queue (Redis list) the worker consumes; with `scaleConfig.queues`, their names joined
+    /// by commas, in the order given.
     pub const QUEUE: &str = "QSCALER_QUEUE";
     /// The broker's host.
     pub const REDIS_HOST: &str = "QSCALER_REDIS_HOST";
@@ -208,6 +209,18 @@ pub mod keys {
     pub fn retries(queue: &str) -> String {
         format!("{}:retries", prefix(queue))
     }
+
+    /// The hash of task timings of the queue (task mode): field [`STATS_TASKS`] counts settled
+    /// tasks, [`STATS_MILLIS`] the milliseconds their runs took; the operator learns seconds per
+    /// task from their growth.
+    pub fn task_stats(queue: &str) -> String {
+        format!("{}:stats", prefix(queue))
+    }
+
+    /// Field of [`task_stats`]: tasks settled.
+    pub const STATS_TASKS: &str = "tasks";
+    /// Field of [`task_stats`]: milliseconds of work on them.
+    pub const STATS_MILLIS: &str = "ms";
 
     /// The set of consumers that may hold a processing list of the queue: lets the operator find
     /// a vanished pod's list without a cluster-wide `SCAN`.

@@ -142,8 +142,14 @@ pub struct ScaleConfig {
     pub scaler_config_ref: String,
 
     /// The queue: a Redis list name, or the framework's queue name when `format` names a framework.
-    #[schemars(length(min = 1))]
+    /// Exactly one of `queue` and `queues` is set.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub queue: String,
+
+    /// Several queues instead of `queue` (worker mode only): their backlogs are summed, and the
+    /// drain target plans with the slowest queue's task time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<QueueRef>,
 
     /// How the queue is laid out in Redis, and so what counts as its backlog (default `list`).
     #[serde(default, skip_serializing_if = "QueueFormat::is_list")]
@@ -167,6 +173,17 @@ pub struct ScaleConfig {
     #[serde(default = "default_scaling_factor")]
     #[schemars(schema_with = "schema::positive_number")]
     pub scaling_factor: f64,
+
+    /// Drain-time target: run the workers needed to work off the backlog within this many seconds
+    /// at the observed seconds per task (README "Drain-time target"). Unset: `scalingFactor` rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub target_drain_seconds: Option<i64>,
+
+    /// Seconds one task takes, assumed by the drain target until enough tasks were timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "schema::positive_number")]
+    pub task_seconds: Option<f64>,
 
     /// Size new pods' requests from observed peak usage.
     #[serde(default, rename = "activateVPA")]
@@ -266,10 +283,28 @@ impl QueueFormat {
     }
 }
 
+/// One of a QWorker's several queues.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueRef {
+    /// The queue's name, as `queue` would give it.
+    #[schemars(length(min = 1))]
+    pub name: String,
+}
+
 /// Seconds of grace beyond `maxTaskSeconds` (signalling the task, returning it, exiting).
 pub const GRACE_MARGIN_SECONDS: i64 = 10;
 
 impl ScaleConfig {
+    /// Every queue the QWorker scales on: `queue`, or each of `queues`.
+    pub fn queue_names(&self) -> Vec<&str> {
+        if self.queues.is_empty() {
+            vec![self.queue.as_str()]
+        } else {
+            self.queues.iter().map(|q| q.name.as_str()).collect()
+        }
+    }
+
     /// The consumer group of a `stream` queue: `streamGroup`, else the default.
     pub fn stream_group(&self) -> &str {
         self.stream_group
@@ -362,6 +397,9 @@ pub struct QWorkerStatus {
     /// Tasks taken by task-mode workers and not yet finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<i64>,
+    /// Seconds per task learned from timed tasks (task mode), as the drain target plans with them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_seconds: Option<f64>,
     /// Alive workers of the current hash that are not draining.
     #[serde(default)]
     pub updated_replicas: i32,
@@ -409,6 +447,8 @@ struct QWorkerStatusWire {
     queue_depth: Option<i64>,
     #[serde(default)]
     in_flight: Option<i64>,
+    #[serde(default)]
+    task_seconds: Option<f64>,
     #[serde(default)]
     updated_replicas: i32,
     #[serde(default)]

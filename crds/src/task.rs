@@ -54,6 +54,11 @@ fn limit_of(c: &Container) -> Option<u32> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Whether any container of `spec` runs qsupervisor in task mode.
+pub fn any_task_mode(spec: &PodSpec) -> bool {
+    spec.containers.iter().any(task_mode)
+}
+
 /// How many reruns qsupervisor in `spec` allows a failed task before dead-lettering it: the setting
 /// of the first task-mode container (of the first container that sets one, when none is marked task
 /// mode), else [`DEFAULT_MAX_RETRIES`].

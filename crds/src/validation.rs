@@ -185,13 +185,7 @@ fn validate_scale_config(spec: &QWorkerSpec, p: &mut Problems) {
             "name the ScalerConfig of the queue's broker",
         );
     }
-    if s.queue.trim().is_empty() {
-        p.push(
-            field("queue"),
-            ProblemKind::Required,
-            "name the queue to scale on",
-        );
-    }
+    validate_queues(spec, p);
     if s.min_replicas < 0 {
         p.push(
             field("minReplicas"),
@@ -260,6 +254,63 @@ fn validate_stream_group(s: &ScaleConfig, p: &mut Problems) {
             "spec.scaleConfig.streamGroup",
             ProblemKind::Required,
             "name the stream's consumer group, or leave it unset for the default",
+        );
+    }
+}
+
+/// Exactly one of `queue` and `queues`, names not empty nor repeated, several queues only in
+/// worker mode (a task-mode supervisor takes from one queue); the drain target's numbers positive.
+fn validate_queues(spec: &QWorkerSpec, p: &mut Problems) {
+    let s = &spec.scale_config;
+    let field = |f: &str| format!("spec.scaleConfig.{f}");
+    match (s.queue.trim().is_empty(), s.queues.is_empty()) {
+        (true, true) => p.push(
+            field("queue"),
+            ProblemKind::Required,
+            "name the queue to scale on",
+        ),
+        (false, false) => p.push(
+            field("queues"),
+            ProblemKind::Invalid,
+            "set either queue or queues, not both",
+        ),
+        _ => {}
+    }
+    let mut seen = BTreeSet::new();
+    for (i, q) in s.queues.iter().enumerate() {
+        if q.name.trim().is_empty() {
+            p.push(
+                field(&format!("queues[{i}].name")),
+                ProblemKind::Required,
+                "name the queue",
+            );
+        } else if !seen.insert(q.name.as_str()) {
+            p.push(
+                field(&format!("queues[{i}].name")),
+                ProblemKind::Duplicate,
+                format!("queue {} is listed twice", q.name),
+            );
+        }
+    }
+    if !s.queues.is_empty() && crate::task::any_task_mode(&spec.pod_spec) {
+        p.push(
+            field("queues"),
+            ProblemKind::Unsupported,
+            "task mode takes from one queue: use queue",
+        );
+    }
+    if let Some(secs) = s.target_drain_seconds.filter(|s| *s < 1) {
+        p.push(
+            field("targetDrainSeconds"),
+            ProblemKind::OutOfRange,
+            format!("{secs} is not at least 1"),
+        );
+    }
+    if let Some(secs) = s.task_seconds.filter(|s| !s.is_finite() || *s <= 0.0) {
+        p.push(
+            field("taskSeconds"),
+            ProblemKind::OutOfRange,
+            format!("{secs} is not a number greater than 0"),
         );
     }
 }
@@ -600,6 +651,17 @@ mod tests {
     }
 
     #[test]
+    fn several_queues_in_worker_mode_and_a_drain_target_are_valid() {
+        let problems = qworker(|v| {
+            v["scaleConfig"]["queue"] = json!("");
+            v["scaleConfig"]["queues"] = json!([{"name": "a"}, {"name": "b"}]);
+            v["scaleConfig"]["targetDrainSeconds"] = json!(30);
+            v["scaleConfig"]["taskSeconds"] = json!(0.5);
+        });
+        assert_eq!(problems, vec![]);
+    }
+
+    #[test]
     fn qworker_rules() {
         use ProblemKind::*;
         let cases: Vec<Case> = vec![
@@ -633,6 +695,36 @@ mod tests {
             (
                 Box::new(|v| v["scaleConfig"]["queue"] = json!("")),
                 vec![("spec.scaleConfig.queue", Required)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["queues"] = json!([{"name": "a"}])),
+                vec![("spec.scaleConfig.queues", Invalid)],
+            ),
+            (
+                Box::new(|v| {
+                    v["scaleConfig"]["queue"] = json!("");
+                    v["scaleConfig"]["queues"] = json!([{"name": "a"}, {"name": " "}, {"name": "a"}])
+                }),
+                vec![
+                    ("spec.scaleConfig.queues[1].name", Required),
+                    ("spec.scaleConfig.queues[2].name", Duplicate),
+                ],
+            ),
+            (
+                Box::new(|v| {
+                    v["scaleConfig"]["queue"] = json!("");
+                    v["scaleConfig"]["queues"] = json!([{"name": "a"}, {"name": "b"}]);
+                    v["podSpec"]["containers"][0]["args"] = json!(["--task", "--", "run"])
+                }),
+                vec![("spec.scaleConfig.queues", Unsupported)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["targetDrainSeconds"] = json!(0)),
+                vec![("spec.scaleConfig.targetDrainSeconds", OutOfRange)],
+            ),
+            (
+                Box::new(|v| v["scaleConfig"]["taskSeconds"] = json!(-1.5)),
+                vec![("spec.scaleConfig.taskSeconds", OutOfRange)],
             ),
             (
                 Box::new(|v| v["scaleConfig"]["scalerConfigRef"] = json!("")),
@@ -993,11 +1085,7 @@ mod tests {
             fields(&on_a_list),
             vec![("spec.scaleConfig.streamGroup", Invalid)]
         );
-        assert!(
-            on_a_list[0].to_string().contains("not list"),
-            "{}",
-            on_a_list[0]
-        );
+        assert!(on_a_list[0].to_string().contains("not list"), "{}", on_a_list[0]);
     }
 
     #[test]

@@ -57,6 +57,7 @@ fn fleet() -> (Vec<QWorker>, Vec<Pod>) {
         .status(|s| {
             s.queue_depth = Some(42);
             s.in_flight = Some(3);
+            s.task_seconds = Some(1.25);
             s.desired_replicas = 3;
             s.current_replicas = 4;
             s.updated_replicas = 3;

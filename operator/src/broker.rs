@@ -17,11 +17,26 @@ pub struct QueueQuery {
     pub group: Option<String>,
 }
 
-/// What a queue holds: tasks waiting and tasks taken but not finished.
+/// What a queue holds: tasks waiting and tasks taken but not finished; and how long its tasks take.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Depth {
     pub queued: u64,
     pub in_flight: u64,
+    /// The queue's task timings as the broker holds them (task mode); `None`: none recorded.
+    pub tally: Option<TaskTally>,
+    /// Milliseconds per task learned from the tallies (the poller fills it, see
+    /// [`crate::task_rate`]); `None`: too few tasks timed yet.
+    pub task_millis: Option<u64>,
+    /// The backlog weighted by how long it has waited (the poller fills it with a drain target,
+    /// see [`crate::arrivals`]): at least the backlog.
+    pub due_backlog: Option<u64>,
+}
+
+/// Counters of timed tasks: how many were settled, and the milliseconds their runs took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskTally {
+    pub tasks: u64,
+    pub millis: u64,
 }
 
 impl Depth {

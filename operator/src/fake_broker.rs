@@ -50,6 +50,7 @@ impl Broker for FakeBroker {
                         .iter()
                         .map(|c| self.len(&keys::processing(&q.queue, c)))
                         .sum(),
+                    ..Depth::default()
                 })
             })
             .collect())

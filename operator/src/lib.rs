@@ -2,6 +2,8 @@
 //!
 //! Pure core (no I/O, exhaustively tested):
 //! - [`scaling`]: desired count from the backlog, scale-down stabilization, hold on missing data.
+//! - [`task_rate`]: seconds per task learned from the queue's timing counters, and [`arrivals`]:
+//!   when the backlog arrived (the drain target).
 //! - [`planning`]: observed pods + desired + hash → creates, drains, un-drains, deletes (scale-down
 //!   order, rollout pacing).
 //! - [`expectations`]: the operator's own writes overlaid on a lagging cache.
@@ -26,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod broker;
+pub(crate) mod arrivals;
 pub(crate) mod conditions;
 pub mod context;
 pub(crate) mod controls;
@@ -56,6 +59,7 @@ pub mod server;
 pub(crate) mod sizing;
 pub(crate) mod status;
 pub(crate) mod status_write;
+pub(crate) mod task_rate;
 pub(crate) mod triggers;
 
 pub use error::Error;

@@ -101,7 +101,7 @@ pub fn injected_env(
         field(env::POD_NAME, "metadata.name"),
         field(env::POD_NAMESPACE, "metadata.namespace"),
         var(env::CONTAINER_NAME, container),
-        var(env::QUEUE, qw.spec.scale_config.queue.clone()),
+        var(env::QUEUE, qw.spec.scale_config.queue_names().join(",")),
     ];
     if let Some(secs) = qw.spec.scale_config.max_task_seconds.filter(|s| *s >= 1) {
         vars.push(var(env::MAX_TASK_SECONDS, secs.to_string()));

@@ -12,7 +12,7 @@ use qscaler_queue::depth::{self, FailedKey, Query};
 use qscaler_queue::topology::{unsettled, unsettled_text};
 use qscaler_queue::{stream_task, task, Conn, Connector, TaskKeys, Timeouts};
 
-use crate::broker::{Broker, BrokerError, Depth, QueueError, QueueQuery, Returned};
+use crate::broker::{Broker, BrokerError, Depth, QueueError, QueueQuery, Returned, TaskTally};
 
 pub use qscaler_queue::{check_ca_pem, RedisParams};
 
@@ -103,14 +103,14 @@ impl RedisBroker {
 async fn read_all(
     c: Conn,
     queries: &[Query<'_>],
-) -> redis::RedisResult<Vec<Result<qscaler_queue::depth::Lengths, FailedKey>>> {
+) -> redis::RedisResult<Vec<(Result<depth::Lengths, FailedKey>, Option<depth::Tally>)>> {
     if !c.is_cluster() {
         let mut c = c;
-        return depth::read(&mut c, queries).await;
+        return depth::read_timed(&mut c, queries).await;
     }
     let reads = queries.iter().map(|q| {
         let mut c = c.clone();
-        async move { depth::read(&mut c, std::slice::from_ref(q)).await }
+        async move { depth::read_timed(&mut c, std::slice::from_ref(q)).await }
     });
     let mut out = Vec::with_capacity(queries.len());
     for r in futures::future::join_all(reads).await {
@@ -152,7 +152,7 @@ impl Broker for RedisBroker {
         // reading of the keys that did answer could be short. The whole tick is a broker error.
         if let Some(f) = read
             .iter()
-            .filter_map(|r| r.as_ref().err())
+            .filter_map(|(r, _)| r.as_ref().err())
             .find(|f| unsettled_text(&f.error))
         {
             self.conn = None;
@@ -165,10 +165,16 @@ impl Broker for RedisBroker {
         }
         Ok(read
             .into_iter()
-            .map(|r| {
+            .map(|(r, t)| {
                 r.map(|l| Depth {
                     queued: l.queued,
                     in_flight: l.in_flight,
+                    tally: t.map(|t| TaskTally {
+                        tasks: t.tasks,
+                        millis: t.millis,
+                    }),
+                    task_millis: None,
+                    due_backlog: None,
                 })
                 .map_err(queue_error)
             })

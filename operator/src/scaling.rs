@@ -2,6 +2,11 @@
 //!
 //! - [`raw_desired`]: `clamp(ceil(backlog × scalingFactor), min, max)` (the original's meaning of
 //!   `scalingFactor`, accepting fractions: 0.1 is one worker per ten tasks).
+//! - [`drain_desired`]: with `targetDrainSeconds`, the workers that work the backlog off within
+//!   the target at the seconds per task learned (or the `taskSeconds` prior):
+//!   `clamp(min(ceil(due × taskSeconds / target), backlog), min, max)`, where `due` is the backlog
+//!   weighted by how long it already waited ([`crate::arrivals`]), so a shrinking burst keeps
+//!   its deadline instead of getting a new one at every poll.
 //! - [`Stabilizer`]: scale-down stabilization as the HPA does it: the desired count is the highest
 //!   recommendation seen over the window, so a brief dip in the queue does not drain workers that are
 //!   needed a second later. Scale-up is immediate (the newest recommendation is in the window).
@@ -18,12 +23,45 @@ use crate::broker::Depth;
 /// only place a depth becomes a desired count (the poller triggers on its change, the reconcile
 /// stabilizes it).
 pub fn wanted(sc: &ScaleConfig, depth: Depth) -> i32 {
-    raw_desired(
-        depth.backlog(),
-        sc.scaling_factor,
-        sc.min_replicas,
-        sc.max_replicas,
-    )
+    match (sc.target_drain_seconds, task_seconds(sc, depth)) {
+        (Some(target), Some(secs)) => drain_desired(
+            depth.backlog(),
+            depth.due_backlog.unwrap_or(0),
+            secs,
+            target,
+            sc.min_replicas,
+            sc.max_replicas,
+        ),
+        // No target, or nothing known of the tasks yet: the factor rule.
+        _ => raw_desired(
+            depth.backlog(),
+            sc.scaling_factor,
+            sc.min_replicas,
+            sc.max_replicas,
+        ),
+    }
+}
+
+/// The seconds per task the drain target plans with: learned when enough tasks were timed, else
+/// the user's `taskSeconds` (when it is a positive number).
+pub fn task_seconds(sc: &ScaleConfig, depth: Depth) -> Option<f64> {
+    depth
+        .task_millis
+        .map(|ms| ms as f64 / 1000.0)
+        .or(sc.task_seconds)
+        .filter(|s| s.is_finite() && *s > 0.0)
+}
+
+/// `clamp(min(ceil(max(backlog, due) × secs / target), backlog), min, max)`: enough workers for
+/// the backlog to be done `target` seconds after it arrived (`due`: the backlog weighted by its
+/// waiting, see [`crate::arrivals`]; 0 when unknown). In-flight tasks count whole (their progress
+/// is unknown: at most one task per worker too many). A worker runs one task at a time, so more
+/// workers than tasks would idle: the backlog caps the count. A target below 1 s is read as 1 s.
+pub fn drain_desired(backlog: u64, due: u64, secs: f64, target: i64, min: i32, max: i32) -> i32 {
+    let factor = secs / target.max(1) as f64;
+    let by_time = raw_desired(backlog.max(due), factor, 0, i32::MAX);
+    let capped = i64::from(by_time).min(i64::try_from(backlog).unwrap_or(i64::MAX));
+    (capped as i32).max(min.max(0)).min(max.max(0))
 }
 
 /// `clamp(ceil(backlog × factor), min, max)`. A non-finite or non-positive factor asks for `min`.
@@ -136,6 +174,73 @@ mod tests {
     }
 
     #[test]
+    fn drain_examples() {
+        // 60 tasks of 1 s within 20 s: 3 workers.
+        assert_eq!(drain_desired(60, 0, 1.0, 20, 0, 10), 3);
+        assert_eq!(drain_desired(61, 0, 1.0, 20, 0, 10), 4);
+        assert_eq!(drain_desired(0, 0, 1.0, 20, 0, 10), 0);
+        assert_eq!(drain_desired(0, 0, 1.0, 20, 2, 10), 2);
+        assert_eq!(drain_desired(1, 0, 0.01, 20, 0, 10), 1, "any backlog gets a worker");
+        // Tasks longer than the target: one worker per task, no more.
+        assert_eq!(drain_desired(4, 0, 60.0, 20, 0, 10), 4);
+        assert_eq!(drain_desired(400, 0, 1.0, 20, 0, 10), 10, "max caps");
+        assert_eq!(drain_desired(5, 0, 1.0, 0, 0, 10), 5, "a target of 0 reads as 1 s");
+        assert_eq!(drain_desired(5, 0, 1.0, 1, 4, 2), 2, "max wins over an inverted min");
+        assert_eq!(drain_desired(u64::MAX, 0, 1e300, 1, 0, 7), 7);
+        // A burst half way to its deadline: 20 left weigh 40, so the count stays at 2.
+        assert_eq!(drain_desired(20, 40, 1.0, 20, 0, 10), 2);
+        assert_eq!(drain_desired(20, 0, 1.0, 20, 0, 10), 1, "without its age: 1");
+        // Late: as many workers as tasks, no more.
+        assert_eq!(drain_desired(5, 100, 1.0, 20, 0, 10), 5);
+        assert_eq!(drain_desired(5, 3, 1.0, 20, 0, 10), 1, "due below the backlog is ignored");
+    }
+
+    fn sc(target: Option<i64>, prior: Option<f64>) -> ScaleConfig {
+        ScaleConfig {
+            queue: "q".into(),
+            max_replicas: 50,
+            scaling_factor: 1.0,
+            target_drain_seconds: target,
+            task_seconds: prior,
+            ..ScaleConfig::default()
+        }
+    }
+
+    fn depth(queued: u64, in_flight: u64, task_millis: Option<u64>) -> Depth {
+        Depth {
+            queued,
+            in_flight,
+            tally: None,
+            task_millis,
+            due_backlog: None,
+        }
+    }
+
+    #[test]
+    fn wanted_picks_the_rule() {
+        // No target: the factor rule, whatever is learned.
+        assert_eq!(wanted(&sc(None, Some(1.0)), depth(30, 0, Some(100))), 30);
+        // A target without anything known of the tasks: the factor rule.
+        assert_eq!(wanted(&sc(Some(10), None), depth(30, 0, None)), 30);
+        // The prior until something is learned, then the learned figure.
+        assert_eq!(wanted(&sc(Some(10), Some(2.0)), depth(30, 0, None)), 6);
+        assert_eq!(wanted(&sc(Some(10), Some(2.0)), depth(30, 0, Some(500))), 2);
+        // In-flight tasks count.
+        assert_eq!(wanted(&sc(Some(10), Some(2.0)), depth(20, 10, None)), 6);
+        // The waiting the poller weighed in.
+        let waited = Depth {
+            due_backlog: Some(60),
+            ..depth(30, 0, None)
+        };
+        assert_eq!(wanted(&sc(Some(10), Some(2.0)), waited), 12);
+        assert_eq!(wanted(&sc(None, Some(2.0)), waited), 30, "the factor rule ignores it");
+        // A nonsense prior is ignored.
+        assert_eq!(wanted(&sc(Some(10), Some(f64::NAN)), depth(30, 0, None)), 30);
+        assert_eq!(task_seconds(&sc(None, Some(-1.0)), depth(0, 0, None)), None);
+        assert_eq!(task_seconds(&sc(None, None), depth(0, 0, Some(1500))), Some(1.5));
+    }
+
+    #[test]
     fn hold_keeps_the_last_count_within_bounds() {
         assert_eq!(hold(Some(4), 9, 0, 10), 4);
         assert_eq!(hold(None, 3, 0, 10), 3);
@@ -192,6 +297,28 @@ mod tests {
             let d = raw_desired(backlog, factor, 0, i32::MAX);
             prop_assert!((d as f64) + 1e-6 >= backlog as f64 * factor);
             prop_assert!(((d as f64) - 1.0) < backlog as f64 * factor);
+        }
+
+        #[test]
+        fn the_drain_count_works_the_backlog_off_in_time(backlog in 0u64..100_000, secs in 0.001f64..100.0, target in 1i64..3600) {
+            let d = drain_desired(backlog, 0, secs, target, 0, i32::MAX) as f64;
+            let b = backlog as f64;
+            prop_assert!(d <= b);
+            if backlog > 0 {
+                // Each worker does its share (whole tasks) within the target, unless a task alone is longer.
+                let per_worker = (b / d).ceil();
+                prop_assert!(per_worker * secs <= target as f64 + secs + 1e-6 || d == b);
+                // One worker fewer would not do it: the count is the least that does.
+                prop_assert!(d <= 1.0 || (d - 1.0) * target as f64 <= b * secs * (1.0 + 1e-9) + 1e-6);
+            }
+        }
+
+        #[test]
+        fn drain_count_monotone_in_backlog_and_task_time(a in 0u64..10_000, b in 0u64..10_000, s1 in 0.01f64..50.0, s2 in 0.01f64..50.0, target in 1i64..600) {
+            let (lo, hi) = (a.min(b), a.max(b));
+            prop_assert!(drain_desired(lo, 0, s1, target, 0, 1000) <= drain_desired(hi, 0, s1, target, 0, 1000));
+            let (slo, shi) = (s1.min(s2), s1.max(s2));
+            prop_assert!(drain_desired(a, 0, slo, target, 0, 1000) <= drain_desired(a, 0, shi, target, 0, 1000));
         }
 
         #[test]

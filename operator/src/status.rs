@@ -71,6 +71,9 @@ pub fn compute(old: &QWorkerStatus, o: &Observed<'_>) -> QWorkerStatus {
     if let Some(d) = o.depth {
         s.queue_depth = Some(i64::try_from(d.queued).unwrap_or(i64::MAX));
         s.in_flight = Some(i64::try_from(d.in_flight).unwrap_or(i64::MAX));
+        if let Some(ms) = d.task_millis {
+            s.task_seconds = Some(ms as f64 / 1000.0);
+        }
     }
     if o.desired != old.desired_replicas || (old.last_scale_time.is_none() && o.acted) {
         s.last_scale_time = Some(now.clone());
@@ -177,6 +180,9 @@ mod tests {
             depth: Some(Depth {
                 queued: 7,
                 in_flight: 2,
+                tally: None,
+                task_millis: Some(1500),
+                due_backlog: None,
             }),
             scaler: Some(ScalerHealth {
                 healthy: true,
@@ -214,6 +220,7 @@ mod tests {
         );
         assert_eq!((s.old_replicas, s.draining_replicas), (0, 0));
         assert_eq!((s.queue_depth, s.in_flight), (Some(7), Some(2)));
+        assert_eq!(s.task_seconds, Some(1.5));
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.current_pod_spec_hash, "abcdef");
         assert_eq!(s.last_scale_time, Some(now.clone()));

@@ -67,6 +67,27 @@ pub async fn read<C: ConnectionLike>(
     c: &mut C,
     queries: &[Query<'_>],
 ) -> RedisResult<Vec<Result<Lengths, FailedKey>>> {
+    Ok(read_timed(c, queries)
+        .await?
+        .into_iter()
+        .map(|(l, _)| l)
+        .collect())
+}
+
+/// A queue's task timings ([`keys::task_stats`]): tasks settled, and the milliseconds their runs
+/// took, since the hash was created. Counters: the reader learns from their growth.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub tasks: u64,
+    pub millis: u64,
+}
+
+/// [`read`], with each queue's [`Tally`] read in the same pipeline (`None`: no task was timed, or
+/// the hash is unreadable; timings never fail a queue's reading).
+pub async fn read_timed<C: ConnectionLike>(
+    c: &mut C,
+    queries: &[Query<'_>],
+) -> RedisResult<Vec<(Result<Lengths, FailedKey>, Option<Tally>)>> {
     if queries.is_empty() {
         return Ok(vec![]);
     }
@@ -77,7 +98,14 @@ pub async fn read<C: ConnectionLike>(
     for p in probes.iter().flatten() {
         pipe.add_command(p.cmd.clone());
     }
-    let answers: Vec<RedisResult<Value>> = pipe.query_async(c).await?;
+    for q in queries {
+        pipe.cmd("HMGET")
+            .arg(keys::task_stats(q.queue))
+            .arg(keys::STATS_TASKS)
+            .arg(keys::STATS_MILLIS);
+    }
+    let mut answers: Vec<RedisResult<Value>> = pipe.query_async(c).await?;
+    let timings = answers.split_off(answers.len().saturating_sub(queries.len()));
     let mut out = fold(
         &probes,
         answers.into_iter().map(|r| r.map_err(|e| e.to_string())),
@@ -87,7 +115,28 @@ pub async fn read<C: ConnectionLike>(
             failed.holds = Some(redis::cmd("TYPE").arg(&failed.key).query_async(c).await?);
         }
     }
-    Ok(out)
+    Ok(out
+        .into_iter()
+        .zip(timings.iter().map(|t| t.as_ref().ok().and_then(tally)))
+        .collect())
+}
+
+/// An `HMGET tasks ms` answer as a [`Tally`]; `None` when nothing was timed or it is not two counts.
+/// Pure.
+pub fn tally(v: &Value) -> Option<Tally> {
+    let Value::Array(fields) = v else {
+        return None;
+    };
+    let [tasks, millis] = fields.as_slice() else {
+        return None;
+    };
+    if *tasks == Value::Nil {
+        return None;
+    }
+    Some(Tally {
+        tasks: layouts::integer(tasks).ok()?,
+        millis: layouts::integer(millis).ok()?,
+    })
 }
 
 /// The pods of `namespace` that may hold a processing list of `queue` (to find lists of pods
@@ -171,6 +220,29 @@ mod tests {
         assert!(folded[0].is_err());
         // Fewer answers than keys (cannot happen with Redis) read as empty, not as a panic.
         assert_eq!(fold(&probes[2..], []), vec![Ok(Lengths::default())]);
+    }
+
+    #[test]
+    fn timings_read_from_hmget_answers() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert_eq!(
+            tally(&Value::Array(vec![bulk("3"), bulk("4500")])),
+            Some(Tally {
+                tasks: 3,
+                millis: 4500
+            })
+        );
+        assert_eq!(
+            tally(&Value::Array(vec![bulk("3"), Value::Nil])),
+            Some(Tally {
+                tasks: 3,
+                millis: 0
+            })
+        );
+        assert_eq!(tally(&Value::Array(vec![Value::Nil, Value::Nil])), None);
+        assert_eq!(tally(&Value::Array(vec![bulk("x"), bulk("1")])), None);
+        assert_eq!(tally(&Value::Array(vec![bulk("1")])), None);
+        assert_eq!(tally(&Value::Int(1)), None);
     }
 
     #[test]

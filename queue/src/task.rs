@@ -23,7 +23,7 @@ use std::time::Duration;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::RedisResult;
 
-use crate::keys::TaskKeys;
+use crate::keys::{self, TaskKeys};
 use crate::topology::{slot, Conn};
 
 /// One blocking take: a task, or `None` when `block` passed with the queue empty. Run it on a
@@ -128,12 +128,30 @@ pub enum Settle {
 /// Takes `item` off the processing list and forgets its retry count, in one `MULTI`; a
 /// dead-lettered one goes onto the dead-letter list in the same step.
 pub async fn settle(c: &mut Conn, k: &TaskKeys, item: &[u8], how: Settle) -> RedisResult<()> {
+    settle_timed(c, k, item, how, None).await
+}
+
+/// [`settle`], and when `ran` is known, adds the task and its run time to the queue's timings
+/// ([`keys::task_stats`]) in the same `MULTI`, for the operator's drain target.
+pub async fn settle_timed(
+    c: &mut Conn,
+    k: &TaskKeys,
+    item: &[u8],
+    how: Settle,
+    ran: Option<Duration>,
+) -> RedisResult<()> {
     let mut pipe = redis::pipe();
     pipe.atomic().lrem(&k.processing, 1, item).ignore();
     if how == Settle::DeadLetter {
         pipe.lpush(&k.dead, item).ignore();
     }
     pipe.hdel(&k.retries, item).ignore();
+    if let Some(ran) = ran {
+        let stats = keys::task_stats(&k.queue);
+        let millis = i64::try_from(ran.as_millis()).unwrap_or(i64::MAX);
+        pipe.hincr(&stats, keys::STATS_TASKS, 1).ignore();
+        pipe.hincr(&stats, keys::STATS_MILLIS, millis).ignore();
+    }
     pipe.query_async(c).await
 }
 

@@ -198,13 +198,14 @@ impl State {
         }
     }
 
-    /// Takes `item` off our processing list for good ([`queue::settle`]), through a shutdown.
-    async fn settle(&mut self, what: &str, item: &Held, how: Settle) {
+    /// Takes `item` off our processing list for good ([`queue::settle_timed`]), through a shutdown;
+    /// `ran` (every run of it, retries included) goes to the queue's timings.
+    async fn settle(&mut self, what: &str, item: &Held, how: Settle, ran: Duration) {
         let persist = std::mem::replace(&mut self.persist, true);
         let k = self.keys.clone();
         self.retry(what, |mut c| {
             let k = k.clone();
-            async move { k.settle(&mut c, item, how).await }
+            async move { k.settle(&mut c, item, how, ran).await }
         })
         .await;
         self.persist = persist;
@@ -409,6 +410,7 @@ impl State {
     /// between retries).
     async fn run_task(&mut self, item: Held) {
         let shown = preview(&item.payload);
+        let began = std::time::Instant::now();
         loop {
             self.l.activity.send_replace(Some(Activity::Busy));
             info!("task {shown:?}: starting");
@@ -431,7 +433,7 @@ impl State {
                 }
             };
             if outcome.success() {
-                self.settle("acknowledging a task", &item, Settle::Done)
+                self.settle("acknowledging a task", &item, Settle::Done, began.elapsed())
                     .await;
                 info!("task {shown:?}: done");
                 return;
@@ -462,8 +464,13 @@ impl State {
                 return;
             };
             if queue::past_retries(count, self.l.max_retries) {
-                self.settle("dead-lettering a task", &item, Settle::DeadLetter)
-                    .await;
+                self.settle(
+                    "dead-lettering a task",
+                    &item,
+                    Settle::DeadLetter,
+                    began.elapsed(),
+                )
+                .await;
                 error!(
                     "task {shown:?}: failed ({outcome:?}) after {} retries; moved to {:?}",
                     self.l.max_retries,

@@ -126,11 +126,17 @@ impl Consumer {
         }
     }
 
-    /// Settles `h` for good.
-    pub async fn settle(&self, c: &mut Conn, h: &Held, how: Settle) -> RedisResult<()> {
+    /// Settles `h` for good; `ran` goes to a list's task timings (a stream keeps none).
+    pub async fn settle(
+        &self,
+        c: &mut Conn,
+        h: &Held,
+        how: Settle,
+        ran: Duration,
+    ) -> RedisResult<()> {
         match (&self.stream, &h.id) {
             (Some(s), Some(id)) => stream_task::settle(c, s, &entry(id, h), how).await,
-            _ => task::settle(c, &self.list, &h.payload, how).await,
+            _ => task::settle_timed(c, &self.list, &h.payload, how, Some(ran)).await,
         }
     }
 

@@ -646,13 +646,14 @@ async fn top_shows_the_queue_the_workers_and_their_usage() {
             "NAME",
             "QUEUE",
             "IN-FLIGHT",
+            "TASK-TIME",
             "DESIRED",
             "CURRENT",
             "UPDATED",
             "DRAINING"
         ]
     );
-    assert_eq!(rows[1], vec!["mail", "42", "3", "3", "3", "2", "1"]);
+    assert_eq!(rows[1], vec!["mail", "42", "3", "-", "3", "3", "2", "1"]);
     assert!(rows[2].is_empty());
     assert_eq!(
         rows[3],

@@ -42,6 +42,7 @@ fn qworker_table(rows: &[QWorkerRow], view: View) -> Table {
         "NAME",
         "QUEUE",
         "IN-FLIGHT",
+        "TASK-TIME",
         "DESIRED",
         "CURRENT",
         "UPDATED",
@@ -56,6 +57,7 @@ fn qworker_table(rows: &[QWorkerRow], view: View) -> Table {
             r.name.clone(),
             optional(r.queue),
             optional(r.in_flight),
+            seconds(r.task_seconds),
             r.desired.to_string(),
             r.current.to_string(),
             r.updated.to_string(),
@@ -111,6 +113,15 @@ fn worker_table(rows: &[WorkerRow], view: View) -> Table {
     table
 }
 
+/// `1.25s`; `-` when nothing was learned (no timed tasks, or not task mode).
+fn seconds(v: Option<f64>) -> String {
+    match v {
+        Some(s) if s.is_finite() && s >= 10.0 => format!("{s:.0}s"),
+        Some(s) if s.is_finite() => format!("{s:.2}s"),
+        _ => "-".into(),
+    }
+}
+
 fn optional(v: Option<i64>) -> String {
     v.map_or_else(|| "<unknown>".into(), |v| v.to_string())
 }
@@ -140,6 +151,15 @@ pub fn usage_cell(u: &Usage, format: fn(u64) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_time_cells() {
+        assert_eq!(seconds(None), "-");
+        assert_eq!(seconds(Some(1.25)), "1.25s");
+        assert_eq!(seconds(Some(0.004)), "0.00s");
+        assert_eq!(seconds(Some(42.4)), "42s");
+        assert_eq!(seconds(Some(f64::NAN)), "-");
+    }
 
     #[test]
     fn usage_cells() {

@@ -23,6 +23,9 @@ pub struct QWorkerRow {
     /// Tasks waiting in the queue; `None` until the operator has read it.
     pub queue: Option<i64>,
     pub in_flight: Option<i64>,
+    /// Seconds per task the operator learned (task mode); `None` until enough tasks were timed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_seconds: Option<f64>,
     pub desired: i32,
     pub current: i32,
     pub updated: i32,
@@ -98,6 +101,7 @@ pub fn qworker_rows(qworkers: &[QWorker]) -> Vec<QWorkerRow> {
                 name: qw.metadata.name.clone().unwrap_or_default(),
                 queue: s.queue_depth,
                 in_flight: s.in_flight,
+                task_seconds: s.task_seconds,
                 desired: s.desired_replicas,
                 current: s.current_replicas,
                 updated: s.updated_replicas,

@@ -155,7 +155,10 @@ fn spawn(env: PollerEnv, key: ObjectKey, params: RedisParams) -> PollerHandle {
     let queues: push::Queues = Box::new(move || {
         qworkers_of(&qworkers, &sc)
             .iter()
-            .map(|q| q.spec.scale_config.queue.clone())
+            .flat_map(|q| {
+                let names = q.spec.scale_config.queue_names();
+                names.into_iter().map(str::to_owned).collect::<Vec<_>>()
+            })
             .collect()
     });
     let wake = Arc::new(Notify::new());
@@ -233,7 +236,7 @@ async fn run<B: Broker>(
                 QueueView::of(q, mine.map(Vec::as_slice).unwrap_or_default())
             })
             .collect();
-        let queries: Vec<_> = views.iter().map(|v| v.query.clone()).collect();
+        let queries: Vec<_> = views.iter().flat_map(|v| v.queries.clone()).collect();
         let result = if queries.is_empty() {
             broker.ping().await.map(|_| vec![])
         } else {
@@ -498,7 +501,7 @@ mod tests {
             topology: Default::default(),
         };
         for at in [t0, t0 + tick::SWEEP_EVERY, t0 + tick::SWEEP_EVERY * 2] {
-            let result = broker.depths(&[views[0].query.clone()]).await;
+            let result = broker.depths(&views[0].queries).await;
             let actions = state.tick(&views, &result, at);
             let mut io = Io {
                 env: &env,

@@ -17,7 +17,9 @@ use super::returns::{Fate, PodInfo};
 use crate::broker::{BrokerError, Depth, QueueError, QueueQuery};
 use crate::object_key::ObjectKey;
 use crate::readings::{ReadError, Reading};
-use crate::scaling::wanted;
+use crate::arrivals::Arrivals;
+use crate::scaling::{task_seconds, wanted};
+use crate::task_rate::TaskRate;
 
 /// The least time between two triggers caused only by a changed depth (status display): as often
 /// as the status may show a new depth (a reconcile sooner would only hold the write back).
@@ -86,7 +88,8 @@ pub(crate) struct QueueView {
     pub scale: qscaler_crds::ScaleConfig,
     /// Its pods' names start with this (`<qworker>-`).
     pub prefix: String,
-    pub query: QueueQuery,
+    /// One per queue of the QWorker (`queue`, or each of `queues`), read in the same round trip.
+    pub queries: Vec<QueueQuery>,
     /// Its pods that ended (Succeeded/Failed).
     pub terminal: Vec<String>,
     /// Every pod of it the cache shows.
@@ -117,17 +120,24 @@ impl QueueView {
                 alive.push(w.name);
             }
         }
-        let queue = qw.spec.scale_config.queue.clone();
+        let sc = &qw.spec.scale_config;
+        let names = sc.queue_names();
+        // Task mode has one queue: its pods' processing lists are that queue's.
+        let queue = names.first().copied().unwrap_or_default().to_string();
+        let consumers: Vec<String> = alive
+            .iter()
+            .map(|pod| keys::consumer(Some(&ns), pod))
+            .collect();
         QueueView {
-            query: QueueQuery {
-                queue: queue.clone(),
-                format: qw.spec.scale_config.format,
-                group: qw.spec.scale_config.stream_group.clone(),
-                consumers: alive
-                    .iter()
-                    .map(|pod| keys::consumer(Some(&ns), pod))
-                    .collect(),
-            },
+            queries: names
+                .iter()
+                .map(|q| QueueQuery {
+                    queue: q.to_string(),
+                    format: sc.format,
+                    consumers: consumers.clone(),
+                    group: sc.stream_group.clone(),
+                })
+                .collect(),
             qw: ObjectKey::of(qw),
             scale: qw.spec.scale_config.clone(),
             prefix: format!("{}-", qw.metadata.name.as_deref().unwrap_or_default()),
@@ -209,6 +219,10 @@ pub(crate) struct TickState {
     /// Lists whose pod the last sweep did not find.
     orphans: HashSet<InFlightList>,
     last_sweep: Instant,
+    /// Seconds per task learned per QWorker and queue.
+    rates: HashMap<(ObjectKey, String), TaskRate>,
+    /// Per QWorker, when its backlog arrived (for the drain target).
+    arrivals: HashMap<ObjectKey, Arrivals>,
 }
 
 impl TickState {
@@ -220,6 +234,8 @@ impl TickState {
             departed: HashMap::new(),
             orphans: HashSet::new(),
             last_sweep: now,
+            rates: HashMap::new(),
+            arrivals: HashMap::new(),
         }
     }
 
@@ -229,9 +245,13 @@ impl TickState {
             health: Some(Health::of(result)),
             ..Actions::default()
         };
-        for (i, v) in views.iter().enumerate() {
+        let mut next = 0;
+        for v in views.iter() {
+            let first = next;
+            next += v.queries.len();
             let (desired, depth, reading) = match result {
-                Ok(depths) => match depths.get(i).cloned().unwrap_or(Ok(Depth::default())) {
+                Ok(depths) => match self.combine(v, depths.get(first..next).unwrap_or_default(), now)
+                {
                     Ok(d) => (Some(wanted(&v.scale, d)), Some(d), Ok(d)),
                     Err(e) => {
                         if self.told.get(&v.qw).is_none_or(|t| t.desired.is_some()) {
@@ -270,7 +290,50 @@ impl TickState {
         }
         let keys: HashSet<&ObjectKey> = views.iter().map(|v| &v.qw).collect();
         self.told.retain(|k, _| keys.contains(k));
+        let queues: HashSet<(&ObjectKey, &str)> = views
+            .iter()
+            .flat_map(|v| v.queries.iter().map(|q| (&v.qw, q.queue.as_str())))
+            .collect();
+        self.rates
+            .retain(|(k, q), _| queues.contains(&(k, q.as_str())));
+        self.arrivals.retain(|k, _| keys.contains(k));
         out
+    }
+
+    /// One QWorker's reading from its queues' answers: backlogs summed, the seconds per task of
+    /// the slowest queue (each learned from its own counters), with a drain target the backlog
+    /// weighted by its waiting; the first unreadable queue fails it. A missing answer (cannot
+    /// happen) reads as empty.
+    fn combine(
+        &mut self,
+        v: &QueueView,
+        depths: &[Result<Depth, QueueError>],
+        now: Instant,
+    ) -> Result<Depth, QueueError> {
+        let mut total = Depth::default();
+        let mut done = Some(0u64);
+        for (i, q) in v.queries.iter().enumerate() {
+            let d = depths.get(i).cloned().unwrap_or(Ok(Depth::default()))?;
+            let learned = self
+                .rates
+                .entry((v.qw.clone(), q.queue.clone()))
+                .or_default()
+                .observe(d.tally);
+            total.queued = total.queued.saturating_add(d.queued);
+            total.in_flight = total.in_flight.saturating_add(d.in_flight);
+            total.task_millis = total.task_millis.max(learned);
+            done = done.zip(d.tally).map(|(n, t)| n.saturating_add(t.tasks));
+        }
+        let arrivals = self.arrivals.entry(v.qw.clone()).or_default();
+        arrivals.observe(now, total.backlog(), done);
+        if let (Some(target), Some(secs)) = (
+            v.scale.target_drain_seconds.filter(|t| *t >= 1),
+            task_seconds(&v.scale, total),
+        ) {
+            let target = Duration::from_secs(target.unsigned_abs());
+            total.due_backlog = Some(arrivals.weighted(now, target, secs));
+        }
+        Ok(total)
     }
 
     /// Terminal pods in view go back now; pods that left the view are looked up when due.
@@ -497,7 +560,7 @@ mod tests {
             .map(|q| {
                 Ok(Depth {
                     queued: *q,
-                    in_flight: 0,
+                    ..Depth::default()
                 })
             })
             .collect())
@@ -513,11 +576,70 @@ mod tests {
                 pod("w-c", "Running", false),
             ],
         );
-        assert_eq!(v.query.consumers, vec!["ns/w-a"]);
+        assert_eq!(v.queries.len(), 1);
+        assert_eq!(v.queries[0].consumers, vec!["ns/w-a"]);
         assert_eq!(v.terminal, vec!["w-b"]);
         assert_eq!(v.present.len(), 2);
         assert_eq!(v.info["w-b"].max_retries, 1);
         assert_eq!(v.template.max_retries, 2);
+    }
+
+    #[test]
+    fn several_queues_sum_and_plan_with_the_slowest_learned_task_time() {
+        let mut qw = qworker();
+        let sc = &mut qw.spec.scale_config;
+        sc.queue = String::new();
+        sc.queues = ["a", "b"]
+            .map(|name| qscaler_crds::qworker::QueueRef { name: name.into() })
+            .to_vec();
+        sc.target_drain_seconds = Some(10);
+        sc.max_replicas = 10;
+        let other = qworker();
+        let views = [QueueView::of(&qw, &[]), QueueView::of(&other, &[])];
+        assert_eq!(views[0].queries.len(), 2);
+        assert_eq!(views[0].queries[1].queue, "b");
+        let timed = |queued, tasks, millis| {
+            Ok(Depth {
+                queued,
+                in_flight: 1,
+                tally: Some(crate::broker::TaskTally { tasks, millis }),
+                ..Depth::default()
+            })
+        };
+        let t0 = Instant::now();
+        let mut s = TickState::new(t0);
+        let answers = Ok(vec![
+            timed(10, 5, 5_000),
+            timed(20, 5, 10_000),
+            Ok(Depth {
+                queued: 7,
+                ..Depth::default()
+            }),
+        ]);
+        let a = s.tick(&views, &answers, t0);
+        let got = |i: usize| a.readings[i].1.result.clone();
+        assert_eq!(
+            got(0),
+            Ok(Depth {
+                queued: 30,
+                in_flight: 2,
+                tally: None,
+                task_millis: Some(2000),
+                due_backlog: Some(32),
+            })
+        );
+        assert_eq!(got(1).map(|d| d.queued), Ok(7), "the next QWorker's answer");
+        // 32 tasks × 2 s within 10 s.
+        assert_eq!(wanted(&views[0].scale, got(0).unwrap()), 7);
+        // One queue unreadable: the QWorker's reading fails.
+        let bad = Ok(vec![
+            timed(10, 5, 5_000),
+            Err(QueueError("wrong type".into())),
+            Ok(Depth::default()),
+        ]);
+        let a = s.tick(&views, &bad, t0);
+        assert!(matches!(a.readings[0].1.result, Err(ReadError::Queue(_))));
+        assert!(a.readings[1].1.result.is_ok());
     }
 
     #[test]
@@ -533,7 +655,7 @@ mod tests {
             a.readings[0].1.result,
             Ok(Depth {
                 queued: 3,
-                in_flight: 0
+                ..Depth::default()
             })
         );
         // Same desired, depth unchanged: no reconcile.
@@ -693,7 +815,7 @@ mod tests {
         let d = |q| {
             Some(Depth {
                 queued: q,
-                in_flight: 0,
+                ..Depth::default()
             })
         };
         assert!(should_trigger(None, Some(1), d(1), t0));

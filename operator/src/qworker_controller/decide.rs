@@ -341,7 +341,7 @@ mod properties {
                 let seen = Seen {
                     last_desired: None,
                     observed: &cache,
-                    depth: st.depth.map(|q| Depth { queued: q, in_flight: 0 }),
+                    depth: st.depth.map(|q| Depth { queued: q, ..Depth::default() }),
                     healthy: &[],
                     now,
                     now_ms,
