@@ -1085,7 +1085,11 @@ mod tests {
             fields(&on_a_list),
             vec![("spec.scaleConfig.streamGroup", Invalid)]
         );
-        assert!(on_a_list[0].to_string().contains("not list"), "{}", on_a_list[0]);
+        assert!(
+            on_a_list[0].to_string().contains("not list"),
+            "{}",
+            on_a_list[0]
+        );
     }
 
     #[test]

@@ -218,6 +218,52 @@ impl Broker for RedisBroker {
 mod tests {
     use super::*;
     use qscaler_queue::depth::KeyRole;
+    use redis::{ErrorKind, RedisError, ServerErrorKind};
+
+    /// A failover or a slot migration is an unreachable broker (the poller holds and reconnects),
+    /// a refused login is a login problem, anything else a broker error: never a reading.
+    #[test]
+    fn topology_moves_are_an_unsettled_broker() {
+        let server = |kind: ServerErrorKind, detail: &str| {
+            RedisError::from((
+                ErrorKind::Server(kind),
+                "An error was signalled by the server",
+                detail.to_string(),
+            ))
+        };
+        for e in [
+            server(ServerErrorKind::Moved, "3999 127.0.0.1:7001"),
+            server(ServerErrorKind::Ask, "3999 127.0.0.1:7001"),
+            server(
+                ServerErrorKind::TryAgain,
+                "Multiple keys request during rehashing",
+            ),
+            server(ServerErrorKind::ClusterDown, "The cluster is down"),
+            server(ServerErrorKind::BusyLoading, "Redis is loading the dataset"),
+            server(
+                ServerErrorKind::ReadOnly,
+                "You can't write against a read only replica.",
+            ),
+            server(ServerErrorKind::MasterDown, "Link with MASTER is down"),
+        ] {
+            let shown = e.to_string();
+            match classify(e) {
+                BrokerError::Unreachable(m) => assert!(m.contains("topology unsettled"), "{m}"),
+                other => panic!("{shown}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            classify(server(ServerErrorKind::ResponseError, "unknown command")),
+            BrokerError::Other(_)
+        ));
+        assert!(matches!(
+            classify(RedisError::from((
+                ErrorKind::AuthenticationFailed,
+                "WRONGPASS invalid username-password pair"
+            ))),
+            BrokerError::Auth(_)
+        ));
+    }
 
     #[test]
     fn a_failed_key_reads_as_its_queues_error() {

@@ -1,7 +1,9 @@
 //! A bounded soak with faults, on the local cluster: tasks are produced in waves (so the workers scale
 //! up and down again and again) for a wrap-mode and a task-mode QWorker while, in turn, the pod spec
 //! rolls out twice, the operator is SIGKILLed twice, Redis restarts, the kube-apiserver restarts, and a
-//! task-mode worker is SIGKILLed mid-task. Every worker records "start <id> <pod>" and "end <id> <pod>".
+//! task-mode worker is SIGKILLed mid-task; with `tests/redis-topologies.sh` up, a third (task-mode)
+//! QWorker consumes from a Sentinel-watched primary, which is SIGKILLed with the Redis restart (the
+//! sentinels promote the replica; it loses no task). Every worker records "start <id> <pod>" and "end <id> <pod>".
 //! Throughout, a neighbour QWorker on the same ScalerConfig reads a queue key of the wrong type (a
 //! string): it alone is ScalerHealthy=False/QueueUnreadable and makes no pod. With the last wave comes
 //! a poison task that kills its container each time it runs (the test plays the fatal bug: it SIGKILLs
@@ -29,11 +31,60 @@ use qscaler_tests::{wait_for, Cluster};
 use redis::AsyncCommands;
 use serde_json::json;
 
+use common::topologies::{self, Revive, Topologies};
 use common::*;
 
 const MAX: usize = 4;
 const WAVES: usize = 6;
 const PER_WAVE: usize = 24;
+
+/// The Sentinel QWorker: its queue on the Sentinel primary, its events on the soak's own Redis.
+struct SentinelPart {
+    topo: Topologies,
+    queue: String,
+    params: qscaler_queue::RedisParams,
+}
+
+impl SentinelPart {
+    async fn start(cluster: &Cluster, ns: &str, events_url: &str) -> Option<SentinelPart> {
+        let topo = Topologies::from_env()?;
+        topologies::scaler_config_of(cluster, ns, "sentinel", topo.sentinel_config()).await;
+        let queue = format!("{ns}-sentinel");
+        let scale = json!({"scalerConfigRef": "sentinel", "minReplicas": 0, "maxReplicas": MAX,
+                           "scalingFactor": 0.25, "scaleDownStabilizationSeconds": 1});
+        let mut qw = qworker("sentinel", &queue, &[], scale);
+        qw["spec"]["podSpec"]["containers"][0]["args"] = json!([
+            "--task",
+            "--",
+            "qscaler-test-worker",
+            "--stdin-task",
+            "--task-ms",
+            "300",
+            "--redis-url",
+            events_url,
+            "--events",
+            format!("{queue}:events")
+        ]);
+        create_qworker(cluster, ns, qw).await;
+        let params = topo.sentinel_params();
+        Some(SentinelPart {
+            topo,
+            queue,
+            params,
+        })
+    }
+
+    /// Pushes tasks `ids` and waits until the replica has them.
+    async fn push(&self, ids: std::ops::Range<usize>) {
+        let mut c = wait_for("the Sentinel primary", Duration::from_secs(60), || {
+            topologies::connect(&self.params)
+        })
+        .await;
+        let items: Vec<String> = ids.map(|i| format!("t{i}")).collect();
+        let _: () = c.lpush(&self.queue, items).await.expect("LPUSH");
+        topologies::replicated(&mut c).await;
+    }
+}
 
 /// Start/end events per (id, pod) of one queue.
 async fn events(
@@ -451,6 +502,8 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
     let (task_samples, task_sampler) = sample(&cluster, &ns, "task");
     let (bad_samples, bad_sampler) = sample(&cluster, &ns, "bad");
     let (poisoned, killer) = poison_killer(&cluster, &ns, &task_q, redis.url());
+    let sentinel = SentinelPart::start(&cluster, &ns, &redis.url()).await;
+    let mut revive: Option<Revive> = None;
 
     let mut produced = 0usize;
     let mut fault_times: Vec<(String, Duration, Duration)> = Vec::new();
@@ -459,6 +512,9 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
         let mut conn = redis.conn().await;
         push_tasks(&mut conn, &wrap_q, produced..produced + PER_WAVE).await;
         push_tasks(&mut conn, &task_q, produced..produced + PER_WAVE).await;
+        if let Some(s) = &sentinel {
+            s.push(produced..produced + PER_WAVE).await;
+        }
         produced += PER_WAVE;
         // A fault while the wave is being worked off.
         wait_for(
@@ -489,7 +545,14 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
             2 => {
                 redis.stop().await;
                 redis.resume().await;
-                "Redis restart"
+                match &sentinel {
+                    Some(s) => {
+                        revive = Some(Revive);
+                        s.topo.kill_primary().await;
+                        "Redis restart + Sentinel primary SIGKILL"
+                    }
+                    None => "Redis restart",
+                }
             }
             3 => {
                 let out = std::process::Command::new("bash")
@@ -525,11 +588,15 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
             Duration::from_secs(120),
             || {
                 let (url, wrap_q, task_q) = (redis.url(), wrap_q.clone(), task_q.clone());
+                let sentinel_q = sentinel.as_ref().map(|s| s.queue.clone());
                 async move {
                     // A fresh connection each time: a Redis restart breaks old ones.
                     let client = redis::Client::open(url).ok()?;
                     let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-                    for q in [&wrap_q, &task_q] {
+                    for q in [Some(&wrap_q), Some(&task_q), sentinel_q.as_ref()]
+                        .into_iter()
+                        .flatten()
+                    {
                         let ends: BTreeSet<String> = events(&mut conn, q)
                             .await
                             .into_iter()
@@ -546,6 +613,8 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
         )
         .await;
         fault_times.push((fault.to_string(), took, fault_at.elapsed()));
+        // The killed Sentinel primary comes back as a replica before the next fault.
+        drop(revive.take());
     }
     let op = op.expect("an operator");
     // Dropped before `op`: the operator releases the QWorkers' finalizers.
@@ -688,6 +757,26 @@ async fn soak_with_faults_loses_and_interrupts_nothing() {
             failures.push(format!(
                 "{q}: {max_alive} pods alive, above maxReplicas {MAX}"
             ));
+        }
+    }
+    // The Sentinel queue: every task ended at least once across the failover.
+    if let Some(s) = &sentinel {
+        let ends: BTreeSet<String> = events(&mut conn, &s.queue)
+            .await
+            .into_iter()
+            .filter(|e| e.0 == "end")
+            .map(|e| e.1)
+            .collect();
+        let lost = (0..produced)
+            .filter(|i| !ends.contains(&format!("t{i}")))
+            .count();
+        report.push(format!(
+            "{}: produced {produced}, completed {}, lost {lost} (across a Sentinel failover)",
+            s.queue,
+            ends.len()
+        ));
+        if lost > 0 {
+            failures.push(format!("{}: {lost} tasks lost", s.queue));
         }
     }
     // The poison: every run cut by its own kill, then dead-lettered; never retried past the limit.

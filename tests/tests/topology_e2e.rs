@@ -20,121 +20,19 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use kube::api::PostParams;
-use kube::Api;
 use qscaler_crds::names::keys;
-use qscaler_crds::ScalerConfig;
-use qscaler_queue::{Conn, Connector, Node, RedisParams, SentinelParams, Timeouts, Topology};
+use qscaler_queue::{Conn, RedisParams};
 use qscaler_tests::operator::Operator;
 use qscaler_tests::{wait_for, Cluster};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
+use common::topologies::*;
 use common::*;
 
 const TASKS: usize = 60;
 const TASK_MS: &str = "250";
 const MAX_REPLICAS: i32 = 3;
-
-/// The topologies' addresses, from `tests/redis-topologies.sh env`.
-struct Topologies {
-    cluster: Vec<String>,
-    sentinels: Vec<String>,
-    master: String,
-    dir: std::path::PathBuf,
-}
-
-impl Topologies {
-    /// `None` (the test says so and passes) when the topologies are not up, unless
-    /// `QSCALER_REQUIRE_CLUSTER` says they must be (tests/run.sh).
-    fn from_env() -> Option<Topologies> {
-        const HINT: &str =
-            "tests/redis-topologies.sh up && eval \"$(tests/redis-topologies.sh env)\"";
-        let Ok(dir) = std::env::var("QSCALER_TOPOLOGIES_DIR") else {
-            let required = std::env::var(qscaler_tests::cluster::REQUIRE_CLUSTER_ENV)
-                .is_ok_and(|v| !v.is_empty() && v != "0");
-            assert!(!required, "QSCALER_TOPOLOGIES_DIR is not set: {HINT}");
-            eprintln!("skipped: no Redis Cluster / Sentinel topologies ({HINT})");
-            return None;
-        };
-        let var = |name: &str| {
-            std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: {HINT}"))
-        };
-        let list = |s: String| s.split(',').map(str::to_owned).collect::<Vec<_>>();
-        Some(Topologies {
-            cluster: list(var("QSCALER_TEST_CLUSTER_NODES")),
-            sentinels: list(var("QSCALER_TEST_SENTINELS")),
-            master: var("QSCALER_TEST_SENTINEL_MASTER"),
-            dir: dir.into(),
-        })
-    }
-
-    fn params(&self, topology: Topology) -> RedisParams {
-        RedisParams {
-            host: String::new(),
-            port: 0,
-            db: 0,
-            username: None,
-            password: None,
-            tls: false,
-            tls_insecure: false,
-            tls_ca: None,
-            topology,
-        }
-    }
-
-    fn cluster_params(&self) -> RedisParams {
-        let nodes = Node::parse_list(&self.cluster.join(",")).expect("cluster nodes");
-        self.params(Topology::Cluster(nodes))
-    }
-
-    fn sentinel_params(&self) -> RedisParams {
-        self.params(Topology::Sentinel(SentinelParams {
-            nodes: Node::parse_list(&self.sentinels.join(",")).expect("sentinels"),
-            master: self.master.clone(),
-            username: None,
-            password: None,
-            tls: false,
-            tls_insecure: false,
-            tls_ca: None,
-        }))
-    }
-}
-
-async fn connect(params: &RedisParams) -> Option<Conn> {
-    let t = Timeouts {
-        connect: Duration::from_secs(2),
-        response: Duration::from_secs(2),
-    };
-    Connector::new(params)
-        .expect("connector")
-        .connect(t)
-        .await
-        .ok()
-}
-
-/// A plain connection to one node.
-async fn node(addr: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://{addr}/"))
-        .expect("node url")
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"))
-}
-
-/// The ScalerConfig `redis` with `config` as its whole `spec.config`.
-async fn scaler_config_of(cluster: &Cluster, ns: &str, config: Value) {
-    let sc: ScalerConfig = serde_json::from_value(json!({
-        "apiVersion": "quickube.com/v1alpha1", "kind": "ScalerConfig",
-        "metadata": {"name": "redis"},
-        "spec": {"type": "redis", "config": config}
-    }))
-    .expect("ScalerConfig");
-    Api::<ScalerConfig>::namespaced(cluster.client.clone(), ns)
-        .create(&PostParams::default(), &sc)
-        .await
-        .expect("creating ScalerConfig");
-}
 
 /// A task-mode QWorker whose tasks record start/end on the local cluster's single server.
 fn task_qworker(queue: &str, events_url: &str, events: &str) -> Value {
@@ -169,7 +67,7 @@ async fn setup_with(prefix: &str, config: Value) -> (Cluster, String, Operator, 
         ns: ns.clone(),
     };
     worker_rbac(&cluster, &ns).await;
-    scaler_config_of(&cluster, &ns, config).await;
+    scaler_config_of(&cluster, &ns, "redis", config).await;
     let op = Operator::start(&cluster, &ns, &[]).await;
     (cluster, ns, op, guard)
 }
@@ -376,6 +274,19 @@ async fn move_slot(nodes: &[String], slot: u16) -> String {
     dst
 }
 
+/// Waits until the QWorker has scaled up to more than one live worker.
+async fn until_scaled_up(cluster: &Cluster, ns: &str) {
+    wait_for("more than one worker", T, || async {
+        let alive = worker_pods(cluster, ns, "w")
+            .await
+            .iter()
+            .filter(|p| alive(p))
+            .count();
+        (alive > 1).then_some(())
+    })
+    .await;
+}
+
 /// Waits until some task started: the wave is under way.
 async fn until_started(cluster: &Cluster, events: &str) {
     let ev = cluster.redis().await;
@@ -395,7 +306,7 @@ async fn a_cluster_queue_loses_nothing_while_its_slot_moves() {
     let Some(topo) = Topologies::from_env() else {
         return;
     };
-    let config = json!({"cluster": {"nodes": topo.cluster}});
+    let config = topo.cluster_config();
     let (cluster, ns, op, _guard) = setup_with("topo-cluster", config).await;
     let queue = format!("{ns}-jobs");
     let events = format!("{queue}:events");
@@ -409,6 +320,7 @@ async fn a_cluster_queue_loses_nothing_while_its_slot_moves() {
     .await;
     push(&mut c, &queue).await;
     until_started(&cluster, &events).await;
+    until_scaled_up(&cluster, &ns).await;
     let slot = qscaler_queue::topology::slot(&queue);
     let to = move_slot(&topo.cluster, slot).await;
     eprintln!("slot {slot} of {queue} moved to {to}");
@@ -417,35 +329,13 @@ async fn a_cluster_queue_loses_nothing_while_its_slot_moves() {
     assert_wave_done(&cluster, &ns, &params, &queue, &events, &op).await;
 }
 
-/// Restarts a killed Sentinel data node as a replica when the test ends, passed or not.
-struct Revive;
-
-impl Drop for Revive {
-    fn drop(&mut self) {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/redis-topologies.sh");
-        let _ = std::process::Command::new(script).arg("revive").status();
-    }
-}
-
-/// The pid file of the Sentinel data node on `port`.
-fn data_node_pid(dir: &std::path::Path, port: u16) -> i32 {
-    for name in ["sentinel-data-1", "sentinel-data-2"] {
-        let p = std::fs::read_to_string(dir.join(format!("{name}.port"))).unwrap_or_default();
-        if p.trim() == port.to_string() {
-            let pid = std::fs::read_to_string(dir.join(format!("{name}.pid"))).expect("pid file");
-            return pid.trim().parse().expect("a pid");
-        }
-    }
-    panic!("no Sentinel data node on port {port}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sentinel_queue_loses_nothing_when_the_primary_is_killed() {
     qscaler_tests::cluster::skip_suite_without_cluster();
     let Some(topo) = Topologies::from_env() else {
         return;
     };
-    let config = json!({"sentinel": {"nodes": topo.sentinels, "masterName": topo.master}});
+    let config = topo.sentinel_config();
     let (cluster, ns, op, _guard) = setup_with("topo-sentinel", config).await;
     let queue = format!("{ns}-jobs");
     let events = format!("{queue}:events");
@@ -458,46 +348,14 @@ async fn a_sentinel_queue_loses_nothing_when_the_primary_is_killed() {
     )
     .await;
     push(&mut c, &queue).await;
-    // The pushes are on the replica before the fault: what Redis replication itself can lose (an
-    // acknowledged write not yet replicated) is not what this test is about.
-    let replicas: i64 = redis::cmd("WAIT")
-        .arg(1)
-        .arg(5000)
-        .query_async(&mut c)
-        .await
-        .expect("WAIT");
-    assert_eq!(replicas, 1, "the replica did not acknowledge the pushes");
+    replicated(&mut c).await;
     until_started(&cluster, &events).await;
-    let mut s = node(&topo.sentinels[0]).await;
-    let (_, port): (String, u16) = redis::cmd("SENTINEL")
-        .arg("GET-MASTER-ADDR-BY-NAME")
-        .arg(&topo.master)
-        .query_async(&mut s)
-        .await
-        .expect("the primary's address");
+    until_scaled_up(&cluster, &ns).await;
     let _revive = Revive;
-    let pid = data_node_pid(&topo.dir, port);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("SIGKILL the primary");
-    eprintln!("killed the primary on port {port}");
-    let promoted = wait_for("the sentinels to promote the replica", T, || {
-        let mut s = s.clone();
-        let master = topo.master.clone();
-        async move {
-            let (_, p): (String, u16) = redis::cmd("SENTINEL")
-                .arg("GET-MASTER-ADDR-BY-NAME")
-                .arg(&master)
-                .query_async(&mut s)
-                .await
-                .ok()?;
-            (p != port).then_some(p)
-        }
-    })
-    .await;
-    eprintln!("the replica on port {promoted} is the primary now");
+    let (killed, promoted) = topo.kill_primary().await;
+    eprintln!(
+        "killed the primary on port {killed}; the replica on port {promoted} is the primary now"
+    );
     let samples = watch_desired(&cluster, &ns, &params, &queue).await;
     assert!(samples > 0, "no sample of desired vs backlog was taken");
     assert_wave_done(&cluster, &ns, &params, &queue, &events, &op).await;

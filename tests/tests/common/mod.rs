@@ -2,6 +2,8 @@
 //! namespace, RBAC, ScalerConfig and operator; its own redis-server; pod samples; task events.
 #![allow(dead_code)] // each test binary uses a part
 
+pub mod topologies;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
