@@ -70,6 +70,10 @@ TASK MODE REDIS CONTRACT:
   {<queue>}:consumers from before its first take until its list is empty at exit. (A queue name
   with its own hash tag, like {app}:jobs, is used as is: {app}:jobs:processing:...; every key of a
   queue is in its slot on a Redis Cluster.)
+  --queue-format stream: <queue> is a stream read as consumer group --stream-group (created at 0 if
+  missing) by consumer <namespace>/<pod>; producers XADD <queue> * task <payload>; XACK on exit 0,
+  retries per entry id, dead letters XADDed to the stream {<queue>}:dead; an entry given back is
+  XCLAIMed to the group's consumer qscaler:returned, whose entries every worker takes first.
 
 EXIT CODE: the worker's own code, or 128+N when signal N killed it; 127/126 when COMMAND cannot be
 found/executed; 0 when the worker exited by itself after a drain request. Task mode: 0, or the code of
