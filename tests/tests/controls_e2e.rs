@@ -63,6 +63,22 @@ async fn held_at_depth(cluster: &Cluster, ns: &str, qw: &str, depth: i64, why: &
     .await
 }
 
+async fn q_hash(cluster: &Cluster, ns: &str) -> String {
+    let q = get_qworker(cluster, ns, "w").await;
+    q.status
+        .map(|s| s.current_pod_spec_hash)
+        .unwrap_or_default()
+}
+
+fn names_of(pods: &[Pod]) -> Vec<String> {
+    let mut names: Vec<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
 async fn wait_running(cluster: &Cluster, ns: &str, qw: &str, n: usize) {
     wait_for(&format!("{n} running workers"), T, || async {
         (running(cluster, ns, qw).await == n).then_some(())
@@ -109,6 +125,32 @@ async fn pause_holds_while_the_queue_fills() {
     assert!(
         notes.iter().any(|n| n.contains("holding 1 workers")),
         "a Paused Event says what is held: {notes:?}"
+    );
+
+    // A new template while paused rolls nothing out: the old worker stays, undrained.
+    let old_hash = q_hash(&cluster, &ns).await;
+    patch_qworker(
+        &cluster,
+        &ns,
+        "w",
+        json!({"spec": {"podMetadata": {"labels": {"rev": "2"}}}}),
+    )
+    .await;
+    wait_for("the new hash in the status, one old worker", T, || async {
+        let st = get_qworker(&cluster, &ns, "w").await.status?;
+        (st.current_pod_spec_hash != old_hash && st.old_replicas == 1).then_some(())
+    })
+    .await;
+    let after = worker_pods(&cluster, &ns, "w").await;
+    assert_eq!(
+        names_of(&after),
+        names_of(&pods),
+        "no pod created or deleted while paused"
+    );
+    assert_eq!(
+        active(&after),
+        1,
+        "the old worker is not drained while paused"
     );
 
     // spec.paused (annotation gone) with pausedReplicas 0: no worker although 4 tasks wait.
