@@ -703,7 +703,8 @@ mod tests {
             (
                 Box::new(|v| {
                     v["scaleConfig"]["queue"] = json!("");
-                    v["scaleConfig"]["queues"] = json!([{"name": "a"}, {"name": " "}, {"name": "a"}])
+                    v["scaleConfig"]["queues"] =
+                        json!([{"name": "a"}, {"name": " "}, {"name": "a"}])
                 }),
                 vec![
                     ("spec.scaleConfig.queues[1].name", Required),

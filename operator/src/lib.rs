@@ -27,8 +27,8 @@
 //! - [`metrics`], [`server`] (/metrics, /healthz, /readyz), [`leader`] (Lease), [`run`]: wiring.
 #![forbid(unsafe_code)]
 
-pub mod broker;
 pub(crate) mod arrivals;
+pub mod broker;
 pub(crate) mod conditions;
 pub mod context;
 pub(crate) mod controls;

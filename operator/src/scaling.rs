@@ -180,19 +180,39 @@ mod tests {
         assert_eq!(drain_desired(61, 0, 1.0, 20, 0, 10), 4);
         assert_eq!(drain_desired(0, 0, 1.0, 20, 0, 10), 0);
         assert_eq!(drain_desired(0, 0, 1.0, 20, 2, 10), 2);
-        assert_eq!(drain_desired(1, 0, 0.01, 20, 0, 10), 1, "any backlog gets a worker");
+        assert_eq!(
+            drain_desired(1, 0, 0.01, 20, 0, 10),
+            1,
+            "any backlog gets a worker"
+        );
         // Tasks longer than the target: one worker per task, no more.
         assert_eq!(drain_desired(4, 0, 60.0, 20, 0, 10), 4);
         assert_eq!(drain_desired(400, 0, 1.0, 20, 0, 10), 10, "max caps");
-        assert_eq!(drain_desired(5, 0, 1.0, 0, 0, 10), 5, "a target of 0 reads as 1 s");
-        assert_eq!(drain_desired(5, 0, 1.0, 1, 4, 2), 2, "max wins over an inverted min");
+        assert_eq!(
+            drain_desired(5, 0, 1.0, 0, 0, 10),
+            5,
+            "a target of 0 reads as 1 s"
+        );
+        assert_eq!(
+            drain_desired(5, 0, 1.0, 1, 4, 2),
+            2,
+            "max wins over an inverted min"
+        );
         assert_eq!(drain_desired(u64::MAX, 0, 1e300, 1, 0, 7), 7);
         // A burst half way to its deadline: 20 left weigh 40, so the count stays at 2.
         assert_eq!(drain_desired(20, 40, 1.0, 20, 0, 10), 2);
-        assert_eq!(drain_desired(20, 0, 1.0, 20, 0, 10), 1, "without its age: 1");
+        assert_eq!(
+            drain_desired(20, 0, 1.0, 20, 0, 10),
+            1,
+            "without its age: 1"
+        );
         // Late: as many workers as tasks, no more.
         assert_eq!(drain_desired(5, 100, 1.0, 20, 0, 10), 5);
-        assert_eq!(drain_desired(5, 3, 1.0, 20, 0, 10), 1, "due below the backlog is ignored");
+        assert_eq!(
+            drain_desired(5, 3, 1.0, 20, 0, 10),
+            1,
+            "due below the backlog is ignored"
+        );
     }
 
     fn sc(target: Option<i64>, prior: Option<f64>) -> ScaleConfig {
@@ -233,11 +253,21 @@ mod tests {
             ..depth(30, 0, None)
         };
         assert_eq!(wanted(&sc(Some(10), Some(2.0)), waited), 12);
-        assert_eq!(wanted(&sc(None, Some(2.0)), waited), 30, "the factor rule ignores it");
+        assert_eq!(
+            wanted(&sc(None, Some(2.0)), waited),
+            30,
+            "the factor rule ignores it"
+        );
         // A nonsense prior is ignored.
-        assert_eq!(wanted(&sc(Some(10), Some(f64::NAN)), depth(30, 0, None)), 30);
+        assert_eq!(
+            wanted(&sc(Some(10), Some(f64::NAN)), depth(30, 0, None)),
+            30
+        );
         assert_eq!(task_seconds(&sc(None, Some(-1.0)), depth(0, 0, None)), None);
-        assert_eq!(task_seconds(&sc(None, None), depth(0, 0, Some(1500))), Some(1.5));
+        assert_eq!(
+            task_seconds(&sc(None, None), depth(0, 0, Some(1500))),
+            Some(1.5)
+        );
     }
 
     #[test]

@@ -90,7 +90,11 @@ mod tests {
     fn the_first_reading_seeds_with_the_lifetime_average() {
         let mut r = TaskRate::default();
         assert_eq!(r.observe(tally(10, 5000)), Some(500));
-        assert_eq!(r.observe(tally(10, 5000)), Some(500), "no new task, no change");
+        assert_eq!(
+            r.observe(tally(10, 5000)),
+            Some(500),
+            "no new task, no change"
+        );
     }
 
     #[test]

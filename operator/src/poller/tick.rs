@@ -14,10 +14,10 @@ use qscaler_crds::worker_pod::WorkerPod;
 use qscaler_crds::QWorker;
 
 use super::returns::{Fate, PodInfo};
+use crate::arrivals::Arrivals;
 use crate::broker::{BrokerError, Depth, QueueError, QueueQuery};
 use crate::object_key::ObjectKey;
 use crate::readings::{ReadError, Reading};
-use crate::arrivals::Arrivals;
 use crate::scaling::{task_seconds, wanted};
 use crate::task_rate::TaskRate;
 
@@ -250,16 +250,17 @@ impl TickState {
             let first = next;
             next += v.queries.len();
             let (desired, depth, reading) = match result {
-                Ok(depths) => match self.combine(v, depths.get(first..next).unwrap_or_default(), now)
-                {
-                    Ok(d) => (Some(wanted(&v.scale, d)), Some(d), Ok(d)),
-                    Err(e) => {
-                        if self.told.get(&v.qw).is_none_or(|t| t.desired.is_some()) {
-                            out.unreadable.push((v.qw.clone(), e.to_string()));
+                Ok(depths) => {
+                    match self.combine(v, depths.get(first..next).unwrap_or_default(), now) {
+                        Ok(d) => (Some(wanted(&v.scale, d)), Some(d), Ok(d)),
+                        Err(e) => {
+                            if self.told.get(&v.qw).is_none_or(|t| t.desired.is_some()) {
+                                out.unreadable.push((v.qw.clone(), e.to_string()));
+                            }
+                            (None, None, Err(ReadError::Queue(e.to_string())))
                         }
-                        (None, None, Err(ReadError::Queue(e.to_string())))
                     }
-                },
+                }
                 Err(e) => (None, None, Err(ReadError::Broker(e.to_string()))),
             };
             out.readings.push((

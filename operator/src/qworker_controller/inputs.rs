@@ -47,7 +47,10 @@ pub(super) fn scaler_view(
             Some(ScalerHealth {
                 healthy: true,
                 reason: reason::QUEUE_READ,
-                message: format!("reading queue {}", qw.spec.scale_config.queue_names().join(", ")),
+                message: format!(
+                    "reading queue {}",
+                    qw.spec.scale_config.queue_names().join(", ")
+                ),
             }),
         ),
         Some(Err(ReadError::Broker(e))) => {
