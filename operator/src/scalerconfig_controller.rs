@@ -102,9 +102,16 @@ async fn resolve(ctx: &Context, sc: &ScalerConfig) -> Result<Result<RedisParams,
     };
     let topology = match (&c.sentinel, &c.cluster) {
         (Some(s), _) => {
-            let password = match (s.password_secret(), s.password.as_ref().and_then(|p| p.value.clone())) {
+            let password = match (
+                s.password_secret(),
+                s.password.as_ref().and_then(|p| p.value.clone()),
+            ) {
                 (Some(r), _) => match secret_value(ctx, &ns, r).await? {
-                    Ok(v) => Some(String::from_utf8_lossy(&v).trim_end_matches('\n').to_string()),
+                    Ok(v) => Some(
+                        String::from_utf8_lossy(&v)
+                            .trim_end_matches('\n')
+                            .to_string(),
+                    ),
                     Err(b) => return Ok(Err(b)),
                 },
                 (None, inline) => inline,

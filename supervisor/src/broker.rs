@@ -7,7 +7,9 @@ use std::fmt;
 use std::time::Duration;
 
 use qscaler_crds::names::env;
-use qscaler_queue::{Conn, Connector, Node, ParamsError, RedisParams, SentinelParams, Timeouts, Topology};
+use qscaler_queue::{
+    Conn, Connector, Node, ParamsError, RedisParams, SentinelParams, Timeouts, Topology,
+};
 
 use crate::cli::Options;
 use crate::{Error, Result};
@@ -126,7 +128,11 @@ fn topology(o: &Options, sentinel_password: Option<String>) -> Result<Topology> 
         (Some(list), None) => Ok(Topology::Sentinel(SentinelParams {
             nodes: nodes(env::REDIS_SENTINELS, &list)?,
             master: some(&o.redis_sentinel_master).ok_or_else(|| {
-                Error::Config(format!("{} needs {}", env::REDIS_SENTINELS, env::REDIS_SENTINEL_MASTER))
+                Error::Config(format!(
+                    "{} needs {}",
+                    env::REDIS_SENTINELS,
+                    env::REDIS_SENTINEL_MASTER
+                ))
             })?,
             username: some(&o.redis_sentinel_username),
             password: sentinel_password.filter(|p| !p.is_empty()),
@@ -256,16 +262,27 @@ mod tests {
             let o = Options::try_parse_from(argv).unwrap();
             Broker::with_sentinel_password(&o, None, Some("s3cret".into()))
         };
-        let b = parse(&["--redis-sentinels", "s1:26379,s2:26379", "--redis-sentinel-master", "m"])
-            .unwrap();
+        let b = parse(&[
+            "--redis-sentinels",
+            "s1:26379,s2:26379",
+            "--redis-sentinel-master",
+            "m",
+        ])
+        .unwrap();
         assert_eq!(b.to_string(), "redis+sentinel://s1:26379,s2:26379/m/0");
         assert!(!format!("{b:?}").contains("s3cret"));
         let b = parse(&["--redis-cluster", "c1:7000"]).unwrap();
         assert_eq!(b.to_string(), "redis+cluster://c1:7000/0");
         for (args, says) in [
-            (&["--redis-sentinels", "s1:26379"][..], "QSCALER_REDIS_SENTINEL_MASTER"),
+            (
+                &["--redis-sentinels", "s1:26379"][..],
+                "QSCALER_REDIS_SENTINEL_MASTER",
+            ),
             (&["--redis-cluster", "c1"], "host:port"),
-            (&["--redis-cluster", "c1:7000", "--redis-db", "2"], "only database 0"),
+            (
+                &["--redis-cluster", "c1:7000", "--redis-db", "2"],
+                "only database 0",
+            ),
             (
                 &["--redis-cluster", "c1:7000", "--redis-sentinels", "s:1"],
                 "both set",
