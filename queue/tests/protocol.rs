@@ -234,6 +234,62 @@ async fn depths_count_queued_and_in_flight_and_name_a_broken_key() {
     assert!(depth::read(&mut c, &[]).await.unwrap().is_empty());
 }
 
+/// Settling with a run time adds to the queue's timings in the same step, and a depth reading
+/// carries them (in its one pipeline); a queue nothing was timed on has none.
+#[tokio::test]
+async fn settled_tasks_are_timed_and_read_with_the_depths() {
+    let (_s, mut c) = Server::start().await;
+    let k = TaskKeys::new("timed", &keys::consumer(Some("ns"), "w-1"));
+    for p in ["a", "b", "c"] {
+        let _: () = c.lpush(&k.queue, p).await.unwrap();
+    }
+    let block = Duration::from_millis(100);
+    let a = task::take(&mut c, &k, block).await.unwrap().unwrap();
+    task::settle_timed(
+        &mut c,
+        &k,
+        &a,
+        Settle::Done,
+        Some(Duration::from_millis(1500)),
+    )
+    .await
+    .unwrap();
+    let b = task::take(&mut c, &k, block).await.unwrap().unwrap();
+    task::settle_timed(
+        &mut c,
+        &k,
+        &b,
+        Settle::DeadLetter,
+        Some(Duration::from_millis(250)),
+    )
+    .await
+    .unwrap();
+    // Without a run time (the operator's own moves), nothing is timed.
+    let t = task::take(&mut c, &k, block).await.unwrap().unwrap();
+    task::settle(&mut c, &k, &t, Settle::Done).await.unwrap();
+    let none: Vec<String> = vec![];
+    let query = |queue| Query {
+        queue,
+        format: QueueFormat::List,
+        consumers: &none,
+        group: None,
+    };
+    let got = depth::read_timed(&mut c, &[query("timed"), query("untimed")])
+        .await
+        .unwrap();
+    assert_eq!(
+        got[0].1,
+        Some(depth::Tally {
+            tasks: 2,
+            millis: 1750
+        })
+    );
+    assert_eq!(got[0].0, Ok(Lengths::default()));
+    assert_eq!(got[1].1, None);
+    let stats: Vec<String> = c.hkeys(keys::task_stats("timed")).await.unwrap();
+    assert_eq!(stats.len(), 2, "{stats:?}");
+}
+
 #[tokio::test]
 async fn the_registry_names_who_may_hold_a_list_until_it_is_settled() {
     let (_s, mut c) = Server::start().await;
