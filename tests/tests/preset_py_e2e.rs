@@ -25,6 +25,7 @@ use qscaler_crds::names;
 use qscaler_crds::QWorker;
 use qscaler_tests::cluster::bin_dir;
 use qscaler_tests::{wait_for, Cluster};
+use redis::AsyncCommands;
 use serde_json::{json, Value};
 
 use common::*;
@@ -119,7 +120,7 @@ fn preset_qworker(fw: &Framework, name: &str, queue: &str, redis_url: &str) -> V
     qw
 }
 
-/// Enqueues tasks t<first>.. with the framework's own client.
+/// Enqueues tasks t<first>.. with the framework's own client (Celery: at `priority`, if given).
 async fn produce(
     fw: &Framework,
     redis_url: &str,
@@ -127,12 +128,14 @@ async fn produce(
     first: usize,
     count: usize,
     secs: f64,
+    priority: Option<u8>,
 ) {
     let out = tokio::process::Command::new(venv().join("bin/python"))
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .arg(scripts().join("produce.py"))
         .args([fw.name, redis_url, queue])
         .args([first.to_string(), count.to_string(), secs.to_string()])
+        .args(priority.map(|p| p.to_string()))
         .output()
         .await
         .expect("running produce.py");
@@ -181,7 +184,7 @@ async fn scenario(fw: &Framework) {
         // Another queue's worker holds a task in the same `unacked` hash: "w" must not count it.
         let other = format!("{ns}-other");
         create_qworker(&cluster, &ns, preset_qworker(fw, "o", &other, &url)).await;
-        produce(fw, &url, &other, 100, 1, 60.0).await;
+        produce(fw, &url, &other, 100, 1, 60.0, None).await;
         wait_for("the other queue's task in flight", T, || async {
             let st = get_qworker(&cluster, &ns, "o").await.status?;
             (st.queue_depth == Some(0) && st.in_flight == Some(1)).then_some(())
@@ -198,7 +201,7 @@ async fn scenario(fw: &Framework) {
     // 1. Held work: the framework's list empties while every task is still in flight. A worker
     // holds at most `per_worker`, so the second one must take its share: the tasks outlast its start.
     let held = 2 * fw.per_worker;
-    produce(fw, &url, &queue, 0, held, 20.0).await;
+    produce(fw, &url, &queue, 0, held, 20.0, None).await;
     wait_for(
         "status: queueDepth 0 and every task in flight",
         Duration::from_secs(90),
@@ -216,8 +219,23 @@ async fn scenario(fw: &Framework) {
             "the other queue's task was not held throughout"
         );
     }
-    wait_for("the held tasks ended", T, || async {
-        (assert_no_early_drain(&cluster, &ns, &queue).await >= held).then_some(())
+    // Two more wait behind them (Celery: at priority 9, so in the queue's priority list), and the
+    // status shows them queued beside the same tasks in flight.
+    let extra = 2;
+    let priority = (fw.name == "celery").then_some(9);
+    produce(fw, &url, &queue, held, extra, 1.0, priority).await;
+    if priority.is_some() {
+        let in_priority_list: usize = conn.llen(format!("{queue}\x06\x169")).await.expect("LLEN");
+        assert_eq!(in_priority_list, extra, "kombu's priority list for step 9");
+    }
+    wait_for("status: the extra tasks queued", T, || async {
+        assert_no_early_drain(&cluster, &ns, &queue).await;
+        let st = get_qworker(&cluster, &ns, "w").await.status?;
+        (st.queue_depth == Some(extra as i64) && st.in_flight == Some(held as i64)).then_some(())
+    })
+    .await;
+    wait_for("the held and extra tasks ended", T, || async {
+        (assert_no_early_drain(&cluster, &ns, &queue).await >= held + extra).then_some(())
     })
     .await;
 
@@ -239,7 +257,7 @@ async fn scenario(fw: &Framework) {
         .expect("status")
         .current_pod_spec_hash;
     let batch = 8;
-    produce(fw, &url, &queue, held, batch, 1.0).await;
+    produce(fw, &url, &queue, held + extra, batch, 1.0, None).await;
     let mut patched = preset_qworker(fw, "w", &queue, &url)["spec"]["podSpec"].clone();
     patched["containers"][0]["env"]
         .as_array_mut()
@@ -268,7 +286,7 @@ async fn scenario(fw: &Framework) {
         || async {
             let pods = worker_pods(&cluster, &ns, "w").await;
             let mut conn = cluster.redis().await;
-            let done = task_events(&mut conn, &queue).await.1.len() >= held + batch;
+            let done = task_events(&mut conn, &queue).await.1.len() >= held + extra + batch;
             let up: Vec<&Pod> = pods.iter().filter(|p| alive(p)).collect();
             (done && !up.is_empty() && up.iter().all(|p| on_hash(p, &short))).then_some(())
         },
@@ -277,7 +295,7 @@ async fn scenario(fw: &Framework) {
 
     let (starts, ends) = task_events(&mut conn, &queue).await;
     assert_no_interrupted_task(&starts, &ends, &op);
-    let want: Vec<String> = (0..held + batch).map(|i| format!("t{i}")).collect();
+    let want: Vec<String> = (0..held + extra + batch).map(|i| format!("t{i}")).collect();
     assert_eq!(
         starts.keys().collect::<BTreeSet<_>>(),
         want.iter().collect::<BTreeSet<_>>(),

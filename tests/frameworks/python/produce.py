@@ -1,8 +1,9 @@
 """Enqueues preset test tasks with the framework's own client.
 
-    python produce.py rq|celery REDIS_URL QUEUE FIRST COUNT SECONDS
+    python produce.py rq|celery REDIS_URL QUEUE FIRST COUNT SECONDS [PRIORITY]
 
-Task ids are t<FIRST> .. t<FIRST+COUNT-1>; each runs SECONDS.
+Task ids are t<FIRST> .. t<FIRST+COUNT-1>; each runs SECONDS. PRIORITY: Celery's message priority
+(kombu keeps it in the queue's priority list for that step).
 """
 
 import os
@@ -11,6 +12,7 @@ import sys
 
 def main() -> None:
     framework, url, queue, first, count, seconds = sys.argv[1:7]
+    priority = int(sys.argv[7]) if len(sys.argv) > 7 else None
     ids = [f"t{i}" for i in range(int(first), int(first) + int(count))]
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     if framework == "rq":
@@ -27,7 +29,7 @@ def main() -> None:
         import celery_app
 
         for i in ids:
-            celery_app.work.apply_async((i, float(seconds)), queue=queue)
+            celery_app.work.apply_async((i, float(seconds)), queue=queue, priority=priority)
     else:
         sys.exit(f"unknown framework {framework}")
 
