@@ -115,7 +115,19 @@ pub fn injected_env(
     if let Some(sc) = scaler {
         let c = &sc.spec.config;
         match (&c.sentinel, &c.cluster) {
-            (Some(s), _) => sentinel_env(&mut vars, s),
+            (Some(s), _) => {
+                sentinel_env(&mut vars, s);
+                if s.password_secret().is_none()
+                    && s.password.as_ref().is_some_and(|p| p.value.is_some())
+                {
+                    warnings.push(format!(
+                        "ScalerConfig {} has an inline sentinel password: it is not injected into \
+                         worker pods ({} unset); use sentinel.password.valueFrom.secretKeyRef",
+                        sc.metadata.name.as_deref().unwrap_or_default(),
+                        env::REDIS_SENTINEL_PASSWORD
+                    ));
+                }
+            }
             (None, Some(cl)) => vars.push(var(env::REDIS_CLUSTER, cl.nodes.join(","))),
             (None, None) => {
                 vars.push(var(env::REDIS_HOST, c.host.clone()));
@@ -484,6 +496,63 @@ mod tests {
         assert!(pw.value.is_none());
         let sel = pw.value_from.unwrap().secret_key_ref.unwrap();
         assert_eq!((sel.name.as_str(), sel.key.as_str()), ("s", "k"));
+    }
+
+    #[test]
+    fn sentinel_and_cluster_env_instead_of_the_host() {
+        let qw = qworker(None);
+        let mut sc = scaler(json!({"valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}));
+        sc.spec.config.host = String::new();
+        sc.spec.config.sentinel = Some(
+            serde_json::from_value(json!({"nodes": ["s1:26379", "s2:26379"], "masterName": "m",
+                "username": "su", "password": {"valueFrom": {"secretKeyRef": {"name": "sp", "key": "pw"}}},
+                "tls": {"enabled": true, "insecureSkipVerify": true}}))
+            .unwrap(),
+        );
+        let built = build_pod(&qw, &pod_spec_hash(&qw.spec), Some(&sc), &BTreeMap::new());
+        assert!(built.warnings.is_empty(), "{:?}", built.warnings);
+        let env = env_of(&built.pod, 0);
+        let value = |n: &str| find(&env, n).and_then(|e| e.value.clone());
+        assert_eq!(
+            value(env::REDIS_SENTINELS).as_deref(),
+            Some("s1:26379,s2:26379")
+        );
+        assert_eq!(value(env::REDIS_SENTINEL_MASTER).as_deref(), Some("m"));
+        assert_eq!(value(env::REDIS_SENTINEL_USERNAME).as_deref(), Some("su"));
+        assert_eq!(value(env::REDIS_SENTINEL_TLS).as_deref(), Some("true"));
+        assert_eq!(
+            value(env::REDIS_SENTINEL_TLS_INSECURE).as_deref(),
+            Some("true")
+        );
+        let pw = find(&env, env::REDIS_SENTINEL_PASSWORD).unwrap();
+        assert!(pw.value.is_none(), "never inline");
+        assert!(find(&env, env::REDIS_HOST).is_none() && find(&env, env::REDIS_PORT).is_none());
+        // The data nodes' own password still comes from its Secret.
+        assert!(find(&env, env::REDIS_PASSWORD).is_some());
+        // An inline sentinel password is not injected, and said so.
+        sc.spec.config.sentinel.as_mut().unwrap().password =
+            Some(serde_json::from_value(json!({"value": "hunter2"})).unwrap());
+        let built = build_pod(&qw, &pod_spec_hash(&qw.spec), Some(&sc), &BTreeMap::new());
+        assert!(built
+            .warnings
+            .iter()
+            .any(|w| w.contains("inline sentinel password")));
+        let env = env_of(&built.pod, 0);
+        assert!(find(&env, env::REDIS_SENTINEL_PASSWORD).is_none());
+        assert!(!format!("{env:?}").contains("hunter2"));
+
+        sc.spec.config.sentinel = None;
+        sc.spec.config.cluster =
+            Some(serde_json::from_value(json!({"nodes": ["c1:7000", "c2:7000"]})).unwrap());
+        let built = build_pod(&qw, &pod_spec_hash(&qw.spec), Some(&sc), &BTreeMap::new());
+        let env = env_of(&built.pod, 0);
+        assert_eq!(
+            find(&env, env::REDIS_CLUSTER).and_then(|e| e.value.as_deref()),
+            Some("c1:7000,c2:7000")
+        );
+        assert!(
+            find(&env, env::REDIS_HOST).is_none() && find(&env, env::REDIS_SENTINELS).is_none()
+        );
     }
 
     fn tls_env(tls: serde_json::Value) -> Vec<EnvVar> {
