@@ -232,6 +232,7 @@ fn validate_scale_config(spec: &QWorkerSpec, p: &mut Problems) {
         );
     }
     validate_stream_group(s, p);
+    validate_format_mode(spec, p);
     validate_controls(s, p);
 }
 
@@ -254,6 +255,24 @@ fn validate_stream_group(s: &ScaleConfig, p: &mut Problems) {
             "spec.scaleConfig.streamGroup",
             ProblemKind::Required,
             "name the stream's consumer group, or leave it unset for the default",
+        );
+    }
+}
+
+/// A framework's queue (rq, celery, sidekiq, bullmq) is consumed by the framework's own workers under
+/// qsupervisor (wrap mode); a task-mode supervisor takes only from a list or a stream.
+fn validate_format_mode(spec: &QWorkerSpec, p: &mut Problems) {
+    let format = spec.scale_config.format;
+    if !matches!(format, QueueFormat::List | QueueFormat::Stream)
+        && crate::task::any_task_mode(&spec.pod_spec)
+    {
+        p.push(
+            "spec.scaleConfig.format",
+            ProblemKind::Unsupported,
+            format!(
+                "task mode takes from a list or a stream; a {} queue is taken by its framework's own workers (wrap mode)",
+                format.name()
+            ),
         );
     }
 }
@@ -648,6 +667,36 @@ mod tests {
     #[test]
     fn a_valid_qworker_has_no_problems() {
         assert_eq!(qworker(|_| {}), vec![]);
+    }
+
+    #[test]
+    fn framework_formats_are_wrap_mode_only() {
+        let task =
+            |v: &mut Value| v["podSpec"]["containers"][0]["args"] = json!(["--task", "--", "run"]);
+        for f in ["rq", "celery", "sidekiq", "bullmq"] {
+            assert_eq!(
+                qworker(|v| v["scaleConfig"]["format"] = json!(f)),
+                vec![],
+                "{f}"
+            );
+            let problems = qworker(|v| {
+                v["scaleConfig"]["format"] = json!(f);
+                task(v);
+            });
+            assert_eq!(
+                fields(&problems),
+                vec![("spec.scaleConfig.format", ProblemKind::Unsupported)],
+                "{f}"
+            );
+            assert!(problems[0].message.contains(f), "{problems:?}");
+        }
+        for f in ["list", "stream"] {
+            let problems = qworker(|v| {
+                v["scaleConfig"]["format"] = json!(f);
+                task(v);
+            });
+            assert_eq!(problems, vec![], "{f}");
+        }
     }
 
     #[test]
