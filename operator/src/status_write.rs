@@ -3,9 +3,9 @@
 //!
 //! - A status identical to the last one written (or to the cached one) is not written: the cache
 //!   lags our own writes, so comparing with it alone wrote the same status again.
-//! - A change of the queue depth or in-flight count alone (nothing else a user sees) is written at
-//!   most every [`DEPTH_REFRESH`]; the reconcile requeues itself for the rest of the wait, so the
-//!   last depth is shown in the end.
+//! - A change of the queue depth, in-flight count or learned task time alone (nothing else a user
+//!   sees) is written at most every [`DEPTH_REFRESH`]; the reconcile requeues itself for the rest
+//!   of the wait, so the last depth is shown in the end.
 //! - Any other change (desired, current, conditions, peaks) is written at once: reactions are not
 //!   slowed.
 
@@ -67,6 +67,8 @@ fn depth_only(a: &QWorkerStatus, b: &QWorkerStatus) -> bool {
     let mut a = a.clone();
     a.queue_depth = b.queue_depth;
     a.in_flight = b.in_flight;
+    // The learned seconds per task move with every task: shown at the depth's pace.
+    a.task_seconds = b.task_seconds;
     &a == b
 }
 
@@ -132,6 +134,13 @@ mod tests {
                 t0 + DEPTH_REFRESH
             ),
             StatusWrite::Write
+        );
+        let mut learned = status(2, 6);
+        learned.task_seconds = Some(1.2);
+        assert_eq!(
+            status_write(Some(&cached), Some(&last), &learned, soon),
+            StatusWrite::Defer(DEPTH_REFRESH - Duration::from_secs(3)),
+            "a learned task time waits as the depth does"
         );
         // A change a reaction shows (desired) is written at once.
         assert_eq!(
