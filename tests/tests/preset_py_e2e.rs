@@ -1,16 +1,19 @@
 //! The RQ and Celery presets (`scaleConfig.format`, README "Framework presets") against the real
 //! frameworks from PyPI: their own workers under qsupervisor in wrap mode, as pods of the stand-in
-//! kubelet, tasks enqueued with their own clients (`tests/frameworks/python/produce.py`), each task noting
-//! its start and end in Redis (`tests/frameworks/python/record.py`).
+//! kubelet, tasks enqueued with their own clients (`tests/frameworks/python/produce.py`), each
+//! task noting its start and end in Redis (`tests/frameworks/python/record.py`).
 //!
 //! Each test: (1) as many long tasks as two workers hold at once, so the framework's list reads 0
 //! while all of it is in flight: the status must count it, and no worker may be drained before a
-//! task has ended; (2) the scale-down to minReplicas once they are done; (3) a rollout under a
-//! second batch. Every task must run exactly once and end (a start without an end is a cut task).
+//! task has ended; two more wait behind them and show as queued (Celery: in a priority list);
+//! (2) the scale-down to minReplicas once they are done; (3) a rollout under a second batch.
+//! Every task must run exactly once and end (a start without an end is a cut task), and no worker
+//! pod may fail (a drain signal that killed the worker fails it).
 //! Celery's `unacked` hash is shared by all queues: a second QWorker's worker holds a task of its
 //! own queue in it throughout, and the first QWorker's count must leave it out.
 //!
-//! Needs the local cluster, the binaries, and `tests/frameworks.sh rq celery` (tests/run.sh runs it).
+//! Needs the local cluster, the binaries, and `tests/frameworks.sh rq celery` (tests/run.sh runs
+//! it).
 
 mod common;
 
@@ -152,6 +155,17 @@ fn draining(pods: &[Pod]) -> usize {
         .count()
 }
 
+/// Panics on a failed worker pod: qsupervisor exits non-zero when the drain signal killed the
+/// worker (its task cut) or the worker died.
+fn assert_none_failed(pods: &[Pod]) {
+    let failed: Vec<_> = pods
+        .iter()
+        .filter(|p| phase(p) == "Failed")
+        .filter_map(|p| p.metadata.name.as_deref())
+        .collect();
+    assert!(failed.is_empty(), "failed worker pods: {failed:?}");
+}
+
 fn on_hash(p: &Pod, short: &str) -> bool {
     p.metadata
         .labels
@@ -166,6 +180,7 @@ fn on_hash(p: &Pod, short: &str) -> bool {
 /// end that allowed the drain is always seen.
 async fn assert_no_early_drain(cluster: &Cluster, ns: &str, queue: &str) -> usize {
     let pods = worker_pods(cluster, ns, "w").await;
+    assert_none_failed(&pods);
     let mut conn = cluster.redis().await;
     let ended = task_events(&mut conn, queue).await.1.len();
     assert!(
@@ -199,7 +214,8 @@ async fn scenario(fw: &Framework) {
     .await;
 
     // 1. Held work: the framework's list empties while every task is still in flight. A worker
-    // holds at most `per_worker`, so the second one must take its share: the tasks outlast its start.
+    // holds at most `per_worker`, so the second one must take its share: the tasks outlast its
+    // start.
     let held = 2 * fw.per_worker;
     produce(fw, &url, &queue, 0, held, 20.0, None).await;
     wait_for(
@@ -242,6 +258,7 @@ async fn scenario(fw: &Framework) {
     // 2. Scale-down to minReplicas once the framework holds nothing.
     wait_for("one worker left", T, || async {
         let pods = worker_pods(&cluster, &ns, "w").await;
+        assert_none_failed(&pods);
         let up: Vec<&Pod> = pods.iter().filter(|p| alive(p)).collect();
         let drained = up
             .iter()
@@ -285,6 +302,7 @@ async fn scenario(fw: &Framework) {
         Duration::from_secs(120),
         || async {
             let pods = worker_pods(&cluster, &ns, "w").await;
+            assert_none_failed(&pods);
             let mut conn = cluster.redis().await;
             let done = task_events(&mut conn, &queue).await.1.len() >= held + extra + batch;
             let up: Vec<&Pod> = pods.iter().filter(|p| alive(p)).collect();
