@@ -8,6 +8,9 @@
 //!
 //! An entry a killed worker left in `rq:wip:` counts until a worker's maintenance retries or fails
 //! it: the backlog keeps a worker to do that.
+//!
+//! Scheduled (`rq:scheduled:`) and deferred (`rq:deferred:`, waiting on dependencies) jobs are not
+//! backlog: no worker can run them yet.
 
 use super::{in_flight, integer, KeyRole, Probe, Query};
 
