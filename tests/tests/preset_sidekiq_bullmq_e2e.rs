@@ -106,10 +106,11 @@ fn sidekiq() -> Framework {
         ],
         env: vec![],
         produce: vec!["ruby".into(), framework_file("sidekiq", "produce.rb")],
-        long_seconds: 15,
+        long_seconds: 24,
         short_seconds: 5,
-        // Longer than Sidekiq's 5 s heartbeat: a job fetched since the last beat is not in Redis yet.
-        stabilization_seconds: 8,
+        // A job fetched since Sidekiq's last heartbeat (every 5 s) is not in Redis yet, and a change
+        // of depth alone wakes a reconcile at most every 10 s: the window must outlast both.
+        stabilization_seconds: 20,
     }
 }
 

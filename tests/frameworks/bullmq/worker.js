@@ -3,6 +3,20 @@
 // node worker.js QUEUE CONCURRENCY (Redis from REDIS_URL; bullmq from NODE_PATH).
 // BullMQ's graceful shutdown is the application's: on SIGTERM (qsupervisor's drain signal) the worker
 // takes no new job, waits for its active ones (worker.close()), then exits 0.
+
+// First thing, so a drain that comes while the worker starts (before it took a job) ends it with 0
+// instead of Node's default death by SIGTERM (143).
+let worker = null;
+let closing = false;
+process.on('SIGTERM', async () => {
+  if (closing) return;
+  closing = true;
+  console.log('SIGTERM: finishing active jobs');
+  if (worker) await worker.close();
+  console.log('closed');
+  process.exit(0);
+});
+
 const { Worker } = require('bullmq');
 const IORedis = require('ioredis');
 
@@ -15,7 +29,7 @@ if (!queue || !url) {
 const connection = new IORedis(url, { maxRetriesPerRequest: null });
 const recorder = new IORedis(url);
 
-const worker = new Worker(
+worker = new Worker(
   queue,
   async (job) => {
     const { id, seconds, record } = job.data;
@@ -27,13 +41,3 @@ const worker = new Worker(
 );
 worker.on('ready', () => console.log(`bullmq worker ready on ${queue}`));
 
-let closing = false;
-process.on('SIGTERM', async () => {
-  if (closing) return;
-  closing = true;
-  console.log('SIGTERM: finishing active jobs');
-  await worker.close();
-  await recorder.quit();
-  console.log('closed');
-  process.exit(0);
-});
