@@ -16,12 +16,26 @@ use kube::Api;
 use qscaler_crds::conditions::{self as cond, reason};
 use qscaler_crds::names;
 use qscaler_crds::{QWorker, ScalerConfig};
-use qscaler_tests::operator::strip_ansi;
+use qscaler_tests::operator::{strip_ansi, Operator};
 use qscaler_tests::{wait_for, Cluster};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 
 use common::*;
+
+/// A test's operator and namespace, in the order they must go: the operator first (fields drop in
+/// order). A live operator could put its finalizer back on a QWorker between the guard lifting
+/// it and the namespace controller deleting it, and the namespace would never go.
+struct Test {
+    op: Operator,
+    _guard: NamespaceGuard,
+}
+
+async fn start(prefix: &str) -> (Cluster, String, Test) {
+    let (cluster, ns, op, guard) = setup(prefix, None, &[]).await;
+    let t = Test { op, _guard: guard };
+    (cluster, ns, t)
+}
 
 async fn patch_qworker(cluster: &Cluster, ns: &str, name: &str, patch: Value) {
     Api::<QWorker>::namespaced(cluster.client.clone(), ns)
@@ -91,7 +105,7 @@ async fn wait_running(cluster: &Cluster, ns: &str, qw: &str, n: usize) {
 /// resumed, it follows the queue again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_while_the_queue_fills() {
-    let (cluster, ns, _op, _guard) = setup("ctl-pause", None, &[]).await;
+    let (cluster, ns, _t) = start("ctl-pause").await;
     let queue = format!("{ns}-jobs");
     let mut conn = cluster.redis().await;
     let qw = idle_qworker("w", &queue, json!({"scaleDownStabilizationSeconds": 0}));
@@ -199,7 +213,7 @@ fn creations(log: &str) -> Vec<u32> {
 /// ScaleLimited says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creations_are_capped_per_step() {
-    let (cluster, ns, op, _guard) = setup("ctl-step", None, &[]).await;
+    let (cluster, ns, t) = start("ctl-step").await;
     let queue = format!("{ns}-jobs");
     let mut conn = cluster.redis().await;
     let qw = idle_qworker(
@@ -210,7 +224,7 @@ async fn creations_are_capped_per_step() {
     create_qworker(&cluster, &ns, qw).await;
     push_tasks(&mut conn, &queue, 0..6).await;
     wait_running(&cluster, &ns, "w", 6).await;
-    let created = creations(&op.log());
+    let created = creations(&t.op.log());
     assert!(
         created.iter().sum::<u32>() >= 6,
         "the log shows the creations: {created:?}"
@@ -227,7 +241,7 @@ async fn creations_are_capped_per_step() {
 /// minute later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drains_are_capped_per_minute() {
-    let (cluster, ns, _op, _guard) = setup("ctl-drains", None, &[]).await;
+    let (cluster, ns, _t) = start("ctl-drains").await;
     let queue = format!("{ns}-jobs");
     let mut conn = cluster.redis().await;
     let qw = idle_qworker(
@@ -271,7 +285,7 @@ async fn drains_are_capped_per_minute() {
 /// From zero, 2 tasks under activationBacklog 3 start no worker (BelowActivation); the third does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_keeps_zero_under_the_threshold() {
-    let (cluster, ns, _op, _guard) = setup("ctl-activation", None, &[]).await;
+    let (cluster, ns, _t) = start("ctl-activation").await;
     let queue = format!("{ns}-jobs");
     let mut conn = cluster.redis().await;
     let qw = idle_qworker("w", &queue, json!({"activationBacklog": 3}));
@@ -297,7 +311,7 @@ fn closed_port() -> u16 {
 /// becomes fallbackReplicas (ScaleLimited FallbackReplicas); fixed, it follows the queue again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fallback_count_on_a_broken_broker() {
-    let (cluster, ns, _op, _guard) = setup("ctl-fallback", None, &[]).await;
+    let (cluster, ns, _t) = start("ctl-fallback").await;
     let queue = format!("{ns}-jobs");
     let mut conn = cluster.redis().await;
     let qw = idle_qworker(
@@ -344,7 +358,7 @@ async fn fallback_count_on_a_broken_broker() {
 /// the status, ScaleLimited KeepWarm) until the backlog has been zero that long, then none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keep_warm_keeps_one_worker_then_goes_to_zero() {
-    let (cluster, ns, _op, _guard) = setup("ctl-warm", None, &[]).await;
+    let (cluster, ns, _t) = start("ctl-warm").await;
     let queue = format!("{ns}-jobs");
     let mut conn = cluster.redis().await;
     let qw = idle_qworker(
