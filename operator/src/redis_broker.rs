@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use qscaler_queue::depth::{self, FailedKey, Query};
 use qscaler_queue::topology::{unsettled, unsettled_text};
-use qscaler_queue::{stream_task, task, Conn, Connector, TaskKeys, Timeouts};
+use qscaler_queue::{stream_task, task, Conn, Connector, Node, TaskKeys, Timeouts, Topology};
+use redis::aio::MultiplexedConnection;
+use redis::Value;
 
 use crate::broker::{Broker, BrokerError, Depth, QueueError, QueueQuery, Returned, TaskTally};
 
@@ -20,6 +22,10 @@ pub struct RedisBroker {
     params: RedisParams,
     timeout: Duration,
     conn: Option<Conn>,
+    /// Through Sentinel: the primary `conn` reaches, and a connection to a sentinel that names
+    /// the primary now.
+    primary: Option<Node>,
+    sentinel: Option<MultiplexedConnection>,
 }
 
 fn classify(e: redis::RedisError) -> BrokerError {
@@ -48,6 +54,50 @@ impl RedisBroker {
             params,
             timeout,
             conn: None,
+            primary: None,
+            sentinel: None,
+        }
+    }
+
+    fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.timeout,
+            response: self.timeout,
+        }
+    }
+
+    /// Through Sentinel: an error when the sentinels name another primary than the one the
+    /// connection reaches (after a failover the old primary takes writes, soon rolled back, until
+    /// the sentinels reconfigure it); the connection is dropped so the next tick reaches the new
+    /// one. A sentinel that does not answer says nothing: the data connection decides.
+    async fn check_primary(&mut self) -> Result<(), BrokerError> {
+        let Some(primary) = self.primary.clone() else {
+            return Ok(());
+        };
+        let connector =
+            Connector::new(&self.params).map_err(|e| BrokerError::Other(e.to_string()))?;
+        let (t, deadline, slot) = (self.timeouts(), self.timeout * 2, &mut self.sentinel);
+        let named = async {
+            let mut c = match slot.take() {
+                Some(c) => c,
+                None => match connector.sentinel(t).await? {
+                    Some(c) => c,
+                    None => return Ok(None),
+                },
+            };
+            let named = connector.named_primary(&mut c).await?;
+            *slot = Some(c);
+            Ok::<_, redis::RedisError>(named)
+        };
+        match tokio::time::timeout(deadline, named).await {
+            Ok(Ok(Some(named))) if named != primary => {
+                self.conn = None;
+                self.primary = None;
+                Err(BrokerError::Unreachable(format!(
+                    "topology unsettled (reconnecting): the sentinels name {named} as the primary, not {primary}"
+                )))
+            }
+            _ => Ok(()),
         }
     }
 
@@ -61,16 +111,18 @@ impl RedisBroker {
             connect: self.timeout,
             response: self.timeout,
         };
-        let conn = tokio::time::timeout(self.timeout * 2, connector.connect(timeouts))
-            .await
-            .map_err(|_| {
-                BrokerError::Unreachable(format!(
-                    "connect to {} timed out",
-                    self.params.display_url()
-                ))
-            })?
-            .map_err(classify)?;
+        let (conn, primary) =
+            tokio::time::timeout(self.timeout * 2, connector.connect_to_primary(timeouts))
+                .await
+                .map_err(|_| {
+                    BrokerError::Unreachable(format!(
+                        "connect to {} timed out",
+                        self.params.display_url()
+                    ))
+                })?
+                .map_err(classify)?;
         self.conn = Some(conn.clone());
+        self.primary = primary;
         Ok(conn)
     }
 
@@ -103,10 +155,30 @@ impl RedisBroker {
 async fn read_all(
     c: Conn,
     queries: &[Query<'_>],
+    check_role: bool,
 ) -> redis::RedisResult<Vec<(Result<depth::Lengths, FailedKey>, Option<depth::Tally>)>> {
     if !c.is_cluster() {
-        let mut c = c;
-        return depth::read_timed(&mut c, queries).await;
+        let (mut c, mut r) = (c.clone(), c);
+        let role = async {
+            if !check_role {
+                return Ok(None);
+            }
+            redis::cmd("ROLE")
+                .query_async::<Value>(&mut r)
+                .await
+                .map(Some)
+        };
+        let (read, role) = futures::join!(depth::read_timed(&mut c, queries), role);
+        if let Some(role) = role? {
+            if !is_primary(&role) {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly),
+                    "the server Sentinel named is no longer the primary",
+                    format!("{role:?}"),
+                )));
+            }
+        }
+        return read;
     }
     let reads = queries.iter().map(|q| {
         let mut c = c.clone();
@@ -117,6 +189,17 @@ async fn read_all(
         out.extend(r?);
     }
     Ok(out)
+}
+
+/// Whether a `ROLE` answer is a primary's (`master`, ...).
+fn is_primary(role: &Value) -> bool {
+    match role {
+        Value::Array(items) => items
+            .first()
+            .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            .is_some_and(|r| r == "master"),
+        _ => false,
+    }
 }
 
 /// A readable reason for a key Redis refused to read: what it holds when it is not a list.
@@ -147,7 +230,13 @@ impl Broker for RedisBroker {
                 group: q.group.as_deref(),
             })
             .collect();
-        let read = self.with(async |c| read_all(c, &queries).await).await?;
+        // Through Sentinel, a failover may leave the connection on a demoted primary, which still
+        // answers reads: its role is checked on every tick.
+        let check_role = matches!(self.params.topology, Topology::Sentinel(_));
+        self.check_primary().await?;
+        let read = self
+            .with(async |c| read_all(c, &queries, check_role).await)
+            .await?;
         // A key answered "moved", "loading", "read only"...: the topology is moving, and a
         // reading of the keys that did answer could be short. The whole tick is a broker error.
         if let Some(f) = read
@@ -263,6 +352,25 @@ mod tests {
             ))),
             BrokerError::Auth(_)
         ));
+    }
+
+    #[test]
+    fn only_a_primary_role_is_a_primary() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        assert!(is_primary(&Value::Array(vec![
+            bulk("master"),
+            Value::Int(42),
+            Value::Array(vec![])
+        ])));
+        assert!(!is_primary(&Value::Array(vec![
+            bulk("slave"),
+            bulk("127.0.0.1"),
+            Value::Int(6379),
+            bulk("connected"),
+            Value::Int(42)
+        ])));
+        assert!(!is_primary(&Value::Array(vec![])));
+        assert!(!is_primary(&Value::Nil));
     }
 
     #[test]

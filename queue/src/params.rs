@@ -6,6 +6,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use redis::aio::MultiplexedConnection;
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
 use redis::{
@@ -309,18 +310,99 @@ impl Connector {
                 .get_multiplexed_async_connection_with_config(&cfg)
                 .await
                 .map(Conn::Single),
-            Backend::Sentinel(params, s) => sentinel_builder(params, s)
-                .map_err(|e| redis_error(&e))?
-                .build()?
-                .get_async_connection_with_config(&cfg)
-                .await
-                .map(Conn::Single),
+            Backend::Sentinel(..) => self.connect_to_primary(t).await.map(|(c, _)| c),
             Backend::Cluster(params, seeds) => cluster_client(params, seeds, t)
                 .map_err(|e| redis_error(&e))?
                 .get_async_connection()
                 .await
                 .map(Conn::Cluster),
         }
+    }
+
+    /// [`Connector::connect`], and through Sentinel the primary's address it connected to (to
+    /// compare with what the sentinels name later: a demoted primary may still take writes until
+    /// the sentinels reconfigure it, which can take seconds).
+    pub async fn connect_to_primary(
+        &self,
+        t: Timeouts,
+    ) -> redis::RedisResult<(Conn, Option<Node>)> {
+        let Backend::Sentinel(params, s) = &self.backend else {
+            return Ok((Box::pin(self.connect(t)).await?, None));
+        };
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(t.connect))
+            .set_response_timeout(Some(t.response));
+        let client = sentinel_builder(params, s)
+            .map_err(|e| redis_error(&e))?
+            .build()?
+            .async_get_client()
+            .await?;
+        let node = match client.get_connection_info().addr() {
+            ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+                Some(Node {
+                    host: host.clone(),
+                    port: *port,
+                })
+            }
+            _ => None,
+        };
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await?;
+        Ok((Conn::Single(conn), node))
+    }
+
+    /// A connection to the first sentinel that answers, with the sentinels' login and TLS;
+    /// `None` unless through Sentinel.
+    pub async fn sentinel(&self, t: Timeouts) -> redis::RedisResult<Option<MultiplexedConnection>> {
+        let Backend::Sentinel(_, s) = &self.backend else {
+            return Ok(None);
+        };
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(t.connect))
+            .set_response_timeout(Some(t.response));
+        let mut settings = RedisConnectionInfo::default();
+        if let Some(u) = s.username.as_deref().filter(|u| !u.is_empty()) {
+            settings = settings.set_username(u);
+        }
+        if let Some(pw) = s.password.as_deref().filter(|p| !p.is_empty()) {
+            settings = settings.set_password(pw);
+        }
+        let mut last = None;
+        for addr in tcp(&s.nodes, tls_mode(s.tls, s.tls_insecure)) {
+            let info = addr
+                .into_connection_info()?
+                .set_redis_settings(settings.clone());
+            let client = match (&s.tls_ca, s.tls) {
+                (Some(pem), true) => Client::build_with_tls(info, certificates(pem))?,
+                _ => Client::open(info)?,
+            };
+            match client
+                .get_multiplexed_async_connection_with_config(&cfg)
+                .await
+            {
+                Ok(c) => return Ok(Some(c)),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| redis_error(&ParamsError::NoNodes("sentinel"))))
+    }
+
+    /// The primary the sentinels name now (`SENTINEL GET-MASTER-ADDR-BY-NAME`), on a connection
+    /// from [`Connector::sentinel`]; `None` when they know no such primary or this is no Sentinel.
+    pub async fn named_primary(
+        &self,
+        c: &mut MultiplexedConnection,
+    ) -> redis::RedisResult<Option<Node>> {
+        let Backend::Sentinel(_, s) = &self.backend else {
+            return Ok(None);
+        };
+        let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("GET-MASTER-ADDR-BY-NAME")
+            .arg(&s.master)
+            .query_async(c)
+            .await?;
+        Ok(addr.map(|(host, port)| Node { host, port }))
     }
 
     /// A pub/sub connection (e.g. for keyspace notifications), with the same address, TLS and

@@ -176,6 +176,28 @@ impl Topologies {
     }
 }
 
+impl Topologies {
+    /// `SENTINEL FAILOVER`: the replica is promoted while the primary lives on, demoted to a
+    /// replica. Returns the demoted and the promoted port once the sentinels name the new one.
+    pub async fn fail_over(&self) -> (u16, u16) {
+        let port = self.primary_port().await.expect("the primary's address");
+        let mut s = node(&self.sentinels[0]).await;
+        let _: () = redis::cmd("SENTINEL")
+            .arg("FAILOVER")
+            .arg(&self.master)
+            .query_async(&mut s)
+            .await
+            .expect("SENTINEL FAILOVER");
+        let promoted = wait_for(
+            "the sentinels to promote the replica",
+            Duration::from_secs(60),
+            || async { self.primary_port().await.filter(|p| *p != port) },
+        )
+        .await;
+        (port, promoted)
+    }
+}
+
 /// Waits (up to 5 s) until one replica has what `c`'s primary acknowledged: what Redis
 /// replication itself can lose (an acknowledged write not yet replicated) is not what the tests
 /// are about.
