@@ -34,8 +34,14 @@ ensure_packages() {
   [ "$(id -u)" = 0 ] || die "must run as root to install ${missing[*]}"
   log "installing Debian packages: ${missing[*]}"
   apt-get update -qq >/dev/null
-  # Debian's packages start their own system-wide service; ours are started below, on other ports.
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian's packages start their own system-wide service where systemd runs; ours are started below, on
+  # other ports: the services the install just started are stopped again.
+  if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+    for p in "${missing[@]}"; do
+      case $p in redis-server | redis-sentinel) systemctl disable --now "$p" >/dev/null 2>&1 || true ;; esac
+    done
+  fi
 }
 
 # A free loopback port whose +10000 (the cluster bus) is free too.
