@@ -685,6 +685,16 @@ async fn in_flight_tasks_of_a_vanished_pod_return_to_the_queue() {
     );
     let _: () = conn.rpush(&orphan, "c").await.expect("RPUSH orphan");
     let _: () = conn.rpush(&elsewhere, "x").await.expect("RPUSH elsewhere");
+    // Both consumers joined the queue's registry before taking, as qsupervisor does: that is where
+    // the sweep finds their lists.
+    let registered = [
+        names::keys::consumer(Some(&ns), "w-orphan"),
+        names::keys::consumer(Some(&format!("{ns}-elsewhere")), "w-elsewhere"),
+    ];
+    let _: () = conn
+        .sadd(names::keys::consumers(&queue), &registered)
+        .await
+        .expect("SADD consumers");
     wait_for("inFlight 2 and desired 2 in status", T, || async {
         let st = get_qworker(&cluster, &ns, "w").await.status?;
         (st.in_flight == Some(2) && st.desired_replicas == 2).then_some(())
