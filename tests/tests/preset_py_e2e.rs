@@ -192,6 +192,8 @@ async fn assert_no_early_drain(cluster: &Cluster, ns: &str, queue: &str) -> usiz
 
 async fn scenario(fw: &Framework) {
     let (cluster, ns, op, _guard) = setup(&format!("preset-{}", fw.name), None, &[]).await;
+    // Dropped before the operator, which releases its finalizers: no namespace left Terminating.
+    let _delete_first = DeleteNamespaceFirst::new(&cluster, &ns);
     let queue = format!("{ns}-jobs");
     let url = cluster.redis_url.clone();
     let mut conn = cluster.redis().await;
@@ -199,7 +201,7 @@ async fn scenario(fw: &Framework) {
         // Another queue's worker holds a task in the same `unacked` hash: "w" must not count it.
         let other = format!("{ns}-other");
         create_qworker(&cluster, &ns, preset_qworker(fw, "o", &other, &url)).await;
-        produce(fw, &url, &other, 100, 1, 60.0, None).await;
+        produce(fw, &url, &other, 100, 1, 40.0, None).await;
         wait_for("the other queue's task in flight", T, || async {
             let st = get_qworker(&cluster, &ns, "o").await.status?;
             (st.queue_depth == Some(0) && st.in_flight == Some(1)).then_some(())
