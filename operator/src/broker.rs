@@ -144,7 +144,8 @@ mod tests {
             "queue key q is a string, not a list"
         );
         assert_eq!(
-            QueueError::wrong_type("in-flight list", "q:processing:ns/p", "zset", "list").to_string(),
+            QueueError::wrong_type("in-flight list", "q:processing:ns/p", "zset", "list")
+                .to_string(),
             "in-flight list q:processing:ns/p is a sorted set, not a list"
         );
         assert_eq!(
