@@ -78,6 +78,7 @@ impl Arrivals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const T: Duration = Duration::from_secs(20);
 
@@ -151,5 +152,29 @@ mod tests {
         a.observe(t0, 3, Some(0));
         // Tasks longer than the target: late at once, but weighted as due over the target.
         assert_eq!(a.weighted(t0 + Duration::from_secs(30), T, 60.0), 3);
+    }
+
+    proptest! {
+        /// Whatever the readings, the segments hold exactly the backlog, oldest first, and the
+        /// weighted backlog is never below it.
+        #[test]
+        fn segments_add_up_to_the_backlog(
+            steps in proptest::collection::vec((0u64..5_000, 0u64..200, proptest::option::of(0u64..50)), 1..40),
+            secs in 0.01f64..30.0,
+        ) {
+            let t0 = Instant::now();
+            let mut a = Arrivals::default();
+            let (mut t, mut done) = (t0, 0u64);
+            for (dt_ms, backlog, finished) in steps {
+                t += Duration::from_millis(dt_ms);
+                let counter = finished.map(|f| { done += f; done });
+                a.observe(t, backlog, counter);
+                let held: u64 = a.segments.iter().map(|(_, n)| n).sum();
+                prop_assert_eq!(held, backlog);
+                prop_assert!(a.segments.iter().all(|(_, n)| *n > 0));
+                prop_assert!(a.segments.iter().zip(a.segments.iter().skip(1)).all(|(x, y)| x.0 <= y.0));
+                prop_assert!(a.weighted(t, T, secs) >= backlog);
+            }
+        }
     }
 }
