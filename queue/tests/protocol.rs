@@ -301,14 +301,23 @@ async fn the_registry_names_who_may_hold_a_list_until_it_is_settled() {
         task::register(&mut c, k).await.unwrap();
     }
     let _: () = c.lpush(&held.processing, "t").await.unwrap();
-    assert_eq!(depth::holders(&mut c, queue, "ns").await.unwrap(), ["a", "b"]);
-    assert!(depth::holders(&mut c, queue, "none").await.unwrap().is_empty());
+    assert_eq!(
+        depth::holders(&mut c, queue, "ns").await.unwrap(),
+        ["a", "b"]
+    );
+    assert!(depth::holders(&mut c, queue, "none")
+        .await
+        .unwrap()
+        .is_empty());
     // A consumer leaves only with nothing held.
     assert!(task::unregister(&mut c, &empty).await.unwrap());
     assert!(!task::unregister(&mut c, &held).await.unwrap());
     assert_eq!(depth::holders(&mut c, queue, "ns").await.unwrap(), ["a"]);
     // Returning the last task of a dead consumer takes it out of the registry too.
     task::return_held(&mut c, &held, 3).await.unwrap();
-    assert!(depth::holders(&mut c, queue, "ns").await.unwrap().is_empty());
+    assert!(depth::holders(&mut c, queue, "ns")
+        .await
+        .unwrap()
+        .is_empty());
     assert_eq!(depth::holders(&mut c, queue, "other").await.unwrap(), ["c"]);
 }
