@@ -85,7 +85,21 @@ fn worker_args(fw: &Framework, queue: &str, redis_url: &str) -> Vec<String> {
     let scripts = scripts().display().to_string();
     let mut args = vec!["--".to_string()];
     let worker: Vec<&str> = match fw.name {
-        "rq" => vec!["worker", "--url", redis_url, "--path", &scripts, queue],
+        // RQ runs its maintenance (which retries a job a stop left in the intermediate list, see
+        // README "Framework presets") between dequeues: a short dequeue timeout (TTL − 15 s) and
+        // interval make that happen within the test.
+        "rq" => vec![
+            "worker",
+            "--url",
+            redis_url,
+            "--path",
+            &scripts,
+            "--worker-ttl",
+            "20",
+            "--maintenance-interval",
+            "5",
+            queue,
+        ],
         _ => vec![
             "--workdir",
             &scripts,
@@ -201,7 +215,7 @@ async fn scenario(fw: &Framework) {
         // Another queue's worker holds a task in the same `unacked` hash: "w" must not count it.
         let other = format!("{ns}-other");
         create_qworker(&cluster, &ns, preset_qworker(fw, "o", &other, &url)).await;
-        produce(fw, &url, &other, 100, 1, 40.0, None).await;
+        produce(fw, &url, &other, 100, 1, 60.0, None).await;
         wait_for("the other queue's task in flight", T, || async {
             let st = get_qworker(&cluster, &ns, "o").await.status?;
             (st.queue_depth == Some(0) && st.in_flight == Some(1)).then_some(())
@@ -219,7 +233,8 @@ async fn scenario(fw: &Framework) {
     // holds at most `per_worker`, so the second one must take its share: the tasks outlast its
     // start.
     let held = 2 * fw.per_worker;
-    produce(fw, &url, &queue, 0, held, 20.0, None).await;
+    // 40 s: the status writes a change of depth alone at most every 10 s, and it must show two.
+    produce(fw, &url, &queue, 0, held, 40.0, None).await;
     wait_for(
         "status: queueDepth 0 and every task in flight",
         Duration::from_secs(90),
@@ -252,9 +267,13 @@ async fn scenario(fw: &Framework) {
         (st.queue_depth == Some(extra as i64) && st.in_flight == Some(held as i64)).then_some(())
     })
     .await;
-    wait_for("the held and extra tasks ended", T, || async {
-        (assert_no_early_drain(&cluster, &ns, &queue).await >= held + extra).then_some(())
-    })
+    wait_for(
+        "the held and extra tasks ended",
+        Duration::from_secs(90),
+        || async {
+            (assert_no_early_drain(&cluster, &ns, &queue).await >= held + extra).then_some(())
+        },
+    )
     .await;
 
     // 2. Scale-down to minReplicas once the framework holds nothing.
@@ -301,7 +320,7 @@ async fn scenario(fw: &Framework) {
     let short = new_hash[..10].to_string();
     wait_for(
         "every task done, every alive worker on the new hash",
-        Duration::from_secs(120),
+        Duration::from_secs(180),
         || async {
             let pods = worker_pods(&cluster, &ns, "w").await;
             assert_none_failed(&pods);

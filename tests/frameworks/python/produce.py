@@ -17,13 +17,15 @@ def main() -> None:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     if framework == "rq":
         from redis import Redis
-        from rq import Queue
+        from rq import Queue, Retry
 
         import rq_tasks
 
         q = Queue(queue, connection=Redis.from_url(url))
         for i in ids:
-            q.enqueue(rq_tasks.work, i, float(seconds))
+            # A retry lets RQ's maintenance run again a job that a worker's stop left in the
+            # intermediate list (it fails such a job otherwise).
+            q.enqueue(rq_tasks.work, i, float(seconds), retry=Retry(max=2))
     elif framework == "celery":
         os.environ["REDIS_URL"] = url
         import celery_app
