@@ -7,8 +7,9 @@
 //! while all of it is in flight: the status must count it, and no worker may be drained before a
 //! task has ended; two more wait behind them and show as queued (Celery: in a priority list);
 //! (2) the scale-down to minReplicas once they are done; (3) a rollout under a second batch.
-//! Every task must run exactly once and end (a start without an end is a cut task), and no worker
-//! pod may fail (a drain signal that killed the worker fails it).
+//! Every task must run and every start end (a start without an end is a cut task), RQ's exactly
+//! once, Celery's at least once (late acks); and no worker pod may fail (a drain signal that
+//! killed the worker fails it).
 //! Celery's `unacked` hash is shared by all queues: a second QWorker's worker holds a task of its
 //! own queue in it throughout, and the first QWorker's count must leave it out.
 //!
@@ -40,15 +41,20 @@ struct Framework {
     /// Tasks one worker holds at once: RQ runs one; Celery (concurrency 2, prefetch multiplier 1,
     /// late acks) holds two.
     per_worker: usize,
+    /// Whether a task may run twice. Celery's late acks are at least once: a task that ends during
+    /// a warm shutdown can lose its ack and be given back at exit, then run again (seen here).
+    exactly_once: bool,
 }
 
 const RQ: Framework = Framework {
     name: "rq",
     per_worker: 1,
+    exactly_once: true,
 };
 const CELERY: Framework = Framework {
     name: "celery",
     per_worker: 2,
+    exactly_once: false,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -325,7 +331,9 @@ async fn scenario(fw: &Framework) {
             let pods = worker_pods(&cluster, &ns, "w").await;
             assert_none_failed(&pods);
             let mut conn = cluster.redis().await;
-            let done = task_events(&mut conn, &queue).await.1.len() >= held + extra + batch;
+            // Every task ended, and no run (a second one included) is still going.
+            let (starts, ends) = task_events(&mut conn, &queue).await;
+            let done = ends.len() >= held + extra + batch && starts == ends;
             let up: Vec<&Pod> = pods.iter().filter(|p| alive(p)).collect();
             (done && !up.is_empty() && up.iter().all(|p| on_hash(p, &short))).then_some(())
         },
@@ -341,15 +349,20 @@ async fn scenario(fw: &Framework) {
         "the tasks that ran"
     );
     for id in &want {
-        assert_eq!(
-            starts.get(id),
-            Some(&1),
-            "{id} did not run exactly once: {starts:?}"
-        );
-        assert_eq!(
-            ends.get(id),
-            Some(&1),
-            "{id} did not end exactly once: {ends:?}"
-        );
+        let (started, ended) = (starts.get(id), ends.get(id));
+        // Every start ended (none cut), as often as it started.
+        assert_eq!(started, ended, "{id}: starts {started:?}, ends {ended:?}");
+        if fw.exactly_once {
+            assert_eq!(
+                started,
+                Some(&1),
+                "{id} did not run exactly once: {starts:?}"
+            );
+        }
     }
+    let again: Vec<_> = starts.iter().filter(|(_, n)| **n > 1).collect();
+    eprintln!(
+        "{}: tasks run more than once (allowed: {}): {again:?}",
+        fw.name, !fw.exactly_once
+    );
 }
