@@ -1014,6 +1014,84 @@ mod tests {
     }
 
     #[test]
+    fn scaler_config_topologies() {
+        use ProblemKind::*;
+        let sentinel = json!({"nodes": ["s1:26379", "s2:26379"], "masterName": "mymaster",
+            "password": {"valueFrom": {"secretKeyRef": {"name": "s", "key": "pw"}}},
+            "tls": {"enabled": true, "insecureSkipVerify": true}});
+        let cluster = json!({"nodes": ["c1:7000"]});
+        let only = |key: &'static str, block: Value| {
+            move |v: &mut Value| {
+                v["config"] = json!({});
+                v["config"][key] = block;
+            }
+        };
+        assert_eq!(scaler(only("sentinel", sentinel.clone())), vec![]);
+        assert_eq!(scaler(only("cluster", cluster.clone())), vec![]);
+        let cases: Vec<Case> = vec![
+            (
+                Box::new(|v| v["config"] = json!({})),
+                vec![("spec.config.host", Required)],
+            ),
+            (
+                Box::new({
+                    let s = sentinel.clone();
+                    move |v| v["config"]["sentinel"] = s
+                }),
+                vec![("spec.config", Invalid)],
+            ),
+            (
+                Box::new({
+                    let c = cluster.clone();
+                    move |v| {
+                        only("cluster", c)(v);
+                        v["config"]["sentinel"] = json!({"nodes": ["s:1"], "masterName": "m"});
+                    }
+                }),
+                vec![("spec.config", Invalid)],
+            ),
+            (
+                Box::new({
+                    let c = cluster.clone();
+                    move |v| {
+                        only("cluster", c)(v);
+                        v["config"]["db"] = json!(2);
+                    }
+                }),
+                vec![("spec.config.db", Unsupported)],
+            ),
+            (
+                Box::new(only("cluster", json!({"nodes": []}))),
+                vec![("spec.config.cluster.nodes", Required)],
+            ),
+            (
+                Box::new(only("cluster", json!({"nodes": ["c1", "c2:0", "c3:7000"]}))),
+                vec![
+                    ("spec.config.cluster.nodes[0]", Invalid),
+                    ("spec.config.cluster.nodes[1]", Invalid),
+                ],
+            ),
+            (
+                Box::new(only(
+                    "sentinel",
+                    json!({"nodes": ["s:1"], "masterName": " ",
+                        "password": {"value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                        "tls": {"caSecretRef": {"name": "ca", "key": ""}}}),
+                )),
+                vec![
+                    ("spec.config.sentinel.masterName", Required),
+                    ("spec.config.sentinel.password", Invalid),
+                    ("spec.config.sentinel.tls.caSecretRef", Invalid),
+                    ("spec.config.sentinel.tls.caSecretRef.key", Required),
+                ],
+            ),
+        ];
+        for (patch, want) in cases {
+            assert_eq!(fields(&scaler(patch)), want);
+        }
+    }
+
+    #[test]
     fn scaler_config_rules() {
         use ProblemKind::*;
         assert_eq!(scaler(|_| {}), vec![]);
@@ -1113,6 +1191,7 @@ mod tests {
             assert_eq!(fields(&problems), expected, "{problems:?}");
         }
     }
+
     #[test]
     fn a_stream_group_goes_with_the_stream_format_and_is_not_blank() {
         use ProblemKind::*;
@@ -1140,81 +1219,6 @@ mod tests {
             "{}",
             on_a_list[0]
         );
-    }
-
-    #[test]
-    fn scaler_config_topologies() {
-        use ProblemKind::*;
-        let sentinel = json!({"nodes": ["s1:26379", "s2:26379"], "masterName": "mymaster",
-            "password": {"valueFrom": {"secretKeyRef": {"name": "s", "key": "pw"}}},
-            "tls": {"enabled": true, "insecureSkipVerify": true}});
-        let cluster = json!({"nodes": ["c1:7000"]});
-        let only = |key: &'static str, block: Value| {
-            move |v: &mut Value| {
-                v["config"] = json!({});
-                v["config"][key] = block;
-            }
-        };
-        assert_eq!(scaler(only("sentinel", sentinel.clone())), vec![]);
-        assert_eq!(scaler(only("cluster", cluster.clone())), vec![]);
-        let cases: Vec<Case> = vec![
-            (Box::new(|v| v["config"] = json!({})), vec![("spec.config.host", Required)]),
-            (
-                Box::new({
-                    let s = sentinel.clone();
-                    move |v| v["config"]["sentinel"] = s
-                }),
-                vec![("spec.config", Invalid)],
-            ),
-            (
-                Box::new({
-                    let c = cluster.clone();
-                    move |v| {
-                        only("cluster", c)(v);
-                        v["config"]["sentinel"] = json!({"nodes": ["s:1"], "masterName": "m"});
-                    }
-                }),
-                vec![("spec.config", Invalid)],
-            ),
-            (
-                Box::new({
-                    let c = cluster.clone();
-                    move |v| {
-                        only("cluster", c)(v);
-                        v["config"]["db"] = json!(2);
-                    }
-                }),
-                vec![("spec.config.db", Unsupported)],
-            ),
-            (
-                Box::new(only("cluster", json!({"nodes": []}))),
-                vec![("spec.config.cluster.nodes", Required)],
-            ),
-            (
-                Box::new(only("cluster", json!({"nodes": ["c1", "c2:0", "c3:7000"]}))),
-                vec![
-                    ("spec.config.cluster.nodes[0]", Invalid),
-                    ("spec.config.cluster.nodes[1]", Invalid),
-                ],
-            ),
-            (
-                Box::new(only(
-                    "sentinel",
-                    json!({"nodes": ["s:1"], "masterName": " ",
-                        "password": {"value": "x", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
-                        "tls": {"caSecretRef": {"name": "ca", "key": ""}}}),
-                )),
-                vec![
-                    ("spec.config.sentinel.masterName", Required),
-                    ("spec.config.sentinel.password", Invalid),
-                    ("spec.config.sentinel.tls.caSecretRef", Invalid),
-                    ("spec.config.sentinel.tls.caSecretRef.key", Required),
-                ],
-            ),
-        ];
-        for (patch, want) in cases {
-            assert_eq!(fields(&scaler(patch)), want);
-        }
     }
 
     #[test]

@@ -149,6 +149,12 @@ mod tests {
         assert_eq!((q.count)(&Value::Int(3)), Ok(queued(3)));
         let f = Probe::llen(KeyRole::InFlight, "p".into());
         assert_eq!((f.count)(&Value::Int(2)), Ok(in_flight(2)));
-        assert_eq!(queued(3).plus(in_flight(2)), Lengths { queued: 3, in_flight: 2 });
+        assert_eq!(
+            queued(3).plus(in_flight(2)),
+            Lengths {
+                queued: 3,
+                in_flight: 2
+            }
+        );
     }
 }

@@ -307,10 +307,32 @@ pub struct NamespaceGuard {
 }
 
 impl Drop for NamespaceGuard {
-    /// Deletes the namespace without waiting, then lifts the operator's finalizers from what is in it:
-    /// the test's operator may be gone already, and a test that is over needs no task returned.
+    /// Stops the namespace's operators, deletes the namespace without waiting, then lifts the
+    /// operator's finalizers from what is in it: a test that is over needs no task returned. The
+    /// operators go first because one still running would put its finalizer back on a QWorker the
+    /// namespace controller has not marked yet, and the namespace would stay Terminating (the guard
+    /// is usually dropped before the test's `Operator`).
     fn drop(&mut self) {
+        stop_operators_of(&self.ns);
         delete_namespace(&self.kubeconfig, &self.ns, false);
+    }
+}
+
+/// SIGKILLs every test operator that watches `ns` (restarted ones included), and waits for them.
+fn stop_operators_of(ns: &str) {
+    let pattern = format!("qscaler-operator .*--namespace {ns} ");
+    let _ = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", "--", &pattern])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && std::process::Command::new("pgrep")
+            .args(["-f", "--", &pattern])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    {
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
