@@ -1,70 +1,15 @@
 //! The task protocol against a real redis-server on a free loopback port, started per test.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+use common::Server;
+
 use std::time::{Duration, Instant};
 
 use qscaler_crds::qworker::QueueFormat;
 use qscaler_queue::depth::{self, KeyRole, Lengths, Query};
 use qscaler_queue::task::{self, Returned, Settle};
-use qscaler_queue::{keys, Conn, Connector, RedisParams, TaskKeys, Timeouts};
+use qscaler_queue::{keys, Conn, TaskKeys};
 use redis::AsyncCommands;
-
-/// A redis-server without persistence, killed when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-const T: Timeouts = Timeouts {
-    connect: Duration::from_secs(2),
-    response: Duration::from_secs(5),
-};
-
-impl Server {
-    async fn start() -> (Server, Conn) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let server = Server { child, port };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut c) = server.connect().await {
-                if redis::cmd("PING")
-                    .query_async::<String>(&mut c)
-                    .await
-                    .is_ok()
-                {
-                    return (server, c);
-                }
-            }
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn params(&self) -> RedisParams {
-        RedisParams::from_url(&format!("redis://127.0.0.1:{}/0", self.port)).unwrap()
-    }
-
-    async fn connect(&self) -> redis::RedisResult<Conn> {
-        Connector::new(&self.params()).unwrap().connect(T).await
-    }
-}
 
 async fn list(c: &mut Conn, key: &str) -> Vec<String> {
     c.lrange(key, 0, -1).await.unwrap()

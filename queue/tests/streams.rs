@@ -1,61 +1,21 @@
 //! `format: stream` against a real redis-server on a free loopback port, started per test: the
 //! depth probe (lag + pending) and task mode's moves (take, settle, give back, return).
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+use common::Server;
+
+use std::time::Duration;
 
 use qscaler_crds::qworker::QueueFormat;
 use qscaler_queue::depth::{self, KeyRole, Lengths, Query};
+use qscaler_queue::keys;
 use qscaler_queue::stream_task::{self as st, Entry, StreamKeys, RETURNED_CONSUMER};
 use qscaler_queue::task::{Returned, Settle};
-use qscaler_queue::{keys, Connector, RedisParams, Timeouts};
 use redis::aio::ConnectionLike;
 use redis::Value;
 
-/// A redis-server without persistence, killed when dropped.
-struct Server {
-    child: Child,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start() -> (Server, impl ConnectionLike) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    let server = Server { child };
-    let params = RedisParams::from_url(&format!("redis://127.0.0.1:{port}/0")).unwrap();
-    let t = Timeouts {
-        connect: Duration::from_secs(2),
-        response: Duration::from_secs(5),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut c) = Connector::new(&params).unwrap().connect(t).await {
-            if redis::cmd("PING")
-                .query_async::<String>(&mut c)
-                .await
-                .is_ok()
-            {
-                return (server, c);
-            }
-        }
-        assert!(Instant::now() < deadline, "redis-server did not answer");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    Server::start().await
 }
 
 async fn cmd<T: redis::FromRedisValue, C: ConnectionLike>(c: &mut C, args: &[&str]) -> T {

@@ -8,7 +8,7 @@
 //! The prefix: BullMQ refuses `:` in a queue name, so a QWorker's `queue: myapp:emails` is read as
 //! prefix `myapp`, name `emails` (everything before the last `:` is the prefix).
 
-use super::{integer, queued, KeyRole, Probe, Query};
+use super::{KeyRole, Probe, Query};
 
 /// BullMQ's default key prefix.
 pub const DEFAULT_PREFIX: &str = "bull";
@@ -38,13 +38,7 @@ pub(super) fn probes(q: &Query<'_>) -> Vec<Probe> {
         .arg(format!("{base}:prioritized"))
         .arg(format!("{base}:meta"));
     vec![
-        Probe {
-            role: KeyRole::Queue,
-            key: wait,
-            expects: "list",
-            cmd,
-            count: |v| Ok(queued(integer(v)?)),
-        },
+        Probe::count(KeyRole::Queue, wait, "list", cmd),
         Probe::llen(KeyRole::InFlight, format!("{base}:active")),
     ]
 }
@@ -52,6 +46,7 @@ pub(super) fn probes(q: &Query<'_>) -> Vec<Probe> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layouts::queued;
     use crate::layouts::Lengths;
     use qscaler_crds::qworker::QueueFormat;
     use redis::Value;

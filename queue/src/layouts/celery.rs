@@ -13,7 +13,7 @@
 //!   at most every worker's concurrency × prefetch multiplier. Messages of a queue bound under
 //!   another routing key are not seen.
 
-use super::{in_flight, integer, KeyRole, Probe, Query};
+use super::{KeyRole, Probe, Query};
 
 /// kombu's `Channel.sep`, between a queue's name and its priority.
 const PRIORITY_SEP: &str = "\x06\x16";
@@ -49,13 +49,7 @@ fn priority_list(queue: &str, p: u8) -> String {
 fn unacked(queue: &str) -> Probe {
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(COUNT_UNACKED).arg(1).arg(UNACKED).arg(queue);
-    Probe {
-        role: KeyRole::InFlight,
-        key: UNACKED.to_string(),
-        expects: "hash",
-        cmd,
-        count: |v| Ok(in_flight(integer(v)?)),
-    }
+    Probe::count(KeyRole::InFlight, UNACKED.to_string(), "hash", cmd)
 }
 
 #[cfg(test)]

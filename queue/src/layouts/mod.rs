@@ -75,10 +75,16 @@ impl Probe {
     pub fn llen(role: KeyRole, key: String) -> Probe {
         let mut cmd = redis::cmd("LLEN");
         cmd.arg(&key);
+        Probe::count(role, key, "list", cmd)
+    }
+
+    /// A command whose answer is one count (`ZCARD`, a script's total), counted as queued or in
+    /// flight by `role`.
+    pub fn count(role: KeyRole, key: String, expects: &'static str, cmd: redis::Cmd) -> Probe {
         Probe {
             role,
             key,
-            expects: "list",
+            expects,
             cmd,
             count: match role {
                 KeyRole::Queue => |v| Ok(queued(integer(v)?)),

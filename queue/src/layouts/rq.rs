@@ -12,7 +12,7 @@
 //! Scheduled (`rq:scheduled:`) and deferred (`rq:deferred:`, waiting on dependencies) jobs are not
 //! backlog: no worker can run them yet.
 
-use super::{in_flight, integer, KeyRole, Probe, Query};
+use super::{KeyRole, Probe, Query};
 
 pub(super) fn probes(q: &Query<'_>) -> Vec<Probe> {
     let list = format!("rq:queue:{}", q.queue);
@@ -28,18 +28,12 @@ pub(super) fn probes(q: &Query<'_>) -> Vec<Probe> {
 fn started(key: String) -> Probe {
     let mut cmd = redis::cmd("ZCARD");
     cmd.arg(&key);
-    Probe {
-        role: KeyRole::InFlight,
-        key,
-        expects: "zset",
-        cmd,
-        count: |v| Ok(in_flight(integer(v)?)),
-    }
+    Probe::count(KeyRole::InFlight, key, "zset", cmd)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::{queued, Lengths};
+    use super::super::{in_flight, queued, Lengths};
     use super::*;
     use qscaler_crds::qworker::QueueFormat;
     use redis::Value;

@@ -9,7 +9,7 @@
 //! per busy job, each tick. A job fetched since the last heartbeat is not seen yet: a scale-down
 //! stabilization longer than the heartbeat (the default 30 s is) covers that gap.
 
-use super::{in_flight, integer, KeyRole, Probe, Query};
+use super::{KeyRole, Probe, Query};
 
 /// Counts the busy jobs of queue `ARGV[1]` over the live processes in the set `KEYS[1]`.
 const BUSY: &str = r#"
@@ -40,20 +40,14 @@ pub(super) fn probes(q: &Query<'_>) -> Vec<Probe> {
     cmd.arg(BUSY).arg(1).arg(PROCESSES).arg(q.queue);
     vec![
         Probe::llen(KeyRole::Queue, queue_key(q.queue)),
-        Probe {
-            role: KeyRole::InFlight,
-            key: PROCESSES.to_owned(),
-            expects: "set",
-            cmd,
-            count: |v| Ok(in_flight(integer(v)?)),
-        },
+        Probe::count(KeyRole::InFlight, PROCESSES.to_owned(), "set", cmd),
     ]
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layouts::{queued, Lengths};
+    use crate::layouts::{in_flight, queued, Lengths};
     use qscaler_crds::qworker::QueueFormat;
     use redis::Value;
 
