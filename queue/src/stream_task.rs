@@ -90,12 +90,7 @@ pub async fn ensure_group<C: ConnectionLike>(c: &mut C, k: &StreamKeys) -> Redis
 
 /// Enters this consumer in the queue's registry, before its first take.
 pub async fn register<C: ConnectionLike>(c: &mut C, k: &StreamKeys) -> RedisResult<()> {
-    redis::cmd("SADD")
-        .arg(&k.registry)
-        .arg(&k.consumer)
-        .query_async::<i64>(c)
-        .await
-        .map(|_| ())
+    crate::task::enter_registry(c, &k.registry, &k.consumer).await
 }
 
 /// Claims the pool's oldest entry to ARGV[2] in group ARGV[1] of stream KEYS[1]; the `XCLAIM`

@@ -20,6 +20,7 @@
 
 use std::time::Duration;
 
+use redis::aio::ConnectionLike;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::RedisResult;
 
@@ -73,9 +74,19 @@ pub async fn unblock(c: &mut Conn, k: &TaskKeys, id: i64) -> RedisResult<()> {
 /// Enters this consumer in the queue's registry: before its first take, so a list it may hold
 /// can always be found.
 pub async fn register(c: &mut Conn, k: &TaskKeys) -> RedisResult<()> {
+    enter_registry(c, &k.registry, &k.consumer).await
+}
+
+/// `SADD registry consumer`: the registry the operator reads instead of scanning for holders, for
+/// lists and streams alike.
+pub async fn enter_registry<C: ConnectionLike>(
+    c: &mut C,
+    registry: &str,
+    consumer: &str,
+) -> RedisResult<()> {
     redis::cmd("SADD")
-        .arg(&k.registry)
-        .arg(&k.consumer)
+        .arg(registry)
+        .arg(consumer)
         .query_async::<i64>(c)
         .await
         .map(|_| ())
