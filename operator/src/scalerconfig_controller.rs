@@ -18,7 +18,7 @@ use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as Fina
 use kube::{Api, Resource, ResourceExt};
 use qscaler_crds::conditions::{self as cond, reason};
 use qscaler_crds::names;
-use qscaler_crds::scalerconfig::SecretKeyRef;
+use qscaler_crds::scalerconfig::{SecretKeyRef, ValueOrSecret};
 use qscaler_crds::validation::{summary, validate_scaler_config};
 use qscaler_crds::{QWorker, ScalerConfig};
 use qscaler_queue::{Node, SentinelParams, Topology};
@@ -58,6 +58,48 @@ async fn secret_value(
     })
 }
 
+/// A password from its Secret (one trailing newline dropped, as `kubectl create secret
+/// --from-file` leaves it) or given inline.
+async fn secret_password(
+    ctx: &Context,
+    ns: &str,
+    secret: Option<&SecretKeyRef>,
+    given: Option<&ValueOrSecret>,
+) -> Result<Result<Option<String>, Blocked>, Error> {
+    Ok(match secret {
+        Some(r) => secret_value(ctx, ns, r).await?.map(|v| {
+            Some(
+                String::from_utf8_lossy(&v)
+                    .trim_end_matches('\n')
+                    .to_string(),
+            )
+        }),
+        None => Ok(given.and_then(|p| p.value.clone())),
+    })
+}
+
+/// A CA bundle from its Secret, checked here so a Secret holding something else says so instead
+/// of every connection failing with "unknown issuer".
+async fn secret_ca_bundle(
+    ctx: &Context,
+    ns: &str,
+    secret: Option<&SecretKeyRef>,
+) -> Result<Result<Option<Vec<u8>>, Blocked>, Error> {
+    let Some(r) = secret else {
+        return Ok(Ok(None));
+    };
+    Ok(match secret_value(ctx, ns, r).await? {
+        Ok(pem) => match check_ca_pem(&pem) {
+            Ok(()) => Ok(Some(pem)),
+            Err(e) => Err(Blocked::SecretNotFound(format!(
+                "secret {ns}/{} key {:?} is not a CA bundle: {e}",
+                r.name, r.key
+            ))),
+        },
+        Err(b) => Err(b),
+    })
+}
+
 async fn resolve(ctx: &Context, sc: &ScalerConfig) -> Result<Result<RedisParams, Blocked>, Error> {
     let problems = validate_scaler_config(&sc.spec);
     if !problems.is_empty() {
@@ -69,59 +111,25 @@ async fn resolve(ctx: &Context, sc: &ScalerConfig) -> Result<Result<RedisParams,
         Ok(p) => p,
         Err(e) => return Ok(Err(Blocked::Invalid(format!("spec.config.port: {e}")))),
     };
-    let password = match (
-        c.password_secret(),
-        c.password.as_ref().and_then(|p| p.value.clone()),
-    ) {
-        (Some(r), _) => match secret_value(ctx, &ns, r).await? {
-            Ok(v) => Some(
-                String::from_utf8_lossy(&v)
-                    .trim_end_matches('\n')
-                    .to_string(),
-            ),
-            Err(b) => return Ok(Err(b)),
-        },
-        (None, inline) => inline,
+    let password = match secret_password(ctx, &ns, c.password_secret(), c.password.as_ref()).await?
+    {
+        Ok(p) => p,
+        Err(b) => return Ok(Err(b)),
     };
-    let tls_ca = match c.tls_ca_secret() {
-        Some(r) => match secret_value(ctx, &ns, r).await? {
-            // Checked here so a Secret holding something else says so, instead of every
-            // connection failing with "unknown issuer".
-            Ok(pem) => match check_ca_pem(&pem) {
-                Ok(()) => Some(pem),
-                Err(e) => {
-                    return Ok(Err(Blocked::SecretNotFound(format!(
-                        "secret {ns}/{} key {:?} is not a CA bundle: {e}",
-                        r.name, r.key
-                    ))))
-                }
-            },
-            Err(b) => return Ok(Err(b)),
-        },
-        None => None,
+    let tls_ca = match secret_ca_bundle(ctx, &ns, c.tls_ca_secret()).await? {
+        Ok(pem) => pem,
+        Err(b) => return Ok(Err(b)),
     };
     let topology = match (&c.sentinel, &c.cluster) {
         (Some(s), _) => {
-            let password = match (
-                s.password_secret(),
-                s.password.as_ref().and_then(|p| p.value.clone()),
-            ) {
-                (Some(r), _) => match secret_value(ctx, &ns, r).await? {
-                    Ok(v) => Some(
-                        String::from_utf8_lossy(&v)
-                            .trim_end_matches('\n')
-                            .to_string(),
-                    ),
+            let password =
+                match secret_password(ctx, &ns, s.password_secret(), s.password.as_ref()).await? {
+                    Ok(p) => p,
                     Err(b) => return Ok(Err(b)),
-                },
-                (None, inline) => inline,
-            };
-            let tls_ca = match s.tls_ca_secret() {
-                Some(r) => match secret_value(ctx, &ns, r).await? {
-                    Ok(pem) => Some(pem),
-                    Err(b) => return Ok(Err(b)),
-                },
-                None => None,
+                };
+            let tls_ca = match secret_ca_bundle(ctx, &ns, s.tls_ca_secret()).await? {
+                Ok(pem) => pem,
+                Err(b) => return Ok(Err(b)),
             };
             let stls = s.tls.clone().unwrap_or_default();
             Topology::Sentinel(SentinelParams {
