@@ -17,7 +17,9 @@
 # `docker/build.sh --debug --test --tag e2e` first) and runs the image qscaler/test-worker:$QSCALER_IMAGE_TAG
 # (default e2e); pods reach Redis at the node's address. The operator runs on this host either way.
 #
-# Settings (env): INTERVALS (default 500ms,5s,30s), TASKS (10), TASK_MS (200), MAX_REPLICAS (5),
+# Settings (env): INTERVALS (default 500ms,5s,30s), PUSH (off: every push waits for a poll; on: Redis'
+# keyspace notifications set to Kl for the run, so the operator's push trigger wakes it; off,on runs both;
+# default off,on), TASKS (10), TASK_MS (200), MAX_REPLICAS (5),
 # RAW (a file for one tab-separated line per trial), RUST_LOG (the bench's own log, default warn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,7 +64,7 @@ timeout 1800 cargo build -q --release -p qscaler-tests --bin qscaler-cold-start
 [ "$REAL" = 1 ] || timeout 1800 cargo build -q -p qscaler-tests --bin qscaler-test-worker
 TARGET=${CARGO_TARGET_DIR:-target}
 
-args=(--operator "$TARGET/release/qscaler-operator" --trials "$TRIALS" --intervals "$INTERVALS"
+args=(--operator "$TARGET/release/qscaler-operator" --trials "$TRIALS" --intervals "$INTERVALS" --push "${PUSH:-off,on}"
   --tasks "${TASKS:-10}" --task-ms "${TASK_MS:-200}" --max-replicas "${MAX_REPLICAS:-5}")
 [ "$REAL" = 1 ] && args+=(--real-node)
 [ -n "${RAW:-}" ] && args+=(--raw "$RAW")

@@ -16,7 +16,6 @@
 //!
 //! Stages follow the pod that started the first task, so they add up to push → first start.
 //!
-//! - [`duration`]: `500ms` / `5s` / `1m` arguments.
 //! - [`stats`]: median and p90 (nearest rank).
 //! - [`supervisor_log`]: when qsupervisor read its pod and took a task, from its log.
 //! - [`timeline`]: one trial's stamps → its stage times (pure).
@@ -42,6 +41,11 @@ struct Args {
     /// Poll intervals to compare, each a setting of its own.
     #[arg(long, value_delimiter = ',', default_value = "500ms,5s,30s")]
     intervals: Vec<String>,
+    /// Whether a push may wake the operator: `off` runs with Redis' keyspace notifications off
+    /// (every push waits for a poll), `on` sets `notify-keyspace-events Kl` for the run (the
+    /// operator's push trigger). Each is a setting of its own; the value Redis had is restored.
+    #[arg(long, value_delimiter = ',', default_value = "off")]
+    push: Vec<Push>,
     /// Trials per setting.
     #[arg(long, default_value_t = 5)]
     trials: usize,
@@ -65,6 +69,23 @@ struct Args {
     raw: Option<PathBuf>,
 }
 
+/// Redis' keyspace notifications during a setting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Push {
+    Off,
+    On,
+}
+
+impl Push {
+    /// The `notify-keyspace-events` value of the setting.
+    fn keyspace_events(self) -> &'static str {
+        match self {
+            Push::Off => "",
+            Push::On => "Kl",
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
@@ -77,13 +98,19 @@ async fn main() -> Result<()> {
     let intervals = args
         .intervals
         .iter()
-        .map(|s| duration::parse(s).map(|d| (s.clone(), d)))
+        .map(|s| {
+            qscaler_crds::duration::parse(s)
+                .map(|d| (s.clone(), d))
+                .map_err(|e| anyhow::anyhow!("bad interval {s:?}: {e}"))
+        })
         .collect::<Result<Vec<_>>>()?;
-    if intervals.is_empty() || args.trials == 0 || args.tasks == 0 {
-        bail!("need at least one interval, one trial and one task");
+    if intervals.is_empty() || args.push.is_empty() || args.trials == 0 || args.tasks == 0 {
+        bail!("need at least one interval, one push setting, one trial and one task");
     }
     let slowest = intervals.iter().map(|(_, d)| *d).max().unwrap_or_default();
-    let trial_timeout = duration::parse(&args.trial_timeout)? + slowest;
+    let trial_timeout = qscaler_crds::duration::parse(&args.trial_timeout)
+        .map_err(|e| anyhow::anyhow!("bad --trial-timeout: {e}"))?
+        + slowest;
     if !args.operator.exists() {
         bail!(
             "{} missing: cargo build --release -p qscaler-operator",
@@ -102,7 +129,10 @@ async fn main() -> Result<()> {
         report::table(&rows, args.tasks, args.task_ms, args.max_replicas)
     );
     // Whether the operator could be woken by a push instead of waiting for its next poll.
-    println!("\nRedis notify-keyspace-events during the run: {keyspace_events:?}");
+    println!(
+        "\nRedis notify-keyspace-events before the run (restored after it): {keyspace_events:?}; \
+         settings marked \"+ push\" ran with \"Kl\", the others with \"\""
+    );
     if let Some(path) = &args.raw {
         std::fs::write(path, report::raw(&rows))
             .with_context(|| format!("writing {}", path.display()))?;
@@ -119,11 +149,22 @@ async fn run_all(
 ) -> Result<Vec<report::Row>> {
     let mut rows = Vec::new();
     let mut rng = Rng::seeded();
-    for (label, interval) in intervals {
-        let operator = bench.start_operator(&args.operator, label)?;
+    let settings = args
+        .push
+        .iter()
+        .flat_map(|push| intervals.iter().map(move |i| (*push, i)));
+    for (push, (interval_label, interval)) in settings {
+        let label = match push {
+            Push::Off => interval_label.clone(),
+            Push::On => format!("{interval_label} + push"),
+        };
+        let label = &label;
+        // Set before the operator starts: it reads the setting when it subscribes.
+        bench.set_keyspace_events(push.keyspace_events()).await?;
+        let operator = bench.start_operator(&args.operator, &label.replace(' ', ""))?;
         let mut trials = Vec::new();
         for n in 1..=args.trials {
-            let name = format!("cs-{}-{n}", label.to_lowercase());
+            let name = format!("cs-{}-{n}", label.replace(" + push", "-p").to_lowercase());
             let phase = interval.mul_f64(rng.unit());
             let shape = target::Workload {
                 tasks: args.tasks,
@@ -172,44 +213,6 @@ impl Rng {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-mod duration {
-    //! Interval arguments as the operator's `--poll-interval` takes them: `500ms`, `5s`, `1m`.
-
-    use std::time::Duration;
-
-    use anyhow::{bail, Result};
-
-    pub fn parse(s: &str) -> Result<Duration> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let Ok(n) = num.parse::<u64>() else {
-            bail!("bad duration {s:?}: want e.g. 500ms, 5s, 1m");
-        };
-        Ok(match unit {
-            "ms" => Duration::from_millis(n),
-            "s" | "" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n * 60),
-            _ => bail!("bad duration {s:?}: want e.g. 500ms, 5s, 1m"),
-        })
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn units() {
-            assert_eq!(parse("500ms").unwrap(), Duration::from_millis(500));
-            assert_eq!(parse("5s").unwrap(), Duration::from_secs(5));
-            assert_eq!(parse("30").unwrap(), Duration::from_secs(30));
-            assert_eq!(parse("2m").unwrap(), Duration::from_secs(120));
-            assert!(parse("5h").is_err());
-            assert!(parse("ms").is_err());
-        }
     }
 }
 
@@ -928,6 +931,19 @@ mod target {
                 .await?)
         }
 
+        /// `CONFIG SET notify-keyspace-events`.
+        pub async fn set_keyspace_events(&self, value: &str) -> Result<()> {
+            let mut c = self.conn(Some(Duration::from_secs(5))).await?;
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("notify-keyspace-events")
+                .arg(value)
+                .query_async(&mut c)
+                .await
+                .context("CONFIG SET notify-keyspace-events")?;
+            Ok(())
+        }
+
         pub fn start_operator(&self, bin: &Path, label: &str) -> Result<RunningOperator> {
             let log = self.log_dir.join(format!("operator-{label}.log"));
             let out = std::fs::File::create(&log)?;
@@ -1145,6 +1161,9 @@ mod target {
         /// runs now), the namespace; stops the pod watch.
         pub async fn tear_down(self) {
             self.watch.abort();
+            if let Err(e) = self.set_keyspace_events(&self.keyspace_events).await {
+                eprintln!("[cold-start] could not restore notify-keyspace-events: {e:#}");
+            }
             let api: Api<QWorker> = Api::namespaced(self.cluster.client.clone(), &self.ns);
             if let Ok(left) = api.list(&ListParams::default()).await {
                 for qw in left.items {
