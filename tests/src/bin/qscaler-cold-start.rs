@@ -161,7 +161,8 @@ async fn run_all(
         let label = &label;
         // Set before the operator starts: it reads the setting when it subscribes.
         bench.set_keyspace_events(push.keyspace_events()).await?;
-        let operator = bench.start_operator(&args.operator, &label.replace(' ', ""))?;
+        let operator =
+            bench.start_operator(&args.operator, interval_label, &label.replace(' ', ""))?;
         let mut trials = Vec::new();
         for n in 1..=args.trials {
             let name = format!("cs-{}-{n}", label.replace(" + push", "-p").to_lowercase());
@@ -944,14 +945,20 @@ mod target {
             Ok(())
         }
 
-        pub fn start_operator(&self, bin: &Path, label: &str) -> Result<RunningOperator> {
-            let log = self.log_dir.join(format!("operator-{label}.log"));
+        /// The operator polling every `interval`; its log is `operator-<log_name>.log`.
+        pub fn start_operator(
+            &self,
+            bin: &Path,
+            interval: &str,
+            log_name: &str,
+        ) -> Result<RunningOperator> {
+            let log = self.log_dir.join(format!("operator-{log_name}.log"));
             let out = std::fs::File::create(&log)?;
             let child = Command::new(bin)
                 .args(["--namespace", &self.ns, "--leader-elect=false"])
                 .args(["--metrics-bind-address", "127.0.0.1:0"])
                 .args(["--health-probe-bind-address", "127.0.0.1:0"])
-                .args(["--poll-interval", label])
+                .args(["--poll-interval", interval])
                 .arg("--kubeconfig")
                 .arg(&self.cluster.kubeconfig)
                 .stdout(Stdio::from(out.try_clone()?))
