@@ -21,23 +21,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[bursty] %s\n' "$*" >&2; }
 
-OWN_CLUSTER=0
-cleanup() {
-  if [ "$OWN_CLUSTER" = 1 ]; then tests/cluster.sh down >/dev/null 2>&1 || true; fi
-}
-trap cleanup EXIT
-
-if tests/cluster.sh env >/dev/null 2>&1 &&
-  (eval "$(tests/cluster.sh env)" && timeout 10 kubectl get --raw /readyz >/dev/null 2>&1); then
-  eval "$(tests/cluster.sh env)"
-  log "on the stand-in cluster in $QSCALER_CLUSTER_DIR"
-else
-  export QSCALER_CLUSTER_DIR=/tmp/qscaler-bench-cluster
-  log "bringing up a stand-in cluster in $QSCALER_CLUSTER_DIR"
-  OWN_CLUSTER=1
-  tests/cluster.sh up
-  eval "$(tests/cluster.sh env)"
-fi
+. bench/lib.sh
+trap down_own_cluster EXIT
+stand_in_cluster /tmp/qscaler-bench-cluster
 
 log "building the operator, qsupervisor and qscaler-test-worker (debug, as the e2e tests run them)"
 timeout 1800 cargo build -q -p qscaler-operator -p qsupervisor

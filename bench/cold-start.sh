@@ -32,11 +32,8 @@ TRIALS=${1:-5}
 INTERVALS=${INTERVALS:-500ms,5s,30s}
 log() { printf '[cold-start] %s\n' "$*" >&2; }
 
-OWN_CLUSTER=0
-cleanup() {
-  if [ "$OWN_CLUSTER" = 1 ]; then tests/cluster.sh down >/dev/null 2>&1 || true; fi
-}
-trap cleanup EXIT
+. bench/lib.sh
+trap down_own_cluster EXIT
 
 if [ "$REAL" = 1 ]; then
   eval "$(tests/node.sh env)"
@@ -44,16 +41,8 @@ if [ "$REAL" = 1 ]; then
   docker image inspect "qscaler/test-worker:$tag" >/dev/null 2>&1 ||
     { log "image qscaler/test-worker:$tag missing on the node: docker/build.sh --debug --test --tag $tag"; exit 1; }
   log "on the real node ($KUBECONFIG), image qscaler/test-worker:$tag"
-elif tests/cluster.sh env >/dev/null 2>&1 &&
-  (eval "$(tests/cluster.sh env)" && timeout 10 kubectl get --raw /readyz >/dev/null 2>&1); then
-  eval "$(tests/cluster.sh env)"
-  log "on the stand-in cluster in $QSCALER_CLUSTER_DIR"
 else
-  export QSCALER_CLUSTER_DIR=/tmp/qscaler-bench-cluster
-  log "bringing up a stand-in cluster in $QSCALER_CLUSTER_DIR"
-  OWN_CLUSTER=1
-  tests/cluster.sh up
-  eval "$(tests/cluster.sh env)"
+  stand_in_cluster /tmp/qscaler-bench-cluster
 fi
 
 # The bench is a release build too: a debug build's pod watch, starved on a busy machine, stamps later.

@@ -42,8 +42,8 @@ t_start=$SECONDS
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 
+. bench/lib.sh
 work=$(mktemp -d)
-OWN_CLUSTER=0
 OPERATOR_PID=""
 CHURN_PID=""
 NAMESPACES=()
@@ -80,15 +80,7 @@ trap cleanup EXIT
 
 # --- cluster and operator ------------------------------------------------------------------------
 
-if tests/cluster.sh env >/dev/null 2>&1 &&
-  (eval "$(tests/cluster.sh env)" && timeout 10 kubectl get --raw /readyz >/dev/null 2>&1); then
-  log "reusing the cluster in $QSCALER_CLUSTER_DIR"
-else
-  log "bringing up a cluster in $QSCALER_CLUSTER_DIR"
-  OWN_CLUSTER=1
-  tests/cluster.sh up
-fi
-eval "$(tests/cluster.sh env)"
+stand_in_cluster "$QSCALER_CLUSTER_DIR"
 redis_port=${REDIS_URL##*:}
 redis_port=${redis_port%/}
 

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use common::*;
@@ -12,74 +11,6 @@ use nix::sys::signal::Signal;
 use redis::Commands;
 
 const T: Duration = Duration::from_secs(30);
-
-struct Redis {
-    port: u16,
-    dir: PathBuf,
-    server: Option<Guard>,
-}
-
-impl Redis {
-    fn start(name: &str) -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Redis {
-            port,
-            dir: scratch(name),
-            server: None,
-        };
-        r.restart();
-        r
-    }
-
-    fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--dir"])
-            .arg(&self.dir)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        self.server = Some(Guard(child));
-        wait_for(T, "redis-server to answer", || {
-            let mut c = self.client().get_connection().ok()?;
-            redis::cmd("PING").query::<String>(&mut c).ok()
-        });
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut g) = self.server.take() {
-            g.0.kill().unwrap();
-            g.0.wait().unwrap();
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).unwrap()
-    }
-
-    fn conn(&self) -> redis::Connection {
-        self.client().get_connection().unwrap()
-    }
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    read(path).lines().map(str::to_owned).collect()
-}
 
 fn task_supervisor(redis: &Redis, queue: &str, extra: &[&str], script: &str) -> Guard {
     let url = redis.url();

@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
@@ -14,55 +12,6 @@ use redis::{Commands, Value};
 
 const T: Duration = Duration::from_secs(30);
 const GROUP: &str = "qscaler";
-
-struct Redis {
-    port: u16,
-    dir: PathBuf,
-    _server: Guard,
-}
-
-impl Redis {
-    fn start(name: &str) -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = scratch(name);
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let r = Redis {
-            port,
-            dir,
-            _server: Guard(child),
-        };
-        wait_for(T, "redis-server to answer", || {
-            let mut c = r.client().get_connection().ok()?;
-            redis::cmd("PING").query::<String>(&mut c).ok()
-        });
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).unwrap()
-    }
-
-    fn conn(&self) -> redis::Connection {
-        self.client().get_connection().unwrap()
-    }
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    read(path).lines().map(str::to_owned).collect()
-}
 
 fn add(c: &mut redis::Connection, stream: &str, fields: &[(&str, &str)]) -> String {
     let mut cmd = redis::cmd("XADD");

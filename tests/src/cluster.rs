@@ -341,6 +341,31 @@ impl Cluster {
             .join(format!("{namespace}_{pod}"))
     }
 
+    /// SIGKILLs qsupervisor, PID 1 of a stand-in pod's worker container, from outside: the whole
+    /// container dies at once, as on an OOM kill, and nothing cleans up. False when the pod has no
+    /// running container process.
+    pub fn kill_container(&self, namespace: &str, pod: &str) -> bool {
+        let init = || -> Option<i32> {
+            let launcher: i32 =
+                std::fs::read_to_string(self.pod_dir(namespace, pod).join("worker.pid"))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()?;
+            let children =
+                std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children"))
+                    .ok()?;
+            children.split_whitespace().next()?.parse().ok()
+        };
+        init().is_some_and(|pid| {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .is_ok()
+        })
+    }
+
     /// A container's output so far (stdout and stderr, all runs); empty if it has none yet.
     pub fn pod_log(&self, namespace: &str, pod: &str, container: &str) -> String {
         std::fs::read_to_string(

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
@@ -25,11 +26,18 @@ impl Operator {
             "{} missing: cargo build -p qscaler-operator",
             bin.display()
         );
-        let log =
-            std::env::temp_dir().join(format!("qscaler-operator-{ns}-{}.log", std::process::id()));
+        // One log per operator: two started in one test (leader election) must not read each
+        // other's addresses.
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let log = std::env::temp_dir().join(format!(
+            "qscaler-operator-{ns}-{}-{}.log",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed)
+        ));
         let out = std::fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(true)
             .open(&log)
             .expect("operator log file");
         let err = out.try_clone().expect("operator log file");
@@ -84,8 +92,7 @@ impl Operator {
     async fn logged_addr(&self, marker: &str) -> String {
         wait_for(&format!("{marker:?} in the operator's log"), T, || async {
             let log = self.log();
-            // The last: an operator restarted in the same test appends to the same log.
-            let line = log.lines().rfind(|l| l.contains(marker))?;
+            let line = log.lines().find(|l| l.contains(marker))?;
             let clean = strip_ansi(line);
             let addr = clean.split("addr=").nth(1)?.split_whitespace().next()?;
             Some(addr.to_string())

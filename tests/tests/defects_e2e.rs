@@ -587,29 +587,6 @@ async fn a_pending_pod_at_work_is_drained_not_deleted() {
 // ---------------------------------------------------------------------------------------------
 // 3. A task that kills its container
 
-/// SIGKILLs qsupervisor, PID 1 of the worker container's PID namespace, from outside: the whole
-/// container dies at once, as on an OOM kill of the container. False when the pod has no running
-/// container process.
-fn kill_container(cluster: &Cluster, ns: &str, pod: &str) -> bool {
-    let init = || -> Option<i32> {
-        let launcher: i32 = std::fs::read_to_string(cluster.pod_dir(ns, pod).join("worker.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let children =
-            std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
-    };
-    init().is_some_and(|pid| {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .is_ok()
-    })
-}
-
 /// A poison task kills its container every time it runs (the test plays the fatal bug: it
 /// SIGKILLs the container of any pod that holds the task). Its returns used to carry no count, so
 /// it ran forever. Each death now counts as a retry of the task; past the supervisor's limit
@@ -651,7 +628,7 @@ async fn a_task_that_kills_its_container_is_dead_lettered() {
                     if held.iter().any(|t| t == "poison")
                         && started
                         && !killed.contains(&name)
-                        && kill_container(&cluster, &ns, &name)
+                        && cluster.kill_container(&ns, &name)
                     {
                         eprintln!("killed {name}: it held the poison task");
                         killed.insert(name);
@@ -739,7 +716,7 @@ async fn a_dead_pods_tasks_go_back_on_the_broker_it_used() {
         (st.observed_generation == sc.metadata.generation && st.healthy).then_some(())
     })
     .await;
-    assert!(kill_container(&cluster, &ns, &busy), "no container to kill");
+    assert!(cluster.kill_container(&ns, &busy), "no container to kill");
     let processing = keys::processing(&queue, &keys::consumer(Some(&ns), &busy));
     wait_for("t0 back in db 0's queue", T, || {
         let (mut conn, queue, processing) = (conn.clone(), queue.clone(), processing.clone());

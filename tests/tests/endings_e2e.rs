@@ -82,27 +82,6 @@ fn name_of(p: &Pod) -> String {
     p.metadata.name.clone().unwrap_or_default()
 }
 
-/// SIGKILLs the container's PID 1 (qsupervisor) of a stand-in pod: a hard death, nothing cleans up.
-fn kill_container(cluster: &Cluster, ns: &str, pod: &str) -> bool {
-    let init = || -> Option<i32> {
-        let launcher: i32 = std::fs::read_to_string(cluster.pod_dir(ns, pod).join("worker.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let children =
-            std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
-    };
-    init().is_some_and(|pid| {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .is_ok()
-    })
-}
-
 async fn patch_qworker(cluster: &Cluster, ns: &str, name: &str, patch: Value) {
     Api::<QWorker>::namespaced(cluster.client.clone(), ns)
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -353,7 +332,7 @@ async fn deleting_a_qworker_returns_its_in_flight_tasks() {
         qws.get_opt("w").await.expect("GET").is_some(),
         "the QWorker went before its workers"
     );
-    assert!(kill_container(&cluster, &ns, &long_pod), "kill {long_pod}");
+    assert!(cluster.kill_container(&ns, &long_pod), "kill {long_pod}");
 
     wait_for("the QWorker gone", Duration::from_secs(90), || async {
         qws.get_opt("w").await.ok()?.is_none().then_some(())

@@ -1179,13 +1179,17 @@ async fn top_watch_redraws_in_place_on_a_terminal_and_gives_it_back_on_ctrl_c() 
     create_qworker(&cluster, &ns, qworker_json("mail", "worker:v1")).await;
     qworker_with_queue(&cluster, &ns, 42).await;
     // `script` runs the command on a pseudo-terminal of its own and copies what it writes; what is
-    // written to its stdin is typed on that terminal (so ^C is a Ctrl-C).
-    let command = format!("kubectl qworker -n {ns} top mail --watch --interval 500ms");
+    // written to its stdin is typed on that terminal (so ^C is a Ctrl-C). It runs the command through
+    // `$SHELL -c`, here /bin/sh on every machine (CI has no `$SHELL`). `exec` leaves no shell waiting
+    // in between: dash would die of the same Ctrl-C and `script` would report its 130, not the
+    // plugin's exit code.
+    let command = format!("exec kubectl qworker -n {ns} top mail --watch --interval 500ms");
     let path = std::env::var("PATH").unwrap_or_default();
     let mut child = tokio::process::Command::new("script")
         .args(["-qfec", &command, "/dev/null"])
         .env("PATH", format!("{}:{path}", plugin_dir().display()))
         .env("KUBECONFIG", &cluster.kubeconfig)
+        .env("SHELL", "/bin/sh")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .kill_on_drop(true)

@@ -204,27 +204,6 @@ async fn kill_a_busy_task_worker(
     .await
 }
 
-/// SIGKILLs the qsupervisor of stand-in pod `pod` (the whole container dies).
-fn kill_container(cluster: &Cluster, ns: &str, pod: &str) -> bool {
-    let init = || -> Option<i32> {
-        let launcher: i32 = std::fs::read_to_string(cluster.pod_dir(ns, pod).join("worker.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let children =
-            std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
-    };
-    init().is_some_and(|pid| {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .is_ok()
-    })
-}
-
 /// The poison's effect: every task-mode pod that holds `poison` and has started it is SIGKILLed,
 /// once. A fresh Redis connection each round (Redis restarts during the soak). Returns the pods
 /// killed so far.
@@ -272,7 +251,7 @@ fn poison_killer(
                     &qscaler_crds::names::keys::consumer(Some(&ns), &name),
                 );
                 let held: Vec<String> = conn.lrange(&list, 0, -1).await.unwrap_or_default();
-                if held.iter().any(|t| t == "poison") && kill_container(&cluster, &ns, &name) {
+                if held.iter().any(|t| t == "poison") && cluster.kill_container(&ns, &name) {
                     out.lock().unwrap().insert(name);
                 }
             }
@@ -401,7 +380,7 @@ async fn api_refused_at_container_start(cluster: &Cluster, ns: &str, redis: &Own
     )
     .await;
     assert!(
-        kill_container(cluster, ns, &victim),
+        cluster.kill_container(ns, &victim),
         "SIGKILLing the worker of {victim}"
     );
     let out = restart.wait_with_output().await.expect("restart-apiserver");

@@ -80,28 +80,6 @@ async fn alive_pods(cluster: &Cluster, ns: &str, qw: &str) -> Vec<Pod> {
         .collect()
 }
 
-/// SIGKILLs qsupervisor, PID 1 of the pod's worker container, from outside (as an OOM kill of the
-/// container). False when the pod has no running container process.
-fn kill_container(cluster: &Cluster, ns: &str, pod: &str) -> bool {
-    let init = || -> Option<i32> {
-        let launcher: i32 = std::fs::read_to_string(cluster.pod_dir(ns, pod).join("worker.pid"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let children =
-            std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).ok()?;
-        children.split_whitespace().next()?.parse().ok()
-    };
-    init().is_some_and(|pid| {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-        .is_ok()
-    })
-}
-
 /// Three entries of 6 s: the QWorker scales to three workers on the lag (no group yet: the whole
 /// stream), and keeps three while the entries are pending (lag 0, in flight 3), which a rule on
 /// lag alone would scale down. One worker is SIGKILLed mid-task: the operator claims its pending
@@ -165,7 +143,7 @@ async fn a_stream_qworker_scales_on_lag_and_pending_and_a_killed_consumers_entry
         .expect("XRANGE");
     let victim_task = entry[0].1[0].1.clone();
     assert!(
-        kill_container(&cluster, &ns, &victim_pod),
+        cluster.kill_container(&ns, &victim_pod),
         "no container to kill in {victim_pod}"
     );
     eprintln!("killed {victim_pod} holding {victim_entry} ({victim_task})");

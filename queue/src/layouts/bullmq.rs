@@ -45,6 +45,7 @@ pub(super) fn probes(q: &Query<'_>) -> Vec<Probe> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing;
     use super::*;
     use crate::layouts::queued;
     use crate::layouts::Lengths;
@@ -52,12 +53,7 @@ mod tests {
     use redis::Value;
 
     fn query(queue: &str) -> Query<'_> {
-        Query {
-            queue,
-            format: QueueFormat::Bullmq,
-            consumers: &[],
-            group: None,
-        }
+        testing::query(queue, QueueFormat::Bullmq)
     }
 
     fn args(p: &Probe) -> Vec<String> {

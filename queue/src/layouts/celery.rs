@@ -54,26 +54,19 @@ fn unacked(queue: &str) -> Probe {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing;
     use super::super::{queued, Lengths};
     use super::*;
     use qscaler_crds::qworker::QueueFormat;
     use redis::Value;
 
     fn query(queue: &str) -> Query<'_> {
-        Query {
-            queue,
-            format: QueueFormat::Celery,
-            consumers: &[],
-            group: None,
-        }
+        testing::query(queue, QueueFormat::Celery)
     }
 
     #[test]
     fn reads_every_priority_list_then_the_unacked_hash() {
-        let got: Vec<_> = probes(&query("emails"))
-            .into_iter()
-            .map(|p| (p.role, p.key, p.expects))
-            .collect();
+        let got = testing::keys(&query("emails"));
         let mut want = vec![(KeyRole::Queue, "emails".to_string(), "list")];
         for p in 1..=9 {
             want.push((KeyRole::Queue, format!("emails\x06\x16{p}"), "list"));
@@ -104,11 +97,7 @@ mod tests {
         answers.push(Value::Int(1));
         answers.push(Value::Int(3));
         assert_eq!(answers.len(), ps.len());
-        let total = ps
-            .iter()
-            .zip(&answers)
-            .map(|(p, a)| (p.count)(a))
-            .try_fold(Lengths::default(), |acc, l| l.map(|l| acc.plus(l)));
+        let total = testing::total(&ps, &answers);
         assert_eq!(
             total,
             Ok(Lengths {

@@ -135,6 +135,40 @@ pub fn integer(v: &Value) -> Result<u64, String> {
     }
 }
 
+/// What the per-format tests share: a query of one format, the keys its probes read, and the
+/// sum of the probes' counts over given answers.
+#[cfg(test)]
+mod testing {
+    use super::*;
+
+    pub fn query(queue: &str, format: QueueFormat) -> Query<'_> {
+        Query {
+            queue,
+            format,
+            consumers: &[],
+            group: None,
+        }
+    }
+
+    /// (role, key, expected type) of each probe, in order.
+    pub fn keys(q: &Query<'_>) -> Vec<(KeyRole, String, &'static str)> {
+        probes(q)
+            .into_iter()
+            .map(|p| (p.role, p.key, p.expects))
+            .collect()
+    }
+
+    /// The probes' counts of `answers`, added up; the first error, if any.
+    pub fn total(probes: &[Probe], answers: &[Value]) -> Result<Lengths, String> {
+        assert_eq!(answers.len(), probes.len(), "one answer per probe");
+        probes
+            .iter()
+            .zip(answers)
+            .map(|(p, a)| (p.count)(a))
+            .try_fold(Lengths::default(), |acc, l| l.map(|l| acc.plus(l)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

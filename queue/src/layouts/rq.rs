@@ -33,26 +33,19 @@ fn started(key: String) -> Probe {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing;
     use super::super::{in_flight, queued, Lengths};
     use super::*;
     use qscaler_crds::qworker::QueueFormat;
     use redis::Value;
 
     fn query(queue: &str) -> Query<'_> {
-        Query {
-            queue,
-            format: QueueFormat::Rq,
-            consumers: &[],
-            group: None,
-        }
+        testing::query(queue, QueueFormat::Rq)
     }
 
     #[test]
     fn reads_the_queue_its_intermediate_list_and_its_started_registry() {
-        let got: Vec<_> = probes(&query("emails"))
-            .into_iter()
-            .map(|p| (p.role, p.key, p.expects))
-            .collect();
+        let got = testing::keys(&query("emails"));
         assert_eq!(
             got,
             vec![
@@ -72,11 +65,7 @@ mod tests {
         // LLEN 4 queued, LLEN 1 moved but not started, ZCARD 2 started; a missing key is nil or 0.
         let ps = probes(&query("q"));
         let answers = [Value::Int(4), Value::Int(1), Value::Int(2)];
-        let total = ps
-            .iter()
-            .zip(&answers)
-            .map(|(p, a)| (p.count)(a))
-            .try_fold(Lengths::default(), |acc, l| l.map(|l| acc.plus(l)));
+        let total = testing::total(&ps, &answers);
         assert_eq!(
             total,
             Ok(Lengths {

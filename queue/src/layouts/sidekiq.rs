@@ -46,26 +46,19 @@ pub(super) fn probes(q: &Query<'_>) -> Vec<Probe> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing;
     use super::*;
     use crate::layouts::{in_flight, queued, Lengths};
     use qscaler_crds::qworker::QueueFormat;
     use redis::Value;
 
     fn query(queue: &str) -> Query<'_> {
-        Query {
-            queue,
-            format: QueueFormat::Sidekiq,
-            consumers: &[],
-            group: None,
-        }
+        testing::query(queue, QueueFormat::Sidekiq)
     }
 
     #[test]
     fn the_queue_list_then_the_busy_jobs_of_live_processes() {
-        let got: Vec<_> = probes(&query("mailers"))
-            .into_iter()
-            .map(|p| (p.role, p.key, p.expects))
-            .collect();
+        let got = testing::keys(&query("mailers"));
         assert_eq!(
             got,
             vec![

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 
 use qsupervisor::proctree::{self, ProcStat};
 
+mod redis_server;
+#[allow(unused_imports)] // Only the Redis tests use them.
+pub use redis_server::{lines, Redis};
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_qsupervisor");
 
 /// The binary under test: QSCALER_TEST_QSUPERVISOR runs another build (e.g. an older one, to see a
