@@ -131,22 +131,59 @@ impl RedisBroker {
         &mut self,
         f: impl AsyncFnOnce(Conn) -> redis::RedisResult<T>,
     ) -> Result<T, BrokerError> {
-        let conn = self.connection().await?;
+        self.attempt(f).await.map_err(|failed| failed.error)
+    }
+
+    /// Runs a read-only `f` as [`Self::with`] does, but when a kept connection turns out closed
+    /// since it was last used (a Redis restart), `f` is tried once more on a new one: the first
+    /// read after a restart, often the one a push woke, is not lost to a dead socket.
+    async fn read<T>(
+        &mut self,
+        f: impl AsyncFnOnce(Conn) -> redis::RedisResult<T> + Clone,
+    ) -> Result<T, BrokerError> {
+        let kept = self.conn.is_some();
+        match self.attempt(f.clone()).await {
+            Err(Failed { dropped: true, .. }) if kept => self.with(f).await,
+            other => other.map_err(|failed| failed.error),
+        }
+    }
+
+    async fn attempt<T>(
+        &mut self,
+        f: impl AsyncFnOnce(Conn) -> redis::RedisResult<T>,
+    ) -> Result<T, Failed> {
+        let conn = self.connection().await.map_err(|error| Failed {
+            error,
+            dropped: false,
+        })?;
         match tokio::time::timeout(self.timeout * 2, f(conn)).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 self.conn = None;
-                Err(classify(e))
+                Err(Failed {
+                    dropped: (e.is_connection_dropped() || e.is_io_error()) && !e.is_timeout(),
+                    error: classify(e),
+                })
             }
             Err(_) => {
                 self.conn = None;
-                Err(BrokerError::Unreachable(format!(
-                    "{} did not answer in time",
-                    self.params.display_url()
-                )))
+                Err(Failed {
+                    error: BrokerError::Unreachable(format!(
+                        "{} did not answer in time",
+                        self.params.display_url()
+                    )),
+                    dropped: false,
+                })
             }
         }
     }
+}
+
+/// How one try on the connection failed.
+struct Failed {
+    error: BrokerError,
+    /// The socket was found closed (not a slow, refused or error answer).
+    dropped: bool,
 }
 
 /// Every queue's depth in as few round trips as the topology allows: one pipeline on one server;
@@ -212,7 +249,7 @@ fn queue_error(f: FailedKey) -> QueueError {
 
 impl Broker for RedisBroker {
     async fn ping(&mut self) -> Result<(), BrokerError> {
-        self.with(async |mut c| redis::cmd("PING").query_async::<String>(&mut c).await)
+        self.read(async |mut c| redis::cmd("PING").query_async::<String>(&mut c).await)
             .await
             .map(|_| ())
     }
@@ -235,7 +272,7 @@ impl Broker for RedisBroker {
         let check_role = matches!(self.params.topology, Topology::Sentinel(_));
         self.check_primary().await?;
         let read = self
-            .with(async |c| read_all(c, &queries, check_role).await)
+            .read(async |c| read_all(c, &queries, check_role).await)
             .await?;
         // A key answered "moved", "loading", "read only"...: the topology is moving, and a
         // reading of the keys that did answer could be short. The whole tick is a broker error.
@@ -351,6 +388,95 @@ mod tests {
                 "WRONGPASS invalid username-password pair"
             ))),
             BrokerError::Auth(_)
+        ));
+    }
+
+    /// A redis-server of this test's own, without persistence; killed when dropped.
+    struct RedisServer(std::process::Child);
+
+    impl RedisServer {
+        fn start(port: u16) -> RedisServer {
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("redis-server is installed");
+            RedisServer(child)
+        }
+    }
+
+    impl Drop for RedisServer {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    async fn push_when_up(port: u16, n: usize) {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                let tasks: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+                if redis::cmd("RPUSH")
+                    .arg("q")
+                    .arg(&tasks)
+                    .query_async::<i64>(&mut c)
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not answer"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The kept connection of a broker whose Redis restarted is closed: the first read after the
+    /// restart reconnects and answers, rather than failing the tick (a push's wake-up would wait
+    /// for the next poll). A Redis that is down is still an error.
+    #[tokio::test]
+    async fn the_first_read_after_a_redis_restart_answers() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let server = RedisServer::start(port);
+        push_when_up(port, 3).await;
+        let params = RedisParams::from_url(&format!("redis://127.0.0.1:{port}/0")).unwrap();
+        let mut broker = RedisBroker::new(params, Duration::from_secs(2));
+        let queries = [QueueQuery {
+            queue: "q".into(),
+            format: Default::default(),
+            consumers: vec![],
+            group: None,
+        }];
+        let queued = |r: Result<Vec<Result<Depth, QueueError>>, BrokerError>| {
+            r.map(|d| d[0].as_ref().map(|d| d.queued).ok())
+        };
+        assert_eq!(queued(broker.depths(&queries).await).ok(), Some(Some(3)));
+
+        drop(server);
+        let server = RedisServer::start(port);
+        push_when_up(port, 2).await;
+        assert_eq!(queued(broker.depths(&queries).await).ok(), Some(Some(2)));
+        broker.ping().await.expect("a ping on the new connection");
+
+        drop(server);
+        assert!(matches!(
+            broker.depths(&queries).await,
+            Err(BrokerError::Unreachable(_))
+        ));
+        assert!(matches!(
+            broker.ping().await,
+            Err(BrokerError::Unreachable(_))
         ));
     }
 

@@ -15,8 +15,8 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use qscaler_crds::hash::{pod_spec_hash, template_value};
 use qscaler_crds::names::{
-    revision_name, ANNOTATION_ACTIVITY, ANNOTATION_DRAIN, ANNOTATION_RESTARTED_AT,
-    ANNOTATION_REVISION_HASH, LABEL_POD_SPEC_HASH, LABEL_QWORKER,
+    revision_name, ANNOTATION_ACTIVITY, ANNOTATION_DRAIN, ANNOTATION_PAUSED,
+    ANNOTATION_RESTARTED_AT, ANNOTATION_REVISION_HASH, LABEL_POD_SPEC_HASH, LABEL_QWORKER,
 };
 use qscaler_crds::usage::{annotation_key, UsageReport};
 use qscaler_crds::QWorker;
@@ -703,6 +703,38 @@ async fn top_shows_the_queue_the_workers_and_their_usage() {
     );
     assert_eq!(rows.len(), 8, "the pod of another QWorker is not shown");
 
+    // A control that holds the count is named beside it: the operator's ScaleLimited reason, and a
+    // pause as soon as the spec asks for it.
+    let desired_cell = |out: &str| -> String {
+        let row = out.lines().nth(1).unwrap_or_default();
+        row.split("   ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .nth(4)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    patch_status(
+        &cluster,
+        &ns,
+        "mail",
+        json!({"conditions": [{"type": "ScaleLimited", "status": "True", "reason": "MaxPodsAddedPerStep",
+               "message": "at most 2 pods added per step", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}),
+    )
+    .await;
+    let out = plugin_ok(&cluster, &ns, &["top", "mail"]).await;
+    assert_eq!(desired_cell(&out), "3 (MaxPodsAddedPerStep)", "{out}");
+    Api::<QWorker>::namespaced(cluster.client.clone(), &ns)
+        .patch(
+            "mail",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {ANNOTATION_PAUSED: "true"}}})),
+        )
+        .await
+        .expect("pause the QWorker");
+    let out = plugin_ok(&cluster, &ns, &["top", "mail"]).await;
+    assert_eq!(desired_cell(&out), "3 (Paused)", "{out}");
+
     // -A, --containers and -o json.
     let all = plugin_ok(
         &cluster,
@@ -718,6 +750,7 @@ async fn top_shows_the_queue_the_workers_and_their_usage() {
     let json: Value =
         serde_json::from_str(&plugin_ok(&cluster, &ns, &["top", "-o", "json"]).await).unwrap();
     assert_eq!(json["qworkers"][0]["queue"], 42);
+    assert_eq!(json["qworkers"][0]["heldBy"], "Paused");
     assert_eq!(json["workers"].as_array().map(Vec::len), Some(4));
     // --kubeconfig as a flag works as well as $KUBECONFIG.
     let kubeconfig = cluster.kubeconfig.display().to_string();

@@ -58,7 +58,7 @@ fn qworker_table(rows: &[QWorkerRow], view: View) -> Table {
             optional(r.queue),
             optional(r.in_flight),
             seconds(r.task_seconds),
-            r.desired.to_string(),
+            desired(r),
             r.current.to_string(),
             r.updated.to_string(),
             r.draining.to_string(),
@@ -113,6 +113,14 @@ fn worker_table(rows: &[WorkerRow], view: View) -> Table {
     table
 }
 
+/// `3`, or `3 (Paused)` when a control holds the count.
+fn desired(r: &QWorkerRow) -> String {
+    match &r.held_by {
+        Some(why) => format!("{} ({why})", r.desired),
+        None => r.desired.to_string(),
+    }
+}
+
 /// `1.25s`; `-` when nothing was learned (no timed tasks, or not task mode).
 fn seconds(v: Option<f64>) -> String {
     match v {
@@ -151,6 +159,25 @@ pub fn usage_cell(u: &Usage, format: fn(u64) -> String) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_count_says_by_what() {
+        let mut r = QWorkerRow {
+            namespace: "ns".into(),
+            name: "mail".into(),
+            queue: Some(5),
+            in_flight: None,
+            task_seconds: None,
+            desired: 3,
+            held_by: None,
+            current: 3,
+            updated: 3,
+            draining: 0,
+        };
+        assert_eq!(desired(&r), "3");
+        r.held_by = Some("Paused".into());
+        assert_eq!(desired(&r), "3 (Paused)");
+    }
 
     #[test]
     fn task_time_cells() {

@@ -4,6 +4,8 @@ use std::cmp::Reverse;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use qscaler_crds::conditions::{self as cond, reason};
 use qscaler_crds::hash::{pod_spec_hash, SHORT_LEN};
 use qscaler_crds::qworker::ContainerUsage;
 use qscaler_crds::usage::{annotation_key, UsageReport};
@@ -27,6 +29,10 @@ pub struct QWorkerRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub task_seconds: Option<f64>,
     pub desired: i32,
+    /// What keeps the count from what the queue asks: `Paused` while paused, else the reason of
+    /// the `ScaleLimited` condition (KeepWarm, BelowActivation, MaxPodsAddedPerStep...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
     pub current: i32,
     pub updated: i32,
     pub draining: i32,
@@ -103,12 +109,24 @@ pub fn qworker_rows(qworkers: &[QWorker]) -> Vec<QWorkerRow> {
                 in_flight: s.in_flight,
                 task_seconds: s.task_seconds,
                 desired: s.desired_replicas,
+                held_by: held_by(qw, &s.conditions),
                 current: s.current_replicas,
                 updated: s.updated_replicas,
                 draining: s.draining_replicas,
             }
         })
         .collect()
+}
+
+fn held_by(qw: &QWorker, conditions: &[Condition]) -> Option<String> {
+    if qw.paused() {
+        return Some(reason::PAUSED.to_owned());
+    }
+    conditions
+        .iter()
+        .find(|c| c.type_ == cond::SCALE_LIMITED && c.status == "True")
+        .map(|c| c.reason.clone())
+        .filter(|r| !r.is_empty())
 }
 
 /// The alive worker pods of `qworkers` (pods of other QWorkers and finished pods left out),
@@ -340,7 +358,7 @@ pub fn sort(rows: &mut [WorkerRow], by: Option<SortBy>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{container_usage, pod, qworker};
+    use crate::testing::{condition, container_usage, pod, qworker};
 
     const MI: u64 = 1024 * 1024;
 
@@ -354,6 +372,23 @@ mod tests {
             .container("sidecar", (Some("100m"), None), (None, Some("64Mi")))
             .status(|s| s.current_replicas = 1)
             .build()
+    }
+
+    #[test]
+    fn a_paused_or_limited_qworker_says_what_holds_its_count() {
+        let held = |qw: QWorker| qworker_rows(&[qw])[0].held_by.clone();
+        assert_eq!(held(qworker("mail").build()), None);
+        let limited = |status: &str| {
+            qworker("mail").status(|s| {
+                s.conditions = vec![condition(cond::SCALE_LIMITED, status, "KeepWarm", "")]
+            })
+        };
+        assert_eq!(held(limited("True").build()), Some("KeepWarm".into()));
+        assert_eq!(held(limited("False").build()), None);
+        // A pause is shown from the spec at once, before the operator's condition says so.
+        let mut paused = limited("True").build();
+        paused.spec.paused = true;
+        assert_eq!(held(paused), Some("Paused".into()));
     }
 
     #[test]
