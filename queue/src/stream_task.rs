@@ -6,7 +6,8 @@
 //! * group: created at `0` with `MKSTREAM` when missing (so entries already there are delivered);
 //! * take: first one entry of the pool (claimed to us with `XCLAIM`, in one script), else
 //!   `XREADGROUP ... COUNT 1 BLOCK ... STREAMS <stream> >`;
-//! * done: `XACK` and `HDEL` of its retry count, in one `MULTI`;
+//! * done: `XACK`, `HDEL` of its retry count and the run's time ([`crate::keys::task_stats`]), in
+//!   one `MULTI`;
 //! * failed run: `HINCRBY <retries> <entry id>`; past `max_retries` the entry is dead-lettered:
 //!   `XADD <dead> * task <payload> id <id> group <group>` + `XACK` + `HDEL` in one `MULTI`;
 //! * give back (drain or cut, no retry counted): our oldest pending entry is `XCLAIM`ed to the pool,
@@ -157,12 +158,15 @@ pub async fn held<C: ConnectionLike>(c: &mut C, k: &StreamKeys) -> RedisResult<V
 }
 
 /// Acknowledges `e` for good and forgets its retry count, in one `MULTI`; a dead-lettered one is
-/// copied to the dead-letter stream in the same step.
+/// copied to the dead-letter stream in the same step. When `ran` is known, the run goes to the
+/// queue's timings ([`keys::task_stats`], under the stream's hash tag) in the same step, as a
+/// list task's does.
 pub async fn settle<C: ConnectionLike>(
     c: &mut C,
     k: &StreamKeys,
     e: &Entry,
     how: Settle,
+    ran: Option<Duration>,
 ) -> RedisResult<()> {
     let mut pipe = redis::pipe();
     pipe.atomic();
@@ -181,6 +185,9 @@ pub async fn settle<C: ConnectionLike>(
         .arg(&e.id)
         .ignore();
     pipe.hdel(&k.retries, &e.id).ignore();
+    if let Some(ran) = ran {
+        crate::task::record_run(&mut pipe, &k.stream, ran);
+    }
     pipe.query_async(c).await
 }
 

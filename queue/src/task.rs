@@ -158,12 +158,18 @@ pub async fn settle_timed(
     }
     pipe.hdel(&k.retries, item).ignore();
     if let Some(ran) = ran {
-        let stats = keys::task_stats(&k.queue);
-        let millis = i64::try_from(ran.as_millis()).unwrap_or(i64::MAX);
-        pipe.hincr(&stats, keys::STATS_TASKS, 1).ignore();
-        pipe.hincr(&stats, keys::STATS_MILLIS, millis).ignore();
+        record_run(&mut pipe, &k.queue, ran);
     }
     pipe.query_async(c).await
+}
+
+/// Adds one settled task that ran for `ran` to `queue`'s timings ([`keys::task_stats`]), as part
+/// of `pipe`.
+pub(crate) fn record_run(pipe: &mut redis::Pipeline, queue: &str, ran: Duration) {
+    let stats = keys::task_stats(queue);
+    let millis = i64::try_from(ran.as_millis()).unwrap_or(i64::MAX);
+    pipe.hincr(&stats, keys::STATS_TASKS, 1).ignore();
+    pipe.hincr(&stats, keys::STATS_MILLIS, millis).ignore();
 }
 
 /// Counts a failed run of `item`; the count after it.

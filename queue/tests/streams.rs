@@ -79,7 +79,9 @@ async fn a_streams_backlog_is_its_groups_lag_plus_pending() {
         .unwrap()
         .unwrap();
     assert_eq!(read_one(&mut c, "ev", None).await, Ok(lengths(3, 2)));
-    st::settle(&mut c, &k, &a, Settle::Done).await.unwrap();
+    st::settle(&mut c, &k, &a, Settle::Done, None)
+        .await
+        .unwrap();
     assert_eq!(read_one(&mut c, "ev", None).await, Ok(lengths(3, 1)));
     // Another group of the same stream has its own backlog; a named group that does not exist
     // yet reads as the whole stream.
@@ -148,13 +150,31 @@ async fn take_settle_give_back_and_return_keep_each_entry_in_one_place() {
 
     // Done: acknowledged, its count gone. A failed run counts; dead-lettering copies the payload.
     assert_eq!(st::count_failed_run(&mut c, &w1, &a).await.unwrap(), 1);
-    st::settle(&mut c, &w1, &a, Settle::Done).await.unwrap();
+    st::settle(
+        &mut c,
+        &w1,
+        &a,
+        Settle::Done,
+        Some(Duration::from_millis(1500)),
+    )
+    .await
+    .unwrap();
     let count: Option<i64> = cmd(&mut c, &["HGET", &w1.retries, &a.id]).await;
     assert_eq!(count, None);
     assert_eq!(st::count_failed_run(&mut c, &w1, &b).await.unwrap(), 1);
-    st::settle(&mut c, &w1, &b, Settle::DeadLetter)
-        .await
-        .unwrap();
+    st::settle(
+        &mut c,
+        &w1,
+        &b,
+        Settle::DeadLetter,
+        Some(Duration::from_millis(500)),
+    )
+    .await
+    .unwrap();
+    // Both runs are in the queue's timings, which the operator reads for every format.
+    let stats = qscaler_queue::keys::task_stats(&w1.stream);
+    let timed: Vec<i64> = cmd(&mut c, &["HMGET", &stats, "tasks", "ms"]).await;
+    assert_eq!(timed, [2, 2000]);
     let dead: Vec<(String, Vec<String>)> = cmd(&mut c, &["XRANGE", &w1.dead, "-", "+"]).await;
     assert_eq!(dead.len(), 1);
     assert_eq!(

@@ -120,13 +120,13 @@ impl Consumer {
                     qscaler_crds::names::stream::PAYLOAD_FIELD,
                     s.dead
                 );
-                stream_task::settle(c, s, &e, Settle::DeadLetter).await?;
+                stream_task::settle(c, s, &e, Settle::DeadLetter, None).await?;
                 Ok(None)
             }
         }
     }
 
-    /// Settles `h` for good; `ran` goes to a list's task timings (a stream keeps none).
+    /// Settles `h` for good; `ran` goes to the queue's task timings.
     pub async fn settle(
         &self,
         c: &mut Conn,
@@ -135,7 +135,7 @@ impl Consumer {
         ran: Duration,
     ) -> RedisResult<()> {
         match (&self.stream, &h.id) {
-            (Some(s), Some(id)) => stream_task::settle(c, s, &entry(id, h), how).await,
+            (Some(s), Some(id)) => stream_task::settle(c, s, &entry(id, h), how, Some(ran)).await,
             _ => task::settle_timed(c, &self.list, &h.payload, how, Some(ran)).await,
         }
     }

@@ -122,6 +122,9 @@ fn each_entry_runs_once_with_its_task_field_on_stdin() {
     let dead = fields(&mut c, "{ev}:dead");
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0][0], "id");
+    // The 11 runs are timed for the operator's drain target; the entry never run is not.
+    let tasks: i64 = c.hget("{ev}:stats", "tasks").unwrap();
+    assert_eq!(tasks, 11);
     // Idle and told to stop: exits 0 at once, leaving the group and the registry.
     kill(sup.id() as i32, Signal::SIGTERM);
     assert_eq!(code(wait_exit(&mut sup, Duration::from_secs(3))), 0);

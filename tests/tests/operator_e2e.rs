@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use qscaler_crds::names;
-use qscaler_crds::{QWorker, ScalerConfig};
+use qscaler_crds::ScalerConfig;
 use qscaler_tests::operator::Operator;
 use qscaler_tests::{wait_for, Cluster};
 use redis::AsyncCommands;
@@ -505,28 +505,13 @@ async fn rollout_under_load_interrupts_no_task() {
         (pods.iter().filter(|p| phase(p) == "Running").count() == 3).then_some(())
     })
     .await;
-    let old_hash = get_qworker(&cluster, &ns, "w")
-        .await
-        .status
-        .expect("status")
-        .current_pod_spec_hash;
+    let old_hash = current_hash(&cluster, &ns, "w").await;
     let (samples, sampler) = sample(&cluster, &ns, "w");
     // Steady load: enough tasks that every worker is busy through the rollout.
     push_tasks(&mut conn, &queue, 0..12).await;
-    let patch = json!({"spec": {"podSpec": {"containers": [{"name": "worker", "image": "qscaler/qsupervisor",
-        "args": ["--", "qscaler-test-worker", "--task-ms", "400"], "env": [{"name": "ROLLOUT", "value": "2"}]}]}}});
-    Api::<QWorker>::namespaced(cluster.client.clone(), &ns)
-        .patch("w", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("patching the pod spec");
-    let new_hash = wait_for("a new currentPodSpecHash", T, || async {
-        let h = get_qworker(&cluster, &ns, "w")
-            .await
-            .status?
-            .current_pod_spec_hash;
-        (h != old_hash).then_some(h)
-    })
-    .await;
+    let pod_spec = json!({"containers": [{"name": "worker", "image": "qscaler/qsupervisor",
+        "args": ["--", "qscaler-test-worker", "--task-ms", "400"], "env": [{"name": "ROLLOUT", "value": "2"}]}]});
+    let new_hash = roll_out(&cluster, &ns, "w", pod_spec, &old_hash).await;
     let short = &new_hash[..10];
     wait_for(
         "every alive worker on the new hash, all tasks done",

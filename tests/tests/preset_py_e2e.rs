@@ -23,10 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
-use kube::Api;
 use qscaler_crds::names;
-use qscaler_crds::QWorker;
 use qscaler_tests::cluster::bin_dir;
 use qscaler_tests::{wait_for, Cluster};
 use redis::AsyncCommands;
@@ -295,11 +292,7 @@ async fn scenario(fw: &Framework) {
     .await;
 
     // 3. A rollout while a second batch runs.
-    let old_hash = get_qworker(&cluster, &ns, "w")
-        .await
-        .status
-        .expect("status")
-        .current_pod_spec_hash;
+    let old_hash = current_hash(&cluster, &ns, "w").await;
     let batch = 8;
     produce(fw, &url, &queue, held + extra, batch, 1.0, None).await;
     let mut patched = preset_qworker(fw, "w", &queue, &url)["spec"]["podSpec"].clone();
@@ -307,22 +300,7 @@ async fn scenario(fw: &Framework) {
         .as_array_mut()
         .expect("env")
         .push(json!({"name": "ROLLOUT", "value": "2"}));
-    Api::<QWorker>::namespaced(cluster.client.clone(), &ns)
-        .patch(
-            "w",
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"podSpec": patched}})),
-        )
-        .await
-        .expect("patching the pod spec");
-    let new_hash = wait_for("a new currentPodSpecHash", T, || async {
-        let h = get_qworker(&cluster, &ns, "w")
-            .await
-            .status?
-            .current_pod_spec_hash;
-        (h != old_hash).then_some(h)
-    })
-    .await;
+    let new_hash = roll_out(&cluster, &ns, "w", patched, &old_hash).await;
     let short = new_hash[..10].to_string();
     wait_for(
         "every task done, every alive worker on the new hash",

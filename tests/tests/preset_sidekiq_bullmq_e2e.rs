@@ -24,10 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
-use kube::Api;
 use qscaler_crds::names;
-use qscaler_crds::QWorker;
 use qscaler_tests::cluster::{bin_dir, skip_suite_without_cluster, workspace_root};
 use qscaler_tests::{wait_for, Cluster};
 use redis::AsyncCommands;
@@ -277,25 +274,10 @@ async fn scenario(fw: Framework) {
         (started >= 5 && started > ended).then_some(())
     })
     .await;
-    let old_hash = get_qworker(&cluster, &ns, "w")
-        .await
-        .status
-        .expect("status")
-        .current_pod_spec_hash;
+    let old_hash = current_hash(&cluster, &ns, "w").await;
     let new_spec = fw.qworker(&queue, &redis_url, "2");
-    let patch = json!({"spec": {"podSpec": new_spec["spec"]["podSpec"].clone()}});
-    Api::<QWorker>::namespaced(cluster.client.clone(), &ns)
-        .patch("w", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("patching the pod template");
-    let new_hash = wait_for("a new currentPodSpecHash", T, || async {
-        let h = get_qworker(&cluster, &ns, "w")
-            .await
-            .status?
-            .current_pod_spec_hash;
-        (h != old_hash).then_some(h)
-    })
-    .await;
+    let pod_spec = new_spec["spec"]["podSpec"].clone();
+    let new_hash = roll_out(&cluster, &ns, "w", pod_spec, &old_hash).await;
     wait_for("a worker of the new template started", T, || async {
         let pods = worker_pods(&cluster, &ns, "w").await;
         pods.iter()

@@ -219,4 +219,10 @@ async fn a_stream_qworker_scales_on_lag_and_pending_and_a_killed_consumers_entry
         .status
         .expect("status");
     assert_eq!((st.queue_depth, st.in_flight), (Some(0), Some(0)));
+    // The three completed runs (6 s each) were timed: the operator learned the task time.
+    let learned = wait_for("a learned task time", T, || async {
+        get_qworker(&cluster, &ns, "w").await.status?.task_seconds
+    })
+    .await;
+    assert!((6.0..30.0).contains(&learned), "{learned} s per task");
 }

@@ -1043,6 +1043,24 @@ mod target {
                     .map(|_| ())
             })
             .await?;
+            // The operator subscribes to the queue's pushes once its poller knows the QWorker,
+            // whether notifications are on or not: a push before that waits for a poll in any
+            // setting.
+            let channel = format!("__keyspace@0__:{queue}");
+            poll(
+                "the operator to subscribe to the queue's pushes",
+                STEP,
+                || async {
+                    let subscribers: Vec<(String, i64)> = redis::cmd("PUBSUB")
+                        .arg("NUMSUB")
+                        .arg(&channel)
+                        .query_async(&mut conn.clone())
+                        .await
+                        .ok()?;
+                    (subscribers.first()?.1 > 0).then_some(())
+                },
+            )
+            .await?;
             tokio::time::sleep(phase).await;
 
             let events = Arc::new(Mutex::new(Vec::new()));

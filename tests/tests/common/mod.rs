@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{ListParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use qscaler_crds::names;
 use qscaler_crds::{QWorker, ScalerConfig};
 use qscaler_tests::operator::Operator;
 use qscaler_tests::tls::TestCa;
-use qscaler_tests::Cluster;
+use qscaler_tests::{wait_for, Cluster};
 use redis::AsyncCommands;
 use serde_json::{json, Value};
 use tokio::process::{Child, Command};
@@ -470,6 +470,42 @@ pub async fn get_qworker(cluster: &Cluster, ns: &str, name: &str) -> QWorker {
         .get(name)
         .await
         .expect("get QWorker")
+}
+
+/// The pod-spec hash the operator last wrote to the QWorker's status.
+pub async fn current_hash(cluster: &Cluster, ns: &str, name: &str) -> String {
+    get_qworker(cluster, ns, name)
+        .await
+        .status
+        .expect("status")
+        .current_pod_spec_hash
+}
+
+/// Replaces the QWorker's pod template (a rollout) and waits until the operator's status names a
+/// hash other than `old_hash`; returns it.
+pub async fn roll_out(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    pod_spec: Value,
+    old_hash: &str,
+) -> String {
+    Api::<QWorker>::namespaced(cluster.client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"podSpec": pod_spec}})),
+        )
+        .await
+        .expect("patching the pod template");
+    wait_for("a new currentPodSpecHash", T, || async {
+        let h = get_qworker(cluster, ns, name)
+            .await
+            .status?
+            .current_pod_spec_hash;
+        (h != old_hash).then_some(h)
+    })
+    .await
 }
 
 pub fn condition<'a>(qw: &'a QWorker, type_: &str) -> Option<(&'a str, &'a str, &'a str)> {
