@@ -196,6 +196,46 @@ async fn assert_wave_done(
     let _: () = ev.del(events).await.expect("DEL events");
 }
 
+/// One wave of [`TASKS`] on a test's QWorker `w`, through a fault.
+struct Wave<'a> {
+    cluster: &'a Cluster,
+    ns: &'a str,
+    params: &'a RedisParams,
+    queue: &'a str,
+    events: &'a str,
+    op: &'a Operator,
+}
+
+impl Wave<'_> {
+    /// Pushes the wave (through Sentinel, until a replica has it too: the fault must not roll
+    /// the push back) and waits until it is under way on more than one worker; the backlog then.
+    async fn start(&self, c: &mut Conn, sentinel: bool) -> Option<u64> {
+        push(c, self.queue).await;
+        if sentinel {
+            replicated(c).await;
+        }
+        until_started(self.cluster, self.events).await;
+        until_scaled_up(self.cluster, self.ns).await;
+        backlog(c, self.queue).await
+    }
+
+    /// After the fault: desired never below what the backlog asks, then the wave done with
+    /// nothing lost.
+    async fn finish(&self, before: Option<u64>) {
+        let samples = watch_desired(self.cluster, self.ns, self.params, self.queue, before).await;
+        assert!(samples > 0, "no sample of desired vs backlog was taken");
+        assert_wave_done(
+            self.cluster,
+            self.ns,
+            self.params,
+            self.queue,
+            self.events,
+            self.op,
+        )
+        .await;
+    }
+}
+
 async fn push(c: &mut Conn, queue: &str) {
     let items: Vec<String> = (0..TASKS).map(|i| format!("t{i}")).collect();
     let _: () = c.lpush(queue, items).await.expect("LPUSH tasks");
@@ -338,16 +378,19 @@ async fn a_cluster_queue_loses_nothing_while_its_slot_moves() {
         task_qworker(&queue, &cluster.redis_url, &events),
     )
     .await;
-    push(&mut c, &queue).await;
-    until_started(&cluster, &events).await;
-    until_scaled_up(&cluster, &ns).await;
-    let before = backlog(&mut c, &queue).await;
+    let wave = Wave {
+        cluster: &cluster,
+        ns: &ns,
+        params: &params,
+        queue: &queue,
+        events: &events,
+        op: &op,
+    };
+    let before = wave.start(&mut c, false).await;
     let slot = qscaler_queue::topology::slot(&queue);
     let to = move_slot(&topo.cluster, slot).await;
     eprintln!("slot {slot} of {queue} moved to {to}");
-    let samples = watch_desired(&cluster, &ns, &params, &queue, before).await;
-    assert!(samples > 0, "no sample of desired vs backlog was taken");
-    assert_wave_done(&cluster, &ns, &params, &queue, &events, &op).await;
+    wave.finish(before).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,33 +411,29 @@ async fn a_sentinel_queue_loses_nothing_when_the_primary_is_killed_or_demoted() 
         task_qworker(&queue, &cluster.redis_url, &events),
     )
     .await;
-    push(&mut c, &queue).await;
-    replicated(&mut c).await;
-    until_started(&cluster, &events).await;
-    until_scaled_up(&cluster, &ns).await;
+    let wave = Wave {
+        cluster: &cluster,
+        ns: &ns,
+        params: &params,
+        queue: &queue,
+        events: &events,
+        op: &op,
+    };
+    let before = wave.start(&mut c, true).await;
     let revive = Revive;
-    let before = backlog(&mut c, &queue).await;
     let (killed, promoted) = topo.kill_primary().await;
     eprintln!(
         "killed the primary on port {killed}; the replica on port {promoted} is the primary now"
     );
-    let samples = watch_desired(&cluster, &ns, &params, &queue, before).await;
-    assert!(samples > 0, "no sample of desired vs backlog was taken");
-    assert_wave_done(&cluster, &ns, &params, &queue, &events, &op).await;
+    wave.finish(before).await;
 
     // A second wave, and a failover without a kill: the old primary lives on as a replica that
     // still answers reads, so only asking who is primary (the operator's ROLE check; the workers'
     // UNBLOCKED and READONLY answers) moves everyone to the new one.
     drop(revive);
     let mut c = wait_for("the primary", T, || connect(&params)).await;
-    push(&mut c, &queue).await;
-    replicated(&mut c).await;
-    until_started(&cluster, &events).await;
-    until_scaled_up(&cluster, &ns).await;
-    let before = backlog(&mut c, &queue).await;
+    let before = wave.start(&mut c, true).await;
     let (demoted, promoted) = topo.fail_over().await;
     eprintln!("SENTINEL FAILOVER: {demoted} is a replica, {promoted} the primary now");
-    let samples = watch_desired(&cluster, &ns, &params, &queue, before).await;
-    assert!(samples > 0, "no sample of desired vs backlog was taken");
-    assert_wave_done(&cluster, &ns, &params, &queue, &events, &op).await;
+    wave.finish(before).await;
 }
