@@ -60,6 +60,8 @@ pub(crate) mod sizing;
 pub(crate) mod status;
 pub(crate) mod status_write;
 pub(crate) mod task_rate;
+#[cfg(test)]
+pub(crate) mod test_redis;
 pub(crate) mod triggers;
 
 pub use error::Error;

@@ -343,6 +343,7 @@ impl Broker for RedisBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_redis::RedisServer;
     use qscaler_queue::depth::KeyRole;
     use redis::{ErrorKind, RedisError, ServerErrorKind};
 
@@ -391,51 +392,15 @@ mod tests {
         ));
     }
 
-    /// A redis-server of this test's own, without persistence; killed when dropped.
-    struct RedisServer(std::process::Child);
-
-    impl RedisServer {
-        fn start(port: u16) -> RedisServer {
-            let child = std::process::Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .expect("redis-server is installed");
-            RedisServer(child)
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    async fn push_when_up(port: u16, n: usize) {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
-                let tasks: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
-                if redis::cmd("RPUSH")
-                    .arg("q")
-                    .arg(&tasks)
-                    .query_async::<i64>(&mut c)
-                    .await
-                    .is_ok()
-                {
-                    return;
-                }
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not answer"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+    async fn push_tasks(server: &RedisServer, n: usize) {
+        let mut c = server.conn().await.expect("a connection");
+        let tasks: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+        let _: i64 = redis::cmd("RPUSH")
+            .arg("q")
+            .arg(&tasks)
+            .query_async(&mut c)
+            .await
+            .expect("RPUSH");
     }
 
     /// The kept connection of a broker whose Redis restarted is closed: the first read after the
@@ -443,14 +408,10 @@ mod tests {
     /// for the next poll). A Redis that is down is still an error.
     #[tokio::test]
     async fn the_first_read_after_a_redis_restart_answers() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let server = RedisServer::start(port);
-        push_when_up(port, 3).await;
-        let params = RedisParams::from_url(&format!("redis://127.0.0.1:{port}/0")).unwrap();
+        let server = RedisServer::start().await;
+        let port = server.port;
+        push_tasks(&server, 3).await;
+        let params = RedisParams::from_url(&server.url()).unwrap();
         let mut broker = RedisBroker::new(params, Duration::from_secs(2));
         let queries = [QueueQuery {
             queue: "q".into(),
@@ -464,8 +425,8 @@ mod tests {
         assert_eq!(queued(broker.depths(&queries).await).ok(), Some(Some(3)));
 
         drop(server);
-        let server = RedisServer::start(port);
-        push_when_up(port, 2).await;
+        let server = RedisServer::start_on(port).await;
+        push_tasks(&server, 2).await;
         assert_eq!(queued(broker.depths(&queries).await).ok(), Some(Some(2)));
         broker.ping().await.expect("a ping on the new connection");
 

@@ -169,6 +169,7 @@ fn spawn(env: PollerEnv, key: ObjectKey, params: RedisParams) -> PollerHandle {
             queues,
             wake: wake.clone(),
             state: state_tx,
+            check_every: push::CHECK_EVERY,
             scaler: key.to_string(),
         }
         .run(),
@@ -196,7 +197,7 @@ async fn run<B: Broker>(
     mut broker: B,
     params: RedisParams,
     health_tx: watch::Sender<Option<Health>>,
-    push: PushSide,
+    mut push: PushSide,
 ) {
     let _ = env.caches.clone().wait_for(|r| *r).await;
     let mut ticker = tokio::time::interval(env.poll_interval);
@@ -213,6 +214,10 @@ async fn run<B: Broker>(
         let woken = tokio::select! {
             _ = ticker.tick() => false,
             _ = push.wake.notified() => true,
+            // Whether a push can wake us changed (the subscription's first look at the setting,
+            // or notifications turned on or off): a tick now puts it in the ScalerConfig's status
+            // instead of a poll interval later.
+            Ok(()) = push.state.changed() => false,
         };
         if woken {
             if let Some(t) = last_tick {

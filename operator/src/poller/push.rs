@@ -18,7 +18,7 @@ use qscaler_queue::{Connector, RedisParams, Timeouts};
 use tokio::sync::{watch, Notify};
 
 /// How often the connection is pinged and the setting read again.
-const CHECK_EVERY: Duration = Duration::from_secs(30);
+pub(super) const CHECK_EVERY: Duration = Duration::from_secs(30);
 /// How often the set of queues is read again from the QWorker cache (a new QWorker's queue is
 /// watched within this, not at the next poll, which may be long).
 const QUEUES_EVERY: Duration = Duration::from_secs(1);
@@ -101,6 +101,8 @@ pub(super) struct Subscriber {
     pub queues: Queues,
     pub wake: Arc<Notify>,
     pub state: watch::Sender<Option<PushWake>>,
+    /// How often the connection is pinged and the setting read again ([`CHECK_EVERY`]).
+    pub check_every: Duration,
     /// For logs.
     pub scaler: String,
 }
@@ -165,7 +167,7 @@ impl Subscriber {
         let (mut sink, mut stream) = pubsub.split();
         let db = self.params.db;
         let mut subscribed: BTreeSet<String> = BTreeSet::new();
-        let mut check = tokio::time::interval(CHECK_EVERY);
+        let mut check = tokio::time::interval(self.check_every);
         check.tick().await;
         let mut refresh = tokio::time::interval(QUEUES_EVERY);
         loop {
@@ -187,7 +189,8 @@ impl Subscriber {
                     subscribed = want;
                 }
                 _ = check.tick() => {
-                    tokio::time::timeout(self.timeout * 2, sink.ping::<String>())
+                    // Subscribed, Redis answers a PING with ["pong", ""], not "PONG".
+                    tokio::time::timeout(self.timeout * 2, sink.ping::<redis::Value>())
                         .await
                         .map_err(|_| "ping timed out".to_string())?
                         .map_err(|e| e.to_string())?;
@@ -214,6 +217,7 @@ async fn read_setting(c: &mut qscaler_queue::Conn) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_redis::RedisServer;
 
     #[test]
     fn keyspace_list_events_are_needed() {
@@ -240,6 +244,84 @@ mod tests {
             assert!(!is_push(e), "{e}");
         }
         assert_eq!(channel(3, "mail"), "__keyspace@3__:mail");
+    }
+
+    /// The ids of the server's pub/sub clients.
+    async fn pubsub_clients(c: &mut redis::aio::MultiplexedConnection) -> Vec<String> {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(c)
+            .await
+            .expect("CLIENT LIST");
+        list.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// One subscription lives through its checks (a PING while subscribed answers an array): the
+    /// same pub/sub client is there after several, and a push still wakes the poller.
+    #[tokio::test]
+    async fn a_subscription_outlives_its_checks_and_a_push_wakes() {
+        let server = RedisServer::start().await;
+        let mut c = server.conn().await.expect("a connection");
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("notify-keyspace-events")
+            .arg("Kl")
+            .query_async(&mut c)
+            .await
+            .expect("CONFIG SET");
+        let wake = Arc::new(Notify::new());
+        let (state, mut seen) = watch::channel(None);
+        let subscriber = tokio::spawn(
+            Subscriber {
+                params: RedisParams::from_url(&server.url()).unwrap(),
+                timeout: Duration::from_secs(2),
+                queues: Box::new(|| BTreeSet::from(["q".to_string()])),
+                wake: wake.clone(),
+                state,
+                check_every: Duration::from_millis(100),
+                scaler: "test/redis".into(),
+            }
+            .run(),
+        );
+        let on = tokio::time::timeout(Duration::from_secs(10), seen.wait_for(|s| s.is_some()))
+            .await
+            .expect("the setting read")
+            .expect("the subscriber runs")
+            .clone();
+        assert_eq!(on, Some(PushWake::On));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let first = loop {
+            let numsub: (String, i64) = redis::cmd("PUBSUB")
+                .arg("NUMSUB")
+                .arg(channel(0, "q"))
+                .query_async(&mut c)
+                .await
+                .expect("PUBSUB NUMSUB");
+            if numsub.1 == 1 {
+                break pubsub_clients(&mut c).await;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never subscribed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(first.len(), 1, "{first:?}");
+        // Ten checks later: the same client, still subscribed.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(pubsub_clients(&mut c).await, first);
+        let _: i64 = redis::cmd("LPUSH")
+            .arg("q")
+            .arg("t")
+            .query_async(&mut c)
+            .await
+            .expect("LPUSH");
+        tokio::time::timeout(Duration::from_secs(5), wake.notified())
+            .await
+            .expect("the push woke the poller");
+        subscriber.abort();
     }
 
     #[test]
