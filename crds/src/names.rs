@@ -210,6 +210,12 @@ pub mod keys {
         format!("{}:retries", prefix(queue))
     }
 
+    /// The channel Redis publishes `key`'s keyspace events on in database `db` (with
+    /// `notify-keyspace-events` K): the operator's push trigger subscribes to its queues' channels.
+    pub fn keyspace_channel(db: i64, key: &str) -> String {
+        format!("__keyspace@{db}__:{key}")
+    }
+
     /// The hash of task timings of the queue (task mode): field [`STATS_TASKS`] counts settled
     /// tasks, [`STATS_MILLIS`] the milliseconds their runs took; the operator learns seconds per
     /// task from their growth.

@@ -2,8 +2,8 @@
 //! the README use them) and live in [`qscaler_crds::names::keys`], re-exported here.
 
 pub use qscaler_crds::names::keys::{
-    consumer, consumers, dead_letter, hash_tag, processing, retries, task_stats, STATS_MILLIS,
-    STATS_TASKS,
+    consumer, consumers, dead_letter, hash_tag, keyspace_channel, processing, retries, task_stats,
+    STATS_MILLIS, STATS_TASKS,
 };
 
 /// A consumer's view of a queue: the queue, its own processing list, and the queue's retry hash

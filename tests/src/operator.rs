@@ -118,3 +118,19 @@ pub fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// How many clients subscribe to pushes to `queue` (its keyspace channel in database 0): the
+/// operator's push trigger is one once its poller watches the queue. `None` when Redis does not
+/// answer.
+pub async fn push_subscribers(
+    conn: &mut redis::aio::MultiplexedConnection,
+    queue: &str,
+) -> Option<i64> {
+    let (_, n): (String, i64) = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg(qscaler_crds::names::keys::keyspace_channel(0, queue))
+        .query_async(conn)
+        .await
+        .ok()?;
+    Some(n)
+}

@@ -19,7 +19,7 @@ use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use qscaler_crds::names;
 use qscaler_crds::ScalerConfig;
-use qscaler_tests::operator::Operator;
+use qscaler_tests::operator::{push_subscribers, Operator};
 use qscaler_tests::{wait_for, Cluster};
 use redis::AsyncCommands;
 use serde_json::json;
@@ -243,19 +243,8 @@ async fn a_push_wakes_the_poller() {
         },
     )
     .await;
-    let channel = format!("__keyspace@0__:{queue}");
-    wait_for("the operator subscribed to the queue's key", T, || {
-        let mut conn = conn.clone();
-        let channel = channel.clone();
-        async move {
-            let (_, n): (String, i64) = redis::cmd("PUBSUB")
-                .arg("NUMSUB")
-                .arg(&channel)
-                .query_async(&mut conn)
-                .await
-                .ok()?;
-            (n >= 1).then_some(())
-        }
+    wait_for("the operator subscribed to the queue's key", T, || async {
+        (push_subscribers(&mut conn.clone(), &queue).await? >= 1).then_some(())
     })
     .await;
     let wakes = [("namespace", ns.as_str())];

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use qscaler_queue::keys::keyspace_channel;
 use qscaler_queue::{Connector, RedisParams, Timeouts};
 use tokio::sync::{watch, Notify};
 
@@ -28,11 +29,6 @@ const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// The least time between two ticks started by pushes: a busy queue must not turn the poller into
 /// a busy loop.
 pub(super) const MIN_WAKE_GAP: Duration = Duration::from_millis(200);
-
-/// The keyspace channel of `key` in database `db`.
-pub(super) fn channel(db: i64, key: &str) -> String {
-    format!("__keyspace@{db}__:{key}")
-}
 
 /// Whether a keyspace event on a list key adds an element (a push, or the destination of a move).
 pub(super) fn is_push(event: &str) -> bool {
@@ -181,10 +177,10 @@ impl Subscriber {
                 _ = refresh.tick() => {
                     let want = (self.queues)();
                     for q in want.difference(&subscribed) {
-                        sink.subscribe(channel(db, q)).await.map_err(|e| e.to_string())?;
+                        sink.subscribe(keyspace_channel(db, q)).await.map_err(|e| e.to_string())?;
                     }
                     for q in subscribed.difference(&want) {
-                        sink.unsubscribe(channel(db, q)).await.map_err(|e| e.to_string())?;
+                        sink.unsubscribe(keyspace_channel(db, q)).await.map_err(|e| e.to_string())?;
                     }
                     subscribed = want;
                 }
@@ -243,7 +239,7 @@ mod tests {
         for e in ["lpop", "rpop", "del", "lrem", "ltrim", "expired", "lset"] {
             assert!(!is_push(e), "{e}");
         }
-        assert_eq!(channel(3, "mail"), "__keyspace@3__:mail");
+        assert_eq!(keyspace_channel(3, "mail"), "__keyspace@3__:mail");
     }
 
     /// The ids of the server's pub/sub clients.
@@ -298,7 +294,7 @@ mod tests {
         let first = loop {
             let numsub: (String, i64) = redis::cmd("PUBSUB")
                 .arg("NUMSUB")
-                .arg(channel(0, "q"))
+                .arg(keyspace_channel(0, "q"))
                 .query_async(&mut c)
                 .await
                 .expect("PUBSUB NUMSUB");

@@ -774,6 +774,7 @@ mod target {
     use kube::Api;
     use qscaler_crds::names::{keys, LABEL_QWORKER};
     use qscaler_crds::{QWorker, ScalerConfig};
+    use qscaler_tests::operator::push_subscribers;
     use qscaler_tests::{real_node, Cluster};
     use serde_json::json;
     use tokio::process::{Child, Command};
@@ -1046,19 +1047,10 @@ mod target {
             // The operator subscribes to the queue's pushes once its poller knows the QWorker,
             // whether notifications are on or not: a push before that waits for a poll in any
             // setting.
-            let channel = format!("__keyspace@0__:{queue}");
             poll(
                 "the operator to subscribe to the queue's pushes",
                 STEP,
-                || async {
-                    let subscribers: Vec<(String, i64)> = redis::cmd("PUBSUB")
-                        .arg("NUMSUB")
-                        .arg(&channel)
-                        .query_async(&mut conn.clone())
-                        .await
-                        .ok()?;
-                    (subscribers.first()?.1 > 0).then_some(())
-                },
+                || async { (push_subscribers(&mut conn.clone(), &queue).await? > 0).then_some(()) },
             )
             .await?;
             tokio::time::sleep(phase).await;
